@@ -1,0 +1,395 @@
+//! The guest's containers: created and started with libcontainer, their processes tracked
+//! until removal.
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use libcontainer::container::Container;
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use hyper_proto::agent::CreateContainerRequest;
+use hyper_proto::types::{ExecRequest, ProcessRef};
+
+use crate::error::{Error, Result};
+use crate::process::{ProcessHandle, stdio_pipes};
+use crate::reaper::Reaper;
+use crate::spec::{self, SpecInput};
+
+/// How long a removed container's processes get to die after SIGKILL.
+const KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+struct Entry {
+    container: Container,
+    init: Arc<ProcessHandle>,
+    execs: HashMap<String, Arc<ProcessHandle>>,
+    rootfs: PathBuf,
+    hostname: String,
+    home: String,
+}
+
+pub struct Containers {
+    share: PathBuf,
+    state: PathBuf,
+    bundles: PathBuf,
+    reaper: Reaper,
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+/// Container and exec ids: what Docker accepts, and safe as a path component.
+pub fn validate_id(what: &str, id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        && !id.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "{what} {id:?}: use 1-128 letters, digits, '_', '.' or '-'"
+        )))
+    }
+}
+
+/// The rootfs path from the request must stay inside the shared directory.
+pub fn rootfs_path(share: &Path, relative: &str) -> Result<PathBuf> {
+    let rel = Path::new(relative);
+    let clean = !relative.is_empty() && rel.components().all(|c| matches!(c, Component::Normal(_)));
+    if !clean {
+        return Err(Error::InvalidArgument(format!(
+            "rootfs {relative:?}: must be a relative path inside the shared directory"
+        )));
+    }
+    Ok(share.join(rel))
+}
+
+fn read_optional(path: &Path) -> Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(s),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(Error::io(format!("read {}", path.display()), e)),
+    }
+}
+
+fn resolve_user(rootfs: &Path, user: &str) -> Result<crate::user::ResolvedUser> {
+    let passwd = read_optional(&rootfs.join("etc/passwd"))?;
+    let group = read_optional(&rootfs.join("etc/group"))?;
+    crate::user::resolve(user, &passwd, &group)
+}
+
+impl Containers {
+    pub fn new(share: &Path, state: &Path, bundles: &Path, reaper: Reaper) -> Self {
+        Self {
+            share: share.to_path_buf(),
+            state: state.to_path_buf(),
+            bundles: bundles.to_path_buf(),
+            reaper,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.entries.lock().expect("containers lock")
+    }
+
+    /// Creates a container whose init waits for [`Containers::start`].
+    pub fn create(&self, req: &CreateContainerRequest) -> Result<()> {
+        validate_id("container id", &req.id)?;
+        if self.entries().contains_key(&req.id) {
+            return Err(Error::Conflict(format!(
+                "container {} already exists",
+                req.id
+            )));
+        }
+        let rootfs = rootfs_path(&self.share, &req.rootfs)?;
+        if !rootfs.is_dir() {
+            return Err(Error::NotFound(format!(
+                "rootfs of container {}: {} is not a directory in the guest",
+                req.id, req.rootfs
+            )));
+        }
+        let process = req
+            .process
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("process: missing".into()))?;
+        if process.terminal {
+            return Err(Error::InvalidArgument(
+                "process.terminal: not supported yet".into(),
+            ));
+        }
+        let hostname = if req.hostname.is_empty() {
+            req.id.chars().take(12).collect()
+        } else {
+            req.hostname.clone()
+        };
+        let user = resolve_user(&rootfs, &process.user)?;
+        let env = spec::process_env(&process.env, &user.home, &hostname);
+        let command = process.args.first().map(String::as_str).unwrap_or("");
+        crate::rootfs::check_executable(
+            &rootfs,
+            command,
+            spec::env_value(&env, "PATH").unwrap_or(""),
+            spec::cwd(process),
+        )?;
+        let resources = req.resources.clone().unwrap_or_default();
+        let config = spec::container_spec(&SpecInput {
+            id: &req.id,
+            rootfs: &rootfs,
+            hostname: &hostname,
+            process,
+            env: &env,
+            user: &user,
+            resources: &resources,
+        });
+
+        let bundle = self.bundles.join(&req.id);
+        std::fs::create_dir_all(&bundle).map_err(|e| Error::io("create bundle", e))?;
+        let written = serde_json::to_vec_pretty(&config)
+            .map_err(std::io::Error::other)
+            .and_then(|json| std::fs::write(bundle.join("config.json"), json));
+        if let Err(e) = written {
+            self.remove_bundle(&req.id);
+            return Err(Error::io("write config.json", e));
+        }
+
+        let (child, agent) = stdio_pipes(process.stdin)?;
+        let built = ContainerBuilder::new(req.id.clone(), SyscallType::default())
+            .with_root_path(&self.state)
+            .map(|b| {
+                b.with_stdin(child.stdin)
+                    .with_stdout(child.stdout)
+                    .with_stderr(child.stderr)
+                    .as_init(&bundle)
+                    .with_systemd(false)
+                    .with_detach(true)
+                    // The guest root is the initramfs, where pivot_root cannot work.
+                    .with_no_pivot(true)
+                    .build()
+            });
+        let container = match built {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) | Err(e) => {
+                self.remove_bundle(&req.id);
+                return Err(Error::container(format!("create container {}", req.id), e));
+            }
+        };
+        let pid = container
+            .pid()
+            .ok_or_else(|| Error::Conflict(format!("container {} has no init pid", req.id)))?
+            .as_raw();
+        let init = ProcessHandle::new(pid, self.reaper.register(pid), agent)?;
+        self.entries().insert(
+            req.id.clone(),
+            Entry {
+                container,
+                init,
+                execs: HashMap::new(),
+                rootfs,
+                hostname,
+                home: user.home,
+            },
+        );
+        tracing::info!(container_id = %req.id, pid, "container created");
+        Ok(())
+    }
+
+    pub fn start(&self, id: &str) -> Result<i32> {
+        let mut entries = self.entries();
+        let entry = entries
+            .get_mut(id)
+            .ok_or_else(|| Error::NotFound(format!("no such container: {id}")))?;
+        if !entry.container.can_start() {
+            return Err(Error::Conflict(format!(
+                "container {id} cannot start: it is {:?}",
+                entry.container.status()
+            )));
+        }
+        entry
+            .container
+            .start()
+            .map_err(|e| Error::container(format!("start container {id}"), e))?;
+        tracing::info!(container_id = %id, pid = entry.init.pid, "container started");
+        Ok(entry.init.pid)
+    }
+
+    /// Runs a new process in a running container's namespaces and cgroup.
+    pub fn exec(&self, req: &ExecRequest) -> Result<i32> {
+        validate_id("exec id", &req.exec_id)?;
+        let process = req
+            .process
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("process: missing".into()))?;
+        if process.terminal {
+            return Err(Error::InvalidArgument(
+                "process.terminal: not supported yet".into(),
+            ));
+        }
+        let mut entries = self.entries();
+        let entry = entries
+            .get_mut(&req.container_id)
+            .ok_or_else(|| Error::NotFound(format!("no such container: {}", req.container_id)))?;
+        if entry.execs.contains_key(&req.exec_id) {
+            return Err(Error::Conflict(format!(
+                "exec {} already exists",
+                req.exec_id
+            )));
+        }
+        if entry.init.exit_code().is_some() || !entry.container.can_exec() {
+            return Err(Error::Conflict(format!(
+                "container {} is not running",
+                req.container_id
+            )));
+        }
+        let user = resolve_user(&entry.rootfs, &process.user)?;
+        let home = if process.user.is_empty() {
+            entry.home.clone()
+        } else {
+            user.home.clone()
+        };
+        let env = spec::process_env(&process.env, &home, &entry.hostname);
+        let cwd = spec::cwd(process);
+        let command = process.args.first().map(String::as_str).unwrap_or("");
+        crate::rootfs::check_executable(
+            &entry.rootfs,
+            command,
+            spec::env_value(&env, "PATH").unwrap_or(""),
+            cwd,
+        )?;
+        let env_map = env
+            .iter()
+            .filter_map(|e| e.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+
+        let (child, agent) = stdio_pipes(process.stdin)?;
+        let pid = ContainerBuilder::new(req.container_id.clone(), SyscallType::default())
+            .with_root_path(&self.state)
+            .and_then(|b| {
+                b.with_stdin(child.stdin)
+                    .with_stdout(child.stdout)
+                    .with_stderr(child.stderr)
+                    .as_tenant()
+                    .with_container_args(process.args.clone())
+                    .with_env(env_map)
+                    .with_cwd(Some(cwd))
+                    .with_user(Some(user.uid))
+                    .with_group(Some(user.gid))
+                    .with_additional_gids(user.additional_gids.clone())
+                    .with_detach(true)
+                    .build()
+            })
+            .map_err(|e| Error::container(format!("exec in container {}", req.container_id), e))?
+            .as_raw();
+        let handle = ProcessHandle::new(pid, self.reaper.register(pid), agent)?;
+        entry.execs.insert(req.exec_id.clone(), handle);
+        tracing::info!(container_id = %req.container_id, exec_id = %req.exec_id, pid, "exec started");
+        Ok(pid)
+    }
+
+    pub fn process(&self, r: &ProcessRef) -> Result<Arc<ProcessHandle>> {
+        let entries = self.entries();
+        let entry = entries
+            .get(&r.container_id)
+            .ok_or_else(|| Error::NotFound(format!("no such container: {}", r.container_id)))?;
+        if r.exec_id.is_empty() {
+            return Ok(entry.init.clone());
+        }
+        entry
+            .execs
+            .get(&r.exec_id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("no such exec: {}", r.exec_id)))
+    }
+
+    pub fn signal(&self, r: &ProcessRef, signal: i32) -> Result<()> {
+        let signal = Signal::try_from(signal)
+            .map_err(|_| Error::InvalidArgument(format!("signal {signal}: unknown")))?;
+        let process = self.process(r)?;
+        if process.exit_code().is_some() {
+            return Err(Error::Conflict(format!(
+                "process {} has exited",
+                process.pid
+            )));
+        }
+        kill(Pid::from_raw(process.pid), signal)
+            .map_err(|e| Error::io(format!("signal process {}", process.pid), e.into()))
+    }
+
+    /// Kills whatever still runs in the container, then deletes its cgroup and state.
+    pub async fn remove(&self, id: &str) -> Result<()> {
+        let (init, execs) = {
+            let entries = self.entries();
+            let entry = entries
+                .get(id)
+                .ok_or_else(|| Error::NotFound(format!("no such container: {id}")))?;
+            (
+                entry.init.clone(),
+                entry.execs.values().cloned().collect::<Vec<_>>(),
+            )
+        };
+        for p in execs.iter().chain(std::iter::once(&init)) {
+            if p.exit_code().is_none() {
+                // Killing the pid namespace's init takes every process of the container.
+                if let Err(e) = kill(Pid::from_raw(p.pid), Signal::SIGKILL) {
+                    tracing::warn!(pid = p.pid, "kill: {e}");
+                }
+            }
+        }
+        for p in execs.iter().chain(std::iter::once(&init)) {
+            if tokio::time::timeout(KILL_WAIT, p.wait()).await.is_err() {
+                return Err(Error::Conflict(format!(
+                    "container {id}: process {} did not die after SIGKILL",
+                    p.pid
+                )));
+            }
+        }
+        let Some(mut entry) = self.entries().remove(id) else {
+            return Err(Error::NotFound(format!("no such container: {id}")));
+        };
+        let deleted = entry.container.delete(true);
+        self.remove_bundle(id);
+        deleted.map_err(|e| Error::container(format!("delete container {id}"), e))?;
+        tracing::info!(container_id = %id, "container removed");
+        Ok(())
+    }
+
+    fn remove_bundle(&self, id: &str) {
+        let dir = self.bundles.join(id);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!("remove {}: {e}", dir.display());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_checked() {
+        validate_id("container id", "web-1_a.b").unwrap();
+        for bad in ["", ".hidden", "a/b", "a b", &"x".repeat(129)] {
+            assert!(validate_id("container id", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn rootfs_cannot_escape_the_share() {
+        let share = Path::new("/run/hyper/share");
+        assert_eq!(
+            rootfs_path(share, "c1/rootfs").unwrap(),
+            Path::new("/run/hyper/share/c1/rootfs")
+        );
+        for bad in ["", "/etc", "../x", "c1/../../x", "./c1"] {
+            let e = rootfs_path(share, bad).unwrap_err().to_string();
+            assert!(e.contains("rootfs"), "{bad:?}: {e}");
+        }
+    }
+}

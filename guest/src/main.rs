@@ -1,0 +1,3 @@
+fn main() {
+    hyper_agent::main()
+}

@@ -1,0 +1,100 @@
+//! The shim's gRPC service: proto in, [`Vm`] call, proto out.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::sync::Notify;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use hyper_proto::shim::shim_server::Shim;
+use hyper_proto::shim::{
+    AddContainerRequest, ContainerRef, CreateVmRequest, ShutdownRequest, VmInfo,
+};
+use hyper_proto::types::{
+    AttachInput, AttachOutput, Empty, ExecRequest, ProcessRef, SignalRequest, WaitResponse,
+};
+
+use crate::vm::{DEFAULT_SHUTDOWN_GRACE, Vm};
+
+pub struct ShimService {
+    pub vm: Arc<Vm>,
+    /// Notified once the VM is shut down and the server should exit.
+    pub done: Arc<Notify>,
+}
+
+type AttachStream = Pin<Box<dyn Stream<Item = Result<AttachOutput, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Shim for ShimService {
+    async fn create_vm(&self, req: Request<CreateVmRequest>) -> Result<Response<VmInfo>, Status> {
+        Ok(Response::new(self.vm.create(req.get_ref()).await?))
+    }
+
+    async fn info(&self, _: Request<Empty>) -> Result<Response<VmInfo>, Status> {
+        Ok(Response::new(self.vm.info().await))
+    }
+
+    async fn add_container(
+        &self,
+        req: Request<AddContainerRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        self.vm.add_container(req.into_inner()).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn start_container(&self, req: Request<ContainerRef>) -> Result<Response<Empty>, Status> {
+        self.vm.start_container(req.into_inner().id).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn exec(&self, req: Request<ExecRequest>) -> Result<Response<Empty>, Status> {
+        self.vm.exec(req.into_inner()).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    type AttachStream = AttachStream;
+
+    /// Relays the stream to the agent as it is: both ends speak the same messages.
+    async fn attach(
+        &self,
+        req: Request<Streaming<AttachInput>>,
+    ) -> Result<Response<AttachStream>, Status> {
+        let mut agent = self.vm.agent()?;
+        let input = req.into_inner().map_while(Result::ok);
+        let output = agent.attach(input).await?.into_inner();
+        Ok(Response::new(Box::pin(output)))
+    }
+
+    async fn signal(&self, req: Request<SignalRequest>) -> Result<Response<Empty>, Status> {
+        self.vm.signal(req.into_inner()).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn wait(&self, req: Request<ProcessRef>) -> Result<Response<WaitResponse>, Status> {
+        let exit_code = self.vm.wait(req.into_inner()).await?;
+        Ok(Response::new(WaitResponse { exit_code }))
+    }
+
+    async fn remove_container(
+        &self,
+        req: Request<ContainerRef>,
+    ) -> Result<Response<Empty>, Status> {
+        self.vm.remove_container(req.into_inner().id).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn shutdown(&self, req: Request<ShutdownRequest>) -> Result<Response<Empty>, Status> {
+        let grace = match req.get_ref().grace_ms {
+            0 => DEFAULT_SHUTDOWN_GRACE,
+            ms => Duration::from_millis(ms.into()),
+        };
+        let result = self.vm.shutdown(grace).await;
+        // The server drains this reply before it exits.
+        self.done.notify_one();
+        result?;
+        Ok(Response::new(Empty {}))
+    }
+}

@@ -1,0 +1,421 @@
+//! The one VM a shim owns: its lifecycle (create, boot, shutdown), its helpers, and the
+//! container calls relayed to the guest agent.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Mutex;
+
+use hyper_proto::agent::{ContainerRequest, CreateContainerRequest};
+use hyper_proto::shim::{AddContainerRequest, CreateVmRequest, VmInfo, VmState};
+use hyper_proto::types::{Empty, ExecRequest, ProcessRef, SignalRequest};
+
+use crate::agent::AgentClient;
+use crate::child::log_tail;
+use crate::config::{ShimConfig, find_program};
+use crate::error::{Error, Result};
+use crate::share::{SharedDir, guest_rootfs};
+use crate::virtiofsd::Virtiofsd;
+use crate::vmm::qemu::Qemu;
+use crate::vmm::{self, VmSpec, Vmm};
+
+pub const DEFAULT_CPUS: u32 = 1;
+pub const DEFAULT_MEMORY_MIB: u32 = 256;
+pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+const MAX_CPUS: u32 = 64;
+const MIN_MEMORY_MIB: u32 = 64;
+const MAX_MEMORY_MIB: u32 = 1 << 20;
+/// Helpers (virtiofsd) get this long to come up.
+const HELPER_START_TIMEOUT: Duration = Duration::from_secs(30);
+/// The power-off request gets this long; the VM may vanish before it answers.
+const POWER_OFF_TIMEOUT: Duration = Duration::from_secs(2);
+
+struct Running {
+    vmm: Box<dyn Vmm>,
+    virtiofsd: Virtiofsd,
+}
+
+struct Lifecycle {
+    state: VmState,
+    running: Option<Running>,
+    info: VmInfo,
+}
+
+pub struct Vm {
+    config: ShimConfig,
+    share: SharedDir,
+    lifecycle: Mutex<Lifecycle>,
+    agent: RwLock<Option<AgentClient>>,
+    stopping: AtomicBool,
+}
+
+/// A validated CreateVm request.
+#[derive(Debug, PartialEq)]
+pub struct VmShape {
+    pub cpus: u32,
+    pub memory_mib: u32,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub boot_timeout: Duration,
+}
+
+pub fn vm_shape(req: &CreateVmRequest, guest_dir: &Path) -> Result<VmShape> {
+    let cpus = if req.cpus == 0 {
+        DEFAULT_CPUS
+    } else {
+        req.cpus
+    };
+    if cpus > MAX_CPUS {
+        return Err(Error::InvalidArgument(format!(
+            "cpus {cpus}: at most {MAX_CPUS}"
+        )));
+    }
+    let memory_mib = if req.memory_mib == 0 {
+        DEFAULT_MEMORY_MIB
+    } else {
+        req.memory_mib
+    };
+    if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&memory_mib) {
+        return Err(Error::InvalidArgument(format!(
+            "memory {memory_mib} MiB: must be between {MIN_MEMORY_MIB} and {MAX_MEMORY_MIB}"
+        )));
+    }
+    let file = |given: &str, default: &str, what: &str| -> Result<PathBuf> {
+        let path = if given.is_empty() {
+            guest_dir.join(default)
+        } else {
+            PathBuf::from(given)
+        };
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(Error::NotFound(format!(
+                "{what} {}: no such file",
+                path.display()
+            )))
+        }
+    };
+    Ok(VmShape {
+        cpus,
+        memory_mib,
+        kernel: file(&req.kernel, "vmlinux", "kernel")?,
+        initrd: file(&req.initrd, "initramfs.img", "initrd")?,
+        boot_timeout: if req.boot_timeout_ms == 0 {
+            DEFAULT_BOOT_TIMEOUT
+        } else {
+            Duration::from_millis(req.boot_timeout_ms.into())
+        },
+    })
+}
+
+impl Vm {
+    pub fn new(config: ShimConfig) -> Result<Arc<Self>> {
+        let share = SharedDir::create(&config.run_dir.join("share"))?;
+        Ok(Arc::new(Self {
+            config,
+            share,
+            lifecycle: Mutex::new(Lifecycle {
+                state: VmState::NotCreated,
+                running: None,
+                info: VmInfo::default(),
+            }),
+            agent: RwLock::new(None),
+            stopping: AtomicBool::new(false),
+        }))
+    }
+
+    fn console_tail(&self) -> String {
+        log_tail(&self.config.run_dir.join("console.log"))
+    }
+
+    /// Starts virtiofsd and the VMM, boots, and waits for the agent.
+    pub async fn create(self: &Arc<Self>, req: &CreateVmRequest) -> Result<VmInfo> {
+        let mut lifecycle = self.lifecycle.lock().await;
+        if lifecycle.state != VmState::NotCreated {
+            return Err(Error::Conflict(format!(
+                "vm {} is {}",
+                self.config.id,
+                lifecycle.state.as_str_name().to_lowercase()
+            )));
+        }
+        let shape = vm_shape(req, &self.config.guest_dir)?;
+        let qemu = find_program(&self.config.qemu)?;
+        let virtiofsd_program = find_program(&self.config.virtiofsd)?;
+        let vsock_program = find_program(&self.config.vhost_device_vsock)?;
+
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let (accel, why) =
+            vmm::choose_accel(Path::new("/dev/kvm").exists(), &cpuinfo, self.config.accel);
+        tracing::info!(vm_id = %self.config.id, %accel, reason = %why, "acceleration chosen");
+
+        let started = Instant::now();
+        lifecycle.state = VmState::Booting;
+        let virtiofsd = match Virtiofsd::start(
+            &virtiofsd_program,
+            &self.config.run_dir,
+            self.share.path(),
+            Instant::now() + HELPER_START_TIMEOUT,
+        )
+        .await
+        {
+            Ok(v) => v,
+            Err(e) => {
+                lifecycle.state = VmState::NotCreated;
+                return Err(e);
+            }
+        };
+        let spec = VmSpec {
+            cpus: shape.cpus,
+            memory_mib: shape.memory_mib,
+            kernel: shape.kernel,
+            initrd: shape.initrd,
+            cmdline: vmm::kernel_cmdline(accel, vmm::host_tsc_khz(&cpuinfo)),
+            accel,
+            virtiofs_socket: virtiofsd.socket.clone(),
+            run_dir: self.config.run_dir.clone(),
+        };
+        let mut vmm: Box<dyn Vmm> = Box::new(Qemu::new(qemu, vsock_program));
+        let booted = self.boot(vmm.as_mut(), &spec, shape.boot_timeout).await;
+        let pong = match booted {
+            Ok(p) => p,
+            Err(e) => {
+                if let Err(stop) = vmm.shutdown(Duration::ZERO).await {
+                    tracing::warn!("stopping the failed vm: {stop}");
+                }
+                virtiofsd.stop().await;
+                lifecycle.state = VmState::NotCreated;
+                return Err(e);
+            }
+        };
+        let vmm_info = vmm.info();
+        lifecycle.info = VmInfo {
+            state: VmState::Running as i32,
+            vmm: vmm_info.kind.to_string(),
+            acceleration: vmm_info.accel.to_string(),
+            shim_pid: std::process::id(),
+            vmm_pid: vmm_info.pid,
+            helper_pids: std::iter::once(virtiofsd.child.pid())
+                .chain(vmm_info.helper_pids)
+                .collect(),
+            agent_version: pong.version,
+            boot_ms: started.elapsed().as_millis() as u64,
+            cpus: spec.cpus,
+            memory_mib: spec.memory_mib,
+        };
+        tracing::info!(
+            vm_id = %self.config.id,
+            boot_ms = lifecycle.info.boot_ms,
+            guest_agent_ready_ms = pong.agent_ready_ms,
+            "vm running"
+        );
+        let vmm_exit = vmm.process().map(|c| c.exit_watch());
+        lifecycle.running = Some(Running { vmm, virtiofsd });
+        lifecycle.state = VmState::Running;
+        if let Some(exit) = vmm_exit {
+            self.watch_vmm(exit);
+        }
+        Ok(lifecycle.info.clone())
+    }
+
+    async fn boot(
+        &self,
+        vmm: &mut dyn Vmm,
+        spec: &VmSpec,
+        timeout: Duration,
+    ) -> Result<hyper_proto::agent::PingResponse> {
+        vmm.create(spec).await?;
+        vmm.boot().await?;
+        let process = vmm
+            .process()
+            .ok_or_else(|| Error::Unavailable("the VMM has no process".into()))?;
+        let (client, pong) =
+            match crate::agent::connect(&vmm.vsock_socket(), Instant::now() + timeout, process)
+                .await
+            {
+                Ok(c) => c,
+                Err(Error::Timeout(msg)) => {
+                    return Err(Error::Timeout(format!(
+                        "{msg}; guest console: {}",
+                        self.console_tail()
+                    )));
+                }
+                Err(e) => return Err(e),
+            };
+        *self.agent.write().expect("agent lock") = Some(client);
+        Ok(pong)
+    }
+
+    /// Marks the VM stopped the moment its VMM exits on its own (guest panic, VMM crash).
+    fn watch_vmm(self: &Arc<Self>, mut exit: tokio::sync::watch::Receiver<Option<String>>) {
+        let vm = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let status = match exit.wait_for(Option::is_some).await {
+                Ok(s) => s.clone().unwrap_or_default(),
+                Err(_) => return,
+            };
+            let Some(vm) = vm.upgrade() else { return };
+            if vm.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            tracing::error!(
+                vm_id = %vm.config.id,
+                %status,
+                console = %vm.console_tail(),
+                "the VMM exited unexpectedly"
+            );
+            vm.agent.write().expect("agent lock").take();
+            let mut lifecycle = vm.lifecycle.lock().await;
+            lifecycle.state = VmState::Stopped;
+            lifecycle.info.state = VmState::Stopped as i32;
+        });
+    }
+
+    pub fn agent(&self) -> Result<AgentClient> {
+        self.agent
+            .read()
+            .expect("agent lock")
+            .clone()
+            .ok_or_else(|| Error::Unavailable(format!("vm {} is not running", self.config.id)))
+    }
+
+    pub async fn info(&self) -> VmInfo {
+        let lifecycle = self.lifecycle.lock().await;
+        VmInfo {
+            state: lifecycle.state as i32,
+            shim_pid: std::process::id(),
+            ..lifecycle.info.clone()
+        }
+    }
+
+    /// Shares the container's rootfs with the guest and creates the container there.
+    pub async fn add_container(&self, req: AddContainerRequest) -> Result<()> {
+        let mut agent = self.agent()?;
+        if req.id.is_empty() || req.id.contains('/') || req.id.starts_with('.') {
+            return Err(Error::InvalidArgument(format!(
+                "container id {:?}: invalid",
+                req.id
+            )));
+        }
+        if req.process.as_ref().is_none_or(|p| p.args.is_empty()) {
+            return Err(Error::InvalidArgument(format!(
+                "container {}: no command given",
+                req.id
+            )));
+        }
+        self.share.attach(&req.id, Path::new(&req.rootfs))?;
+        let created = agent
+            .create_container(CreateContainerRequest {
+                id: req.id.clone(),
+                rootfs: guest_rootfs(&req.id),
+                process: req.process,
+                hostname: req.hostname,
+                resources: req.resources,
+            })
+            .await;
+        if let Err(status) = created {
+            if let Err(e) = self.share.detach(&req.id) {
+                tracing::warn!(container_id = %req.id, "{e}");
+            }
+            return Err(status.into());
+        }
+        Ok(())
+    }
+
+    pub async fn start_container(&self, id: String) -> Result<()> {
+        self.agent()?
+            .start_container(ContainerRequest { id })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn exec(&self, req: ExecRequest) -> Result<()> {
+        self.agent()?.exec(req).await?;
+        Ok(())
+    }
+
+    pub async fn signal(&self, req: SignalRequest) -> Result<()> {
+        self.agent()?.signal(req).await?;
+        Ok(())
+    }
+
+    pub async fn wait(&self, req: ProcessRef) -> Result<i32> {
+        Ok(self.agent()?.wait(req).await?.into_inner().exit_code)
+    }
+
+    pub async fn remove_container(&self, id: String) -> Result<()> {
+        self.agent()?
+            .remove_container(ContainerRequest { id: id.clone() })
+            .await?;
+        self.share.detach(&id)
+    }
+
+    /// Powers the guest off, then makes sure the VMM and helpers are gone. Idempotent.
+    pub async fn shutdown(&self, grace: Duration) -> Result<()> {
+        self.stopping.store(true, Ordering::SeqCst);
+        let mut lifecycle = self.lifecycle.lock().await;
+        let agent = self.agent.write().expect("agent lock").take();
+        if let Some(mut agent) = agent {
+            if let Err(e) = tokio::time::timeout(POWER_OFF_TIMEOUT, agent.power_off(Empty {})).await
+            {
+                tracing::debug!("power off: {e}");
+            }
+        }
+        if let Some(mut running) = lifecycle.running.take() {
+            running.vmm.shutdown(grace).await?;
+            running.virtiofsd.stop().await;
+        }
+        self.share.detach_all();
+        if lifecycle.state != VmState::NotCreated {
+            lifecycle.state = VmState::Stopped;
+            lifecycle.info.state = VmState::Stopped as i32;
+        }
+        tracing::info!(vm_id = %self.config.id, "vm stopped");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guest_dir() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("vmlinux"), b"k").unwrap();
+        std::fs::write(d.path().join("initramfs.img"), b"i").unwrap();
+        d
+    }
+
+    #[test]
+    fn defaults_fill_an_empty_request() {
+        let d = guest_dir();
+        let s = vm_shape(&CreateVmRequest::default(), d.path()).unwrap();
+        assert_eq!((s.cpus, s.memory_mib), (DEFAULT_CPUS, DEFAULT_MEMORY_MIB));
+        assert_eq!(s.kernel, d.path().join("vmlinux"));
+        assert_eq!(s.boot_timeout, DEFAULT_BOOT_TIMEOUT);
+    }
+
+    #[test]
+    fn bad_shapes_name_the_field() {
+        let d = guest_dir();
+        let err = |req: CreateVmRequest| vm_shape(&req, d.path()).unwrap_err();
+        let e = err(CreateVmRequest {
+            cpus: 1000,
+            ..Default::default()
+        });
+        assert!(matches!(e, Error::InvalidArgument(_)) && e.to_string().starts_with("cpus 1000"));
+        let e = err(CreateVmRequest {
+            memory_mib: 16,
+            ..Default::default()
+        });
+        assert!(e.to_string().starts_with("memory 16 MiB"), "{e}");
+        let e = err(CreateVmRequest {
+            kernel: "/no/such/vmlinux".into(),
+            ..Default::default()
+        });
+        assert!(matches!(e, Error::NotFound(_)));
+        assert_eq!(e.to_string(), "kernel /no/such/vmlinux: no such file");
+    }
+}

@@ -1,0 +1,20 @@
+//! Wire contracts shared by hyperd, hyper-shim, hyper-agent and hyperctl.
+//!
+//! - [`types`]: messages both gRPC protocols use (processes, stdio, exit status).
+//! - [`agent`]: the shim -> guest agent protocol, served on vsock port [`AGENT_VSOCK_PORT`].
+//! - [`shim`]: the hyperd -> shim protocol, served on a unix socket.
+
+pub mod types {
+    tonic::include_proto!("hyper.types");
+}
+
+pub mod agent {
+    tonic::include_proto!("hyper.agent");
+}
+
+pub mod shim {
+    tonic::include_proto!("hyper.shim");
+}
+
+/// The vsock port the guest agent listens on.
+pub const AGENT_VSOCK_PORT: u32 = 1024;
