@@ -136,7 +136,7 @@ impl Containers {
             spec::env_value(&env, "PATH").unwrap_or(""),
             spec::cwd(process),
         )?;
-        let resources = req.resources.clone().unwrap_or_default();
+        let resources = req.resources.unwrap_or_default();
         let config = spec::container_spec(&SpecInput {
             id: &req.id,
             rootfs: &rootfs,
@@ -360,10 +360,10 @@ impl Containers {
 
     fn remove_bundle(&self, id: &str) {
         let dir = self.bundles.join(id);
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!("remove {}: {e}", dir.display());
-            }
+        if let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!("remove {}: {e}", dir.display());
         }
     }
 }

@@ -357,11 +357,10 @@ impl Vm {
         self.stopping.store(true, Ordering::SeqCst);
         let mut lifecycle = self.lifecycle.lock().await;
         let agent = self.agent.write().expect("agent lock").take();
-        if let Some(mut agent) = agent {
-            if let Err(e) = tokio::time::timeout(POWER_OFF_TIMEOUT, agent.power_off(Empty {})).await
-            {
-                tracing::debug!("power off: {e}");
-            }
+        if let Some(mut agent) = agent
+            && let Err(e) = tokio::time::timeout(POWER_OFF_TIMEOUT, agent.power_off(Empty {})).await
+        {
+            tracing::debug!("power off: {e}");
         }
         if let Some(mut running) = lifecycle.running.take() {
             running.vmm.shutdown(grace).await?;

@@ -2,11 +2,23 @@
 //! rootfs. Driven over the shim's gRPC socket with no hyperd (the shim is its own product
 //! boundary).
 
-use std::time::Duration;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
-use hyper_proto::shim::{ContainerRef, ShutdownRequest, VmState};
+use hyper_proto::shim::{
+    AddContainerRequest, ContainerRef, CreateVmRequest, ShutdownRequest, VmState,
+};
 use hyper_proto::types::{ExecRequest, ProcessRef};
 use hyper_tests::*;
+use tonic::Code;
+
+fn init_of(id: &str) -> ProcessRef {
+    ProcessRef {
+        container_id: id.into(),
+        exec_id: String::new(),
+    }
+}
 
 #[tokio::test]
 async fn echo_hello_in_a_container() {
@@ -19,4 +31,396 @@ async fn echo_hello_in_a_container() {
     assert_eq!(out.stdout, "hello\n");
     assert_eq!(out.stderr, "");
     assert_eq!(out.exit_code, 0);
+}
+
+#[tokio::test]
+async fn stderr_and_exit_code_come_back_separately() {
+    let mut shim = ShimHandle::start("stderr").await;
+    shim.boot().await;
+    let rootfs = busybox_rootfs(shim.dir.path());
+    let out = run_container(
+        &mut shim.client,
+        "c1",
+        &rootfs,
+        process(&["sh", "-c", "echo err >&2; exit 3"]),
+    )
+    .await;
+    assert_eq!(out.stdout, "");
+    assert_eq!(out.stderr, "err\n");
+    assert_eq!(out.exit_code, 3);
+}
+
+#[tokio::test]
+async fn two_containers_in_one_vm_and_an_exec_into_a_running_one() {
+    let mut shim = ShimHandle::start("two").await;
+    shim.boot().await;
+    let rootfs_a = busybox_rootfs(&shim.dir.path().join("a"));
+    let rootfs_b = busybox_rootfs(&shim.dir.path().join("b"));
+    std::fs::write(rootfs_a.join("etc/marker"), "I am a\n").unwrap();
+
+    // A long-running container...
+    shim.client
+        .add_container(AddContainerRequest {
+            id: "a".into(),
+            rootfs: rootfs_a.to_string_lossy().into(),
+            process: Some(process(&["sleep", "600"])),
+            hostname: "host-a".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    shim.client
+        .start_container(ContainerRef { id: "a".into() })
+        .await
+        .unwrap();
+
+    // ...and a second one beside it, with its own rootfs and user.
+    let mut whoami = process(&["sh", "-c", "id -u; cat /etc/marker 2>&1; hostname"]);
+    whoami.user = "app".into();
+    let out = run_container(&mut shim.client, "b", &rootfs_b, whoami).await;
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "1000");
+    assert!(
+        lines[1].contains("No such file"),
+        "b must not see a's rootfs: {out:?}"
+    );
+    assert_eq!(lines[2], "b");
+
+    // The exec joins a's namespaces: a's rootfs, hostname, and its sleep as pid 1.
+    shim.client
+        .exec(ExecRequest {
+            container_id: "a".into(),
+            exec_id: "e1".into(),
+            process: Some(process(&[
+                "sh",
+                "-c",
+                "cat /etc/marker; hostname; cat /proc/1/cmdline",
+            ])),
+        })
+        .await
+        .unwrap();
+    let exec = collect_output(
+        &mut shim.client,
+        ProcessRef {
+            container_id: "a".into(),
+            exec_id: "e1".into(),
+        },
+    )
+    .await;
+    assert_eq!(exec.exit_code, 0, "{exec:?}");
+    assert_eq!(exec.stdout, "I am a\nhost-a\nsleep\x00600\x00");
+
+    // a still runs; removing it kills it.
+    shim.client
+        .remove_container(ContainerRef { id: "a".into() })
+        .await
+        .unwrap();
+    shim.client
+        .remove_container(ContainerRef { id: "b".into() })
+        .await
+        .unwrap();
+    let gone = shim.client.wait(init_of("a")).await.unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+
+    // Shutdown: the shim exits and takes its run dir and socket with it.
+    let run_dir = shim.run_dir.clone();
+    shim.client
+        .shutdown(ShutdownRequest::default())
+        .await
+        .unwrap();
+    let status = shim.wait_exit(Duration::from_secs(30)).await;
+    assert!(status.success(), "shim exit: {status}\n{}", shim.log());
+    assert!(!run_dir.exists(), "run dir left behind");
+    assert!(!shim.socket.exists(), "socket left behind");
+    assert_eq!(processes_mentioning(shim.dir.path()), vec![]);
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.split(") ")
+                .nth(1)
+                .is_some_and(|rest| rest.starts_with('Z'))
+        })
+}
+
+#[tokio::test]
+async fn a_killed_shim_leaves_no_vmm_or_helper_behind() {
+    let mut shim = ShimHandle::start("sigkill").await;
+    let info = shim.boot().await;
+    let rootfs = busybox_rootfs(shim.dir.path());
+    shim.client
+        .add_container(AddContainerRequest {
+            id: "c".into(),
+            rootfs: rootfs.to_string_lossy().into(),
+            process: Some(process(&["sleep", "600"])),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    shim.client
+        .start_container(ContainerRef { id: "c".into() })
+        .await
+        .unwrap();
+
+    let mut pids = vec![info.vmm_pid];
+    pids.extend(&info.helper_pids);
+    assert_eq!(
+        pids.len(),
+        3,
+        "qemu, virtiofsd, vhost-device-vsock: {info:?}"
+    );
+    assert!(pids.iter().all(|p| alive(*p)));
+    let names: Vec<String> = pids
+        .iter()
+        .map(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .unwrap()
+                .trim()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("qemu-system")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.starts_with("virtiofsd")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.starts_with("vhost-device")),
+        "{names:?}"
+    );
+
+    shim.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left: Vec<_> = pids.iter().filter(|p| alive(**p)).collect();
+    assert!(
+        left.is_empty(),
+        "still running after the shim was killed: {left:?}"
+    );
+    assert_eq!(processes_mentioning(shim.dir.path()), vec![]);
+}
+
+#[tokio::test]
+async fn bad_container_input_gets_clear_errors_and_the_vm_keeps_working() {
+    let mut shim = ShimHandle::start("badinput").await;
+    shim.boot().await;
+    let rootfs = busybox_rootfs(shim.dir.path());
+    let add = |id: &str, rootfs: &str, args: &[&str]| AddContainerRequest {
+        id: id.into(),
+        rootfs: rootfs.into(),
+        process: Some(process(args)),
+        ..Default::default()
+    };
+
+    let e = shim
+        .client
+        .add_container(add("c1", "/no/such/rootfs", &["true"]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert_eq!(e.message(), "rootfs /no/such/rootfs: no such directory");
+
+    let rootfs_str = rootfs.to_string_lossy().into_owned();
+    let e = shim
+        .client
+        .add_container(add("c1", &rootfs_str, &["nosuchcmd", "x"]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(
+        e.message(),
+        "agent: nosuchcmd: executable file not found in $PATH"
+    );
+
+    let e = shim
+        .client
+        .add_container(add("c1", &rootfs_str, &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("no command"), "{}", e.message());
+
+    let mut bad_user = process(&["true"]);
+    bad_user.user = "nobody".into();
+    let e = shim
+        .client
+        .add_container(AddContainerRequest {
+            process: Some(bad_user),
+            ..add("c1", &rootfs_str, &[])
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("user nobody"), "{}", e.message());
+
+    let e = shim
+        .client
+        .start_container(ContainerRef { id: "ghost".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert_eq!(e.message(), "agent: no such container: ghost");
+
+    // None of that left anything half-made: the same id works now.
+    let out = run_container(
+        &mut shim.client,
+        "c1",
+        &rootfs,
+        process(&["echo", "still", "fine"]),
+    )
+    .await;
+    assert_eq!(out.stdout, "still fine\n");
+    let e = shim
+        .client
+        .add_container(add("c1", &rootfs_str, &["true"]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+}
+
+/// An initramfs whose /init never starts the agent: the guest boots but never answers.
+fn silent_initrd(dir: &Path) -> std::path::PathBuf {
+    let tree = dir.join("silent");
+    std::fs::create_dir_all(tree.join("bin")).unwrap();
+    std::fs::create_dir_all(tree.join("dev")).unwrap();
+    std::fs::copy(
+        ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap(),
+        tree.join("bin/busybox"),
+    )
+    .unwrap();
+    std::fs::write(
+        tree.join("init"),
+        "#!/bin/busybox sh\nexec /bin/busybox sleep 100000\n",
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("755")
+        .arg(tree.join("init"))
+        .status()
+        .unwrap();
+    let img = dir.join("silent.img");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd {} && find . | cpio -o -H newc --quiet > {}",
+            tree.display(),
+            img.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    img
+}
+
+#[tokio::test]
+async fn an_agent_that_never_answers_times_out_and_leaves_nothing() {
+    let mut shim = ShimHandle::start("silent").await;
+    let initrd = silent_initrd(shim.dir.path());
+    let started = Instant::now();
+    let e = shim
+        .client
+        .create_vm(CreateVmRequest {
+            initrd: initrd.to_string_lossy().into(),
+            boot_timeout_ms: 8_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e}");
+    assert!(
+        e.message().starts_with("guest agent: no answer after"),
+        "{}",
+        e.message()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "took {:?}",
+        started.elapsed()
+    );
+    // The VMM and helpers of the failed boot are gone; the shim itself still serves.
+    let shim_pid = shim.pid();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let helpers = || {
+        processes_mentioning(&shim.run_dir)
+            .into_iter()
+            .filter(|(pid, _)| *pid != shim_pid)
+            .collect::<Vec<_>>()
+    };
+    while !helpers().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(helpers(), vec![]);
+    let info = shim
+        .client
+        .info(hyper_proto::types::Empty {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.state, VmState::NotCreated as i32);
+}
+
+#[tokio::test]
+async fn a_guest_that_cannot_boot_is_reported_at_once() {
+    let mut shim = ShimHandle::start("panic").await;
+    let garbage = shim.dir.path().join("garbage.img");
+    std::fs::write(&garbage, vec![0x5a; 4096]).unwrap();
+    let started = Instant::now();
+    let e = shim
+        .client
+        .create_vm(CreateVmRequest {
+            initrd: garbage.to_string_lossy().into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    // The kernel panics without a root filesystem and QEMU exits: no waiting for a deadline.
+    assert_eq!(e.code(), Code::Unavailable, "{e}");
+    assert!(e.message().starts_with("qemu exited"), "{}", e.message());
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn bad_vm_shapes_are_refused_before_booting() {
+    let mut shim = ShimHandle::start("shape").await;
+    let e = shim
+        .client
+        .create_vm(CreateVmRequest {
+            cpus: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(e.message(), "cpus 1000: at most 64");
+    let e = shim
+        .client
+        .create_vm(CreateVmRequest {
+            kernel: "/no/vmlinux".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert_eq!(e.message(), "kernel /no/vmlinux: no such file");
+    let e = shim
+        .client
+        .add_container(AddContainerRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+    assert_eq!(e.message(), "vm shape is not running");
 }
