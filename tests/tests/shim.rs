@@ -480,3 +480,36 @@ async fn an_overlay_rootfs_keeps_the_image_layer_untouched() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn resources_become_the_containers_cgroup_limits() {
+    let mut shim = ShimHandle::start("cgroup").await;
+    shim.boot().await;
+    let rootfs = busybox_rootfs(shim.dir.path());
+    shim.client
+        .add_container(AddContainerRequest {
+            id: "limited".into(),
+            rootfs: rootfs.to_string_lossy().into(),
+            process: Some(process(&[
+                "sh",
+                "-c",
+                "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max /sys/fs/cgroup/cpu.max",
+            ])),
+            resources: Some(hyper_proto::types::Resources {
+                memory_bytes: 64 << 20,
+                cpu_millis: 500,
+                pids_limit: 32,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    shim.client
+        .start_container(ContainerRef {
+            id: "limited".into(),
+        })
+        .await
+        .unwrap();
+    let out = collect_output(&mut shim.client, init_of("limited")).await;
+    assert_eq!(out.stdout, "67108864\n32\n50000 100000\n", "{out:?}");
+}
