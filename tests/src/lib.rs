@@ -15,6 +15,16 @@ use hyper_proto::shim::shim_client::ShimClient;
 use hyper_proto::shim::{AddContainerRequest, ContainerRef, CreateVmRequest, VmInfo};
 use hyper_proto::types::{AttachInput, OutputStream, Process, ProcessRef, attach_input};
 
+/// How long one step of a test (an exec, a wait) may take before the test fails.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs `f`, failing the test if it takes longer than [`STEP_TIMEOUT`].
+pub async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(STEP_TIMEOUT, f)
+        .await
+        .unwrap_or_else(|_| panic!("step did not finish within {STEP_TIMEOUT:?}"))
+}
+
 /// A guest boot under TCG on a loaded 2-core machine can take many seconds.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -175,19 +185,30 @@ impl Drop for ShimHandle {
     }
 }
 
+/// A gRPC channel over a unix socket. The socket file appears at bind(), a moment before the
+/// server listens, so refused connections are retried for a while.
 pub async fn unix_channel(socket: &Path) -> Channel {
-    let socket = socket.to_path_buf();
-    Endpoint::from_static("http://shim.local")
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let socket = socket.clone();
-            async move {
-                tokio::net::UnixStream::connect(socket)
-                    .await
-                    .map(TokioIo::new)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let path = socket.to_path_buf();
+        let connected = Endpoint::from_static("http://shim.local")
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move {
+                    tokio::net::UnixStream::connect(path)
+                        .await
+                        .map(TokioIo::new)
+                }
+            }))
+            .await;
+        match connected {
+            Ok(channel) => return channel,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-        }))
-        .await
-        .expect("connect to the shim socket")
+            Err(e) => panic!("connect to {}: {e}", socket.display()),
+        }
+    }
 }
 
 /// Pids of live processes whose command line mentions `needle` (our temp dirs are unique).

@@ -75,8 +75,14 @@ async fn two_containers_in_one_vm_and_an_exec_into_a_running_one() {
         .unwrap();
 
     // ...and a second one beside it, with its own rootfs and user.
-    let mut whoami = process(&["sh", "-c", "id -u; cat /etc/marker 2>&1; hostname"]);
+    let mut whoami = process(&[
+        "sh",
+        "-c",
+        "id -u; cat /etc/marker 2>&1; hostname; echo $GREETING $HOME; pwd",
+    ]);
     whoami.user = "app".into();
+    whoami.env = vec!["GREETING=hi".into()];
+    whoami.cwd = "/tmp".into();
     let out = run_container(&mut shim.client, "b", &rootfs_b, whoami).await;
     assert_eq!(out.exit_code, 0, "{out:?}");
     let lines: Vec<&str> = out.stdout.lines().collect();
@@ -86,6 +92,8 @@ async fn two_containers_in_one_vm_and_an_exec_into_a_running_one() {
         "b must not see a's rootfs: {out:?}"
     );
     assert_eq!(lines[2], "b");
+    assert_eq!(lines[3], "hi /home/app");
+    assert_eq!(lines[4], "/tmp");
 
     // The exec joins a's namespaces: a's rootfs, hostname, and its sleep as pid 1.
     shim.client
@@ -512,4 +520,77 @@ async fn resources_become_the_containers_cgroup_limits() {
         .unwrap();
     let out = collect_output(&mut shim.client, init_of("limited")).await;
     assert_eq!(out.stdout, "67108864\n32\n50000 100000\n", "{out:?}");
+}
+
+#[tokio::test]
+async fn stdin_reaches_the_process_and_signals_end_it() {
+    use hyper_proto::types::{AttachInput, SignalRequest, attach_input::Input};
+    use tokio_stream::StreamExt;
+
+    let mut shim = ShimHandle::start("stdin").await;
+    shim.boot().await;
+    let rootfs = busybox_rootfs(shim.dir.path());
+    let mut cat = process(&["cat"]);
+    cat.stdin = true;
+    // A pid namespace's init ignores signals it has no handler for, as in Docker: the
+    // sleeper traps SIGTERM.
+    let sleeper = process(&[
+        "sh",
+        "-c",
+        "trap 'exit 42' TERM; echo ready; while :; do sleep 1; done",
+    ]);
+    for (id, p) in [("cat", cat), ("sleeper", sleeper)] {
+        let add = shim.client.add_container(AddContainerRequest {
+            id: id.into(),
+            rootfs: rootfs.to_string_lossy().into(),
+            process: Some(p),
+            ..Default::default()
+        });
+        within(add).await.unwrap();
+        within(shim.client.start_container(ContainerRef { id: id.into() }))
+            .await
+            .unwrap();
+    }
+
+    let input = vec![
+        AttachInput {
+            input: Some(Input::Open(init_of("cat"))),
+        },
+        AttachInput {
+            input: Some(Input::Stdin(b"ping\n".to_vec())),
+        },
+        AttachInput {
+            input: Some(Input::CloseStdin(true)),
+        },
+    ];
+    let attach = shim.client.attach(tokio_stream::iter(input));
+    let mut output = within(attach).await.unwrap().into_inner();
+    let mut echoed = Vec::new();
+    within(async {
+        while let Some(chunk) = output.next().await {
+            echoed.extend(chunk.unwrap().data);
+        }
+    })
+    .await;
+    assert_eq!(echoed, b"ping\n");
+    let cat_exit = within(shim.client.wait(init_of("cat"))).await.unwrap();
+    assert_eq!(cat_exit.into_inner().exit_code, 0);
+
+    let term = SignalRequest {
+        process: Some(init_of("sleeper")),
+        signal: libc::SIGTERM,
+    };
+    // Signal only once the trap is set: before that, SIGTERM would be ignored.
+    let open = AttachInput {
+        input: Some(Input::Open(init_of("sleeper"))),
+    };
+    let attach = shim.client.attach(tokio_stream::iter(vec![open]));
+    let mut output = within(attach).await.unwrap().into_inner();
+    let first = within(output.next()).await.unwrap().unwrap();
+    assert_eq!(first.data, b"ready\n");
+    within(shim.client.signal(term.clone())).await.unwrap();
+    let code = within(shim.client.wait(init_of("sleeper"))).await.unwrap();
+    assert_eq!(code.into_inner().exit_code, 42);
+    let e = shim.client.signal(term).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
 }
