@@ -3,6 +3,7 @@
 //! and the control client. Process supervision, virtiofsd and the hybrid-vsock connector are
 //! shared and live outside the drivers.
 
+pub mod cloud_hypervisor;
 pub mod qemu;
 
 use std::fmt;
