@@ -128,7 +128,18 @@ impl Instance {
 
     async fn handshake(&self, deadline: Instant) -> Result<()> {
         crate::wait::socket_appears(&self.paths.api_socket, deadline, &self.child).await?;
-        let pong = self.api.ping().await?;
+        // The socket file exists from bind(); connections are refused until listen().
+        let pong =
+            crate::wait::wait_until("cloud-hypervisor api", deadline, &[&self.child], || async {
+                match self.api.ping().await {
+                    Err(Error::Unavailable(e)) => {
+                        tracing::trace!("cloud-hypervisor api not up yet: {e}");
+                        None
+                    }
+                    answer => Some(answer),
+                }
+            })
+            .await??;
         check_version(&pong)?;
         tracing::info!(
             pid = self.child.pid(),
