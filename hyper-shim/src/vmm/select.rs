@@ -245,7 +245,13 @@ async fn binary_version(binary: &Path) -> std::result::Result<String, String> {
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         )),
-        Ok(Ok(out)) => Ok(String::from_utf8_lossy(&out.stdout).trim().to_string()),
+        // The first line: `cloud-hypervisor v54.0.0` (more lines follow it on newer builds).
+        Ok(Ok(out)) => Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string()),
     }
 }
 

@@ -18,6 +18,8 @@ pub const FS_QUEUE_SIZE: u32 = 1024;
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChPaths {
     pub api_socket: PathBuf,
+    /// CH locks `<api socket>.lock` while it serves the socket; it stays behind when CH exits.
+    pub api_lock: PathBuf,
     /// A FIFO CH writes its event stream into (`--event-monitor`).
     pub events: PathBuf,
     /// Hybrid vsock: the shim connects here to reach the agent.
@@ -32,6 +34,7 @@ impl ChPaths {
     pub fn in_dir(dir: &Path) -> Self {
         Self {
             api_socket: dir.join("api.sock"),
+            api_lock: dir.join("api.sock.lock"),
             events: dir.join("ch-events.fifo"),
             vsock: dir.join("vsock.sock"),
             console_log: dir.join("console.log"),

@@ -169,7 +169,7 @@ impl Instance {
     }
 
     /// Waits `grace` for CH to exit by itself (the guest powered off), then shuts the VM down
-    /// and deletes it, asks CH to exit, and kills it if it does not. Removes its sockets.
+    /// and deletes it, asks CH to exit, and kills it if it does not. Removes its files.
     async fn stop(&self, grace: Duration) {
         if tokio::time::timeout(grace, self.child.exited())
             .await
@@ -195,6 +195,7 @@ impl Instance {
         self.monitor.abort();
         for path in [
             &self.paths.api_socket,
+            &self.paths.api_lock,
             &self.paths.vsock,
             &self.paths.events,
         ] {
