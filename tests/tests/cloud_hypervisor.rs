@@ -311,3 +311,87 @@ async fn auto_probes_once_and_falls_back_to_qemu_with_a_reason() {
     );
     assert!(!second.log().contains("probing cloud-hypervisor"));
 }
+
+/// Asks the shim's CH for `vm.reboot` behind the shim's back, as a guest reset would.
+async fn reboot_behind_the_shims_back(api_socket: &Path) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::UnixStream::connect(api_socket).await.unwrap();
+    s.write_all(b"PUT /api/v1/vm.reboot HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&head[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A guest reset (our guests reset on a kernel panic) makes CH reboot the VM in place; the
+/// event monitor turns that into a dead VMM at once, with the cause in the error.
+#[tokio::test]
+async fn a_guest_reboot_marks_the_vm_dead_at_once() {
+    let test = "a_guest_reboot_marks_the_vm_dead_at_once";
+    let Some(binary) = cloud_hypervisor(test) else {
+        return;
+    };
+    let mut shim = ShimHandle::start_with("ch-reboot", &ch_args(&binary, "cloud-hypervisor")).await;
+    let mut client = shim.client.clone();
+    let create = tokio::spawn(async move {
+        client
+            .create_vm(CreateVmRequest {
+                boot_timeout_ms: 60_000,
+                ..Default::default()
+            })
+            .await
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !shim.log().contains("cloud-hypervisor vm booted") {
+        assert!(Instant::now() < deadline, "no boot:\n{}", shim.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let booted_already = create.is_finished();
+    let answer = reboot_behind_the_shims_back(&shim.run_dir.join("api.sock")).await;
+    // CH may be killed on its "rebooting" event before it answers.
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 204"),
+        "vm.reboot: {answer}"
+    );
+    let rebooted = Instant::now();
+    if booted_already {
+        println!("{test}: the guest had booted; the reboot came after");
+        create.await.unwrap().unwrap();
+        while state(&mut shim).await != VmState::Stopped as i32 {
+            assert!(
+                rebooted.elapsed() < Duration::from_secs(10),
+                "{}",
+                shim.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    } else {
+        println!("{test}: the reboot came while the shim waited for the agent");
+        let e = create.await.unwrap().unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable, "{e}");
+        assert!(
+            e.message().starts_with("cloud-hypervisor exited")
+                && e.message().contains(
+                    "the guest rebooted (kernel panic or reset); cloud-hypervisor stopped"
+                ),
+            "{}",
+            e.message()
+        );
+        assert_eq!(state(&mut shim).await, VmState::NotCreated as i32);
+    }
+    assert!(
+        rebooted.elapsed() < Duration::from_secs(10),
+        "noticed after {:?}",
+        rebooted.elapsed()
+    );
+    wait_no_vm_processes(&shim).await;
+    assert_eq!(vm_files_left(&shim.run_dir), Vec::<String>::new());
+}
