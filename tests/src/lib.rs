@@ -94,8 +94,21 @@ pub struct ShimHandle {
     pub client: ShimClient<Channel>,
 }
 
+/// The VMM the suite runs on: `HYPER_TEST_VMM` (qemu | cloud-hypervisor | auto), default qemu.
+pub fn test_vmm() -> String {
+    std::env::var("HYPER_TEST_VMM")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "qemu".into())
+}
+
 impl ShimHandle {
     pub async fn start(name: &str) -> Self {
+        Self::start_with(name, &[format!("--vmm={}", test_vmm())]).await
+    }
+
+    /// Starts a shim with extra command-line arguments (and no `--vmm` unless given).
+    pub async fn start_with(name: &str, args: &[String]) -> Self {
         // Short paths: unix socket paths are limited to 108 bytes.
         let dir = tempfile::Builder::new()
             .prefix("hyt-")
@@ -110,6 +123,9 @@ impl ShimHandle {
             .arg(format!("--id={name}"))
             .arg(format!("--guest-dir={}", guest_dir().display()))
             .arg("--log=info")
+            .args(args)
+            // The Cloud Hypervisor probe's cache stays in the build tree, not in $HOME.
+            .env("HYPER_CACHE_DIR", profile_dir().join("hyper-test-cache"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -313,4 +329,41 @@ pub async fn run_container(
         },
     )
     .await
+}
+
+/// An initramfs whose /init never starts the agent: the guest boots but never answers.
+pub fn silent_initrd(dir: &Path) -> PathBuf {
+    let tree = dir.join("silent");
+    std::fs::create_dir_all(tree.join("bin")).unwrap();
+    std::fs::create_dir_all(tree.join("dev")).unwrap();
+    std::fs::copy(
+        ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap(),
+        tree.join("bin/busybox"),
+    )
+    .unwrap();
+    std::fs::write(
+        tree.join("init"),
+        "#!/bin/busybox sh\nexec /bin/busybox sleep 100000\n",
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("755")
+        .arg(tree.join("init"))
+        .status()
+        .unwrap();
+    let img = dir.join("silent.img");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd {} && find . | cpio -o -H newc --quiet > {}",
+            tree.display(),
+            img.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    img
 }
