@@ -8,4 +8,6 @@ bash scripts/install-deps.sh
 bash guest/build.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# The end-to-end tests start the daemon and shim binaries; cargo test does not build them.
+cargo build --workspace --bins --quiet
 cargo nextest run --workspace
