@@ -29,6 +29,8 @@ const MIN_MEMORY_MIB: u32 = 64;
 const MAX_MEMORY_MIB: u32 = 1 << 20;
 /// Helpers (virtiofsd) get this long to come up.
 const HELPER_START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Agent calls that should answer promptly (all but Wait and Attach) get this long.
+const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// The power-off request gets this long; the VM may vanish before it answers.
 const POWER_OFF_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -319,38 +321,45 @@ impl Vm {
             }
         };
         self.share.attach(&req.id, &rootfs)?;
-        let created = agent
-            .create_container(CreateContainerRequest {
+        let created = bounded(
+            "create container",
+            agent.create_container(CreateContainerRequest {
                 id: req.id.clone(),
                 rootfs: guest_rootfs(&req.id),
                 process: req.process,
                 hostname: req.hostname,
                 resources: req.resources,
-            })
-            .await;
-        if let Err(status) = created {
-            if let Err(e) = self.share.detach(&req.id) {
-                tracing::warn!(container_id = %req.id, "{e}");
+            }),
+        )
+        .await;
+        if let Err(e) = created {
+            if let Err(detach) = self.share.detach(&req.id) {
+                tracing::warn!(container_id = %req.id, "{detach}");
             }
-            return Err(status.into());
+            return Err(e);
         }
         Ok(())
     }
 
     pub async fn start_container(&self, id: String) -> Result<()> {
-        self.agent()?
-            .start_container(ContainerRequest { id })
-            .await?;
+        let mut agent = self.agent()?;
+        bounded(
+            "start container",
+            agent.start_container(ContainerRequest { id }),
+        )
+        .await?;
         Ok(())
     }
 
     pub async fn exec(&self, req: ExecRequest) -> Result<()> {
-        self.agent()?.exec(req).await?;
+        let mut agent = self.agent()?;
+        bounded("exec", agent.exec(req)).await?;
         Ok(())
     }
 
     pub async fn signal(&self, req: SignalRequest) -> Result<()> {
-        self.agent()?.signal(req).await?;
+        let mut agent = self.agent()?;
+        bounded("signal", agent.signal(req)).await?;
         Ok(())
     }
 
@@ -359,9 +368,12 @@ impl Vm {
     }
 
     pub async fn remove_container(&self, id: String) -> Result<()> {
-        self.agent()?
-            .remove_container(ContainerRequest { id: id.clone() })
-            .await?;
+        let mut agent = self.agent()?;
+        bounded(
+            "remove container",
+            agent.remove_container(ContainerRequest { id: id.clone() }),
+        )
+        .await?;
         self.share.detach(&id)
     }
 
@@ -386,6 +398,21 @@ impl Vm {
         }
         tracing::info!(vm_id = %self.config.id, "vm stopped");
         Ok(())
+    }
+}
+
+/// An agent call that must answer within [`AGENT_CALL_TIMEOUT`]: a stuck guest is an error,
+/// not a hang.
+async fn bounded<T>(
+    what: &str,
+    call: impl Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T> {
+    match tokio::time::timeout(AGENT_CALL_TIMEOUT, call).await {
+        Ok(reply) => Ok(reply?.into_inner()),
+        Err(_) => Err(Error::Timeout(format!(
+            "agent: {what}: no answer after {}s",
+            AGENT_CALL_TIMEOUT.as_secs()
+        ))),
     }
 }
 

@@ -195,6 +195,11 @@ impl ShimHandle {
 impl Drop for ShimHandle {
     fn drop(&mut self) {
         self.kill();
+        // HYPER_TEST_KEEP=1 keeps the temp dir (logs, console) of a failed test to read.
+        if std::thread::panicking() && std::env::var_os("HYPER_TEST_KEEP").is_some() {
+            let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()).keep();
+            eprintln!("kept {}", kept.display());
+        }
         // The VMM and helpers die with the shim (PDEATHSIG); wait so the next test starts on
         // a quiet machine and the temp dir is not in use.
         let _ = wait_no_process_mentions(self.dir.path(), Duration::from_secs(10));
@@ -366,4 +371,31 @@ pub fn silent_initrd(dir: &Path) -> PathBuf {
         .unwrap();
     assert!(status.success());
     img
+}
+
+/// Boots a guest whose /init never starts the agent and checks that CreateVm fails with a
+/// deadline error naming the agent, well before the test's own timeout.
+pub async fn assert_silent_guest_times_out(shim: &mut ShimHandle) {
+    let initrd = silent_initrd(shim.dir.path());
+    let started = Instant::now();
+    let e = shim
+        .client
+        .create_vm(CreateVmRequest {
+            initrd: initrd.to_string_lossy().into(),
+            boot_timeout_ms: 8_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::DeadlineExceeded, "{e}");
+    assert!(
+        e.message().starts_with("guest agent: no answer after"),
+        "{}",
+        e.message()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "took {:?}",
+        started.elapsed()
+    );
 }
