@@ -5,7 +5,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use tokio_vsock::{VMADDR_CID_ANY, VsockAddr, VsockListener};
+use tokio::io::AsyncWriteExt;
+use tokio_vsock::{VMADDR_CID_ANY, VMADDR_CID_HOST, VsockAddr, VsockListener, VsockStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use hyper_proto::agent::agent_server::{Agent, AgentServer};
@@ -45,6 +46,8 @@ pub async fn serve() -> Result<(), Box<dyn std::error::Error>> {
         "hyper-agent: serving on vsock port {} uptime_ms={ready_ms}",
         hyper_proto::AGENT_VSOCK_PORT
     );
+    // The listener queues connections from here on, before the server takes them.
+    tokio::spawn(announce_ready());
     let service = AgentService {
         containers: Arc::new(containers),
         ready_ms,
@@ -54,6 +57,20 @@ pub async fn serve() -> Result<(), Box<dyn std::error::Error>> {
         .serve_with_incoming(listener.incoming())
         .await?;
     Ok(())
+}
+
+/// Tells the host the agent listens: a connection to the host's ready port, one line, closed.
+async fn announce_ready() {
+    let host = VsockAddr::new(VMADDR_CID_HOST, hyper_proto::AGENT_READY_PORT);
+    let announced = async {
+        let mut stream = VsockStream::connect(host).await?;
+        stream.write_all(b"READY\n").await?;
+        stream.shutdown(std::net::Shutdown::Write)
+    }
+    .await;
+    if let Err(e) = announced {
+        tracing::warn!("announcing readiness to the host: {e}");
+    }
 }
 
 type AttachStream = Pin<Box<dyn Stream<Item = Result<AttachOutput, Status>> + Send>>;

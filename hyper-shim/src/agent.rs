@@ -11,7 +11,8 @@ use hyper_proto::agent::agent_client::AgentClient as Grpc;
 use hyper_proto::types::Empty;
 
 use crate::child::Child;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::vsock::GuestPortListener;
 
 /// One connection attempt: the guest may accept the vsock connection late or not at all.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -53,11 +54,26 @@ async fn attempt(uds: &Path) -> Option<(AgentClient, PingResponse)> {
     }
 }
 
-/// Connects to the agent once it listens, giving up at `deadline` or when the VMM exits.
+/// Connects to the agent once it announced itself on `ready`, giving up at `deadline` or when
+/// the VMM exits.
 pub async fn connect(
     uds: &Path,
+    ready: &GuestPortListener,
     deadline: Instant,
     vmm: &Child,
 ) -> Result<(AgentClient, PingResponse)> {
+    let started = Instant::now();
+    tokio::select! {
+        announced = ready.accept() => {
+            announced.map_err(|e| Error::io("accept the agent's ready connection", e))?;
+        }
+        () = vmm.exited() => return Err(vmm.exited_error()),
+        () = tokio::time::sleep_until(deadline.into()) => {
+            return Err(Error::Timeout(format!(
+                "guest agent: no answer after {:.1}s",
+                started.elapsed().as_secs_f64()
+            )));
+        }
+    }
     crate::wait::wait_until("guest agent", deadline, &[vmm], || attempt(uds)).await
 }

@@ -39,7 +39,7 @@ impl Virtiofsd {
             &args(&socket, shared_dir),
             &run_dir.join("virtiofsd.log"),
         )?;
-        crate::wait::socket_appears(&socket, deadline, &child).await?;
+        crate::wait::socket_listening(&socket, deadline, &child).await?;
         Ok(Self { child, socket })
     }
 

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::share::{RootfsSource, SharedDir, guest_rootfs};
 use crate::virtiofsd::Virtiofsd;
 use crate::vmm::{self, VmSpec, Vmm};
+use crate::vsock::GuestPortListener;
 
 pub const DEFAULT_CPUS: u32 = 1;
 pub const DEFAULT_MEMORY_MIB: u32 = 256;
@@ -233,14 +234,15 @@ impl Vm {
         timeout: Duration,
     ) -> Result<hyper_proto::agent::PingResponse> {
         vmm.create(spec).await?;
+        // Listen for the agent's announcement before the guest can make it.
+        let ready = GuestPortListener::bind(&vmm.vsock_socket(), hyper_proto::AGENT_READY_PORT)?;
         vmm.boot().await?;
         let process = vmm
             .process()
             .ok_or_else(|| Error::Unavailable("the VMM has no process".into()))?;
+        let deadline = Instant::now() + timeout;
         let (client, pong) =
-            match crate::agent::connect(&vmm.vsock_socket(), Instant::now() + timeout, process)
-                .await
-            {
+            match crate::agent::connect(&vmm.vsock_socket(), &ready, deadline, process).await {
                 Ok(c) => c,
                 Err(Error::Timeout(msg)) => {
                     return Err(Error::Timeout(format!(

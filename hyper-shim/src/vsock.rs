@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
+use tokio::net::{UnixListener, UnixStream};
 
 use crate::child::Child;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The guest's context id; every VM has its own back-end, so they can all use 3.
 pub const GUEST_CID: u32 = 3;
@@ -42,6 +42,40 @@ fn is_ok_reply(line: &str) -> bool {
         .is_some_and(|port| port.trim().parse::<u32>().is_ok())
 }
 
+/// The host side of connections the guest opens to `port`: by the hybrid-vsock convention the
+/// back-end connects them to `<uds>_<port>`. The socket file goes when this drops.
+pub struct GuestPortListener {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl GuestPortListener {
+    pub fn bind(uds: &Path, port: u32) -> Result<Self> {
+        let path = PathBuf::from(format!("{}_{port}", uds.display()));
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io(format!("remove {}", path.display()), e));
+            }
+            _ => {}
+        }
+        let listener = UnixListener::bind(&path)
+            .map_err(|e| Error::io(format!("bind {}", path.display()), e))?;
+        Ok(Self { listener, path })
+    }
+
+    pub async fn accept(&self) -> std::io::Result<UnixStream> {
+        Ok(self.listener.accept().await?.0)
+    }
+}
+
+impl Drop for GuestPortListener {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::warn!("remove {}: {e}", self.path.display());
+        }
+    }
+}
+
 /// The vhost-user vsock back-end QEMU needs (it has no userspace vsock of its own here).
 pub struct VsockBackend {
     pub child: Child,
@@ -66,7 +100,7 @@ impl VsockBackend {
             &args,
             &run_dir.join("vsock.log"),
         )?;
-        crate::wait::socket_appears(&vhost_socket, deadline, &child).await?;
+        crate::wait::socket_listening(&vhost_socket, deadline, &child).await?;
         Ok(Self {
             child,
             vhost_socket,

@@ -18,3 +18,8 @@ pub mod shim {
 
 /// The vsock port the guest agent listens on.
 pub const AGENT_VSOCK_PORT: u32 = 1024;
+
+/// The host port the agent connects to once it listens, so that the host only ever connects
+/// to a listening agent: connection requests sent while the guest's vsock device is still
+/// coming up can leave the vhost-user back-end stuck for good.
+pub const AGENT_READY_PORT: u32 = 1025;

@@ -127,7 +127,7 @@ impl Instance {
     }
 
     async fn handshake(&self, deadline: Instant) -> Result<()> {
-        crate::wait::socket_appears(&self.paths.api_socket, deadline, &self.child).await?;
+        crate::wait::socket_listening(&self.paths.api_socket, deadline, &self.child).await?;
         // The socket file exists from bind(); connections are refused until listen().
         let pong =
             crate::wait::wait_until("cloud-hypervisor api", deadline, &[&self.child], || async {

@@ -78,21 +78,18 @@ impl Vmm for Qemu {
             }
         };
         let connected = async {
-            crate::wait::socket_appears(&qmp_path, deadline, &child).await?;
+            crate::wait::socket_listening(&qmp_path, deadline, &child).await?;
             qmp::Qmp::connect(&qmp_path).await
         }
         .await;
         let qmp = match connected {
             Ok(q) => q,
             Err(e) => {
+                // If QEMU died by itself, its own words say more than a closed socket.
+                let died = child.exit_status().is_some();
                 child.kill().await;
                 vsock.stop().await;
-                // QEMU's own words say more than a closed socket.
-                return Err(if child.exit_status().is_some() {
-                    child.exited_error()
-                } else {
-                    e
-                });
+                return Err(if died { child.exited_error() } else { e });
             }
         };
         self.running = Some(Running {
