@@ -463,7 +463,11 @@ impl Pods {
         };
         let lock = self.lock_of(&pod.id);
         let _guard = lock.lock().await;
-        self.fail_pod(&pod.id);
+        // The pod may have moved on (stopped, removed) while we waited for its lock.
+        match self.get(&pod.id) {
+            Ok(now) if now.vm_id.as_deref() == Some(vm_id) => self.fail_pod(&pod.id),
+            _ => {}
+        }
     }
 
     fn fail_pod(&self, pod_id: &str) {

@@ -30,6 +30,8 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 /// What a shim gets to power its VM off before hyperd kills it.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
+/// A shim that has shut its VM down exits by itself within this.
+const SHIM_EXIT_GRACE: Duration = Duration::from_secs(3);
 /// How long a call to an adopted shim may take before it counts as gone.
 const ADOPT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -323,13 +325,21 @@ impl Vms {
         if let Err(e) = self.store.write(|tx| store::delete_vm(tx, &vm.id)) {
             tracing::warn!(vm_id = %vm.id, "forget vm: {e}");
         }
-        self.stopping().remove(&vm.id);
+        // The id stays in `stopping`: the monitor may see the exit only after this returns,
+        // and ids are never reused.
     }
 
-    /// Makes sure the VM's shim process is gone (SIGKILL if it still runs), and waits for it.
+    /// Makes sure the VM's shim process is gone: it gets a moment to exit by itself (after a
+    /// Shutdown), then SIGKILL; waits for it.
     async fn kill_shim(&self, vm: &VmRecord) {
         let socket = Path::new(&vm.socket);
         if vm.shim_pid == 0 || !launcher::is_shim(vm.shim_pid, socket) {
+            return;
+        }
+        if tokio::time::timeout(SHIM_EXIT_GRACE, monitor::exited(vm.shim_pid))
+            .await
+            .is_ok()
+        {
             return;
         }
         // SAFETY: plain kill(2); the pid was just checked to be this VM's shim.
