@@ -91,8 +91,8 @@ pub struct SpecInput<'a> {
     pub resources: &'a Resources,
 }
 
-/// config.json for an init container: new pid, ipc, uts and mount namespaces (the network is
-/// the VM's, shared by the pod), cgroup v2 limits under /hyper/<id>.
+/// config.json for an init container: new pid, ipc, uts, mount and cgroup namespaces (the
+/// network is the VM's, shared by the pod), cgroup v2 limits under /hyper/<id>.
 pub fn container_spec(input: &SpecInput<'_>) -> Value {
     json!({
         "ociVersion": "1.0.2",
@@ -126,10 +126,14 @@ pub fn container_spec(input: &SpecInput<'_>) -> Value {
               "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
             { "destination": "/sys", "type": "sysfs", "source": "sysfs",
               "options": ["nosuid", "noexec", "nodev", "ro"] },
+            { "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+              "options": ["nosuid", "noexec", "nodev", "relatime", "ro"] },
         ],
         "linux": {
             "namespaces": [
                 { "type": "pid" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" },
+                // The container sees its own cgroup as /sys/fs/cgroup, as with Docker on v2.
+                { "type": "cgroup" },
             ],
             "cgroupsPath": format!("/hyper/{}", input.id),
             "resources": resources(input.resources),

@@ -14,6 +14,60 @@ pub struct SharedDir {
     root: PathBuf,
 }
 
+/// Where a container's rootfs comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootfsSource {
+    /// A host directory, bind-mounted.
+    Dir(PathBuf),
+    /// Read-only layers (topmost first) under a writable upper dir.
+    Overlay {
+        layers: Vec<PathBuf>,
+        upper: PathBuf,
+        work: PathBuf,
+    },
+}
+
+fn require_dir(what: &str, path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Error::InvalidArgument(format!(
+            "{what} {}: not a directory",
+            path.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotFound(format!(
+            "{what} {}: no such directory",
+            path.display()
+        ))),
+        Err(e) => Err(Error::io(format!("{what} {}", path.display()), e)),
+    }
+}
+
+/// overlayfs mount options. Its option syntax has no escaping we can rely on for ':' and ','.
+pub fn overlay_options(layers: &[PathBuf], upper: &Path, work: &Path) -> Result<String> {
+    let all = layers.iter().map(PathBuf::as_path).chain([upper, work]);
+    for p in all {
+        let s = p.to_string_lossy();
+        if !p.is_absolute() || s.contains([':', ',']) {
+            return Err(Error::InvalidArgument(format!(
+                "overlay path {s:?}: must be absolute and free of ':' and ','"
+            )));
+        }
+    }
+    if layers.is_empty() {
+        return Err(Error::InvalidArgument("overlay: no layers".into()));
+    }
+    let lower: Vec<String> = layers
+        .iter()
+        .map(|l| l.to_string_lossy().into_owned())
+        .collect();
+    Ok(format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        upper.display(),
+        work.display()
+    ))
+}
+
 /// The rootfs path the guest sees, relative to the share.
 pub fn guest_rootfs(container_id: &str) -> String {
     format!("{container_id}/rootfs")
@@ -32,37 +86,57 @@ impl SharedDir {
         &self.root
     }
 
-    /// Makes `rootfs` visible to the guest as `<id>/rootfs`.
-    pub fn attach(&self, container_id: &str, rootfs: &Path) -> Result<()> {
-        let meta = std::fs::metadata(rootfs).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                Error::NotFound(format!("rootfs {}: no such directory", rootfs.display()))
-            }
-            _ => Error::io(format!("rootfs {}", rootfs.display()), e),
-        })?;
-        if !meta.is_dir() {
-            return Err(Error::InvalidArgument(format!(
-                "rootfs {}: not a directory",
-                rootfs.display()
-            )));
-        }
+    /// Makes the container's rootfs visible to the guest as `<id>/rootfs`.
+    pub fn attach(&self, container_id: &str, rootfs: &RootfsSource) -> Result<()> {
         let target = self.root.join(guest_rootfs(container_id));
         if target.exists() {
             return Err(Error::Conflict(format!(
                 "container {container_id} is already in this VM"
             )));
         }
+        // Everything is checked before anything is created.
+        let overlay_data = match rootfs {
+            RootfsSource::Dir(dir) => {
+                require_dir("rootfs", dir)?;
+                None
+            }
+            RootfsSource::Overlay {
+                layers,
+                upper,
+                work,
+            } => {
+                let data = overlay_options(layers, upper, work)?;
+                for layer in layers {
+                    require_dir("layer", layer)?;
+                }
+                for dir in [upper, work] {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| Error::io(format!("mkdir {}", dir.display()), e))?;
+                }
+                Some(data)
+            }
+        };
         std::fs::create_dir_all(&target).map_err(|e| Error::io("mkdir share target", e))?;
-        if let Err(e) = mount(
-            Some(rootfs),
-            &target,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        ) {
+        let mounted = match (rootfs, &overlay_data) {
+            (RootfsSource::Dir(dir), _) => mount(
+                Some(dir.as_path()),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            ),
+            (RootfsSource::Overlay { .. }, data) => mount(
+                Some("overlay"),
+                &target,
+                Some("overlay"),
+                MsFlags::empty(),
+                data.as_deref(),
+            ),
+        };
+        if let Err(e) = mounted {
             self.remove_dirs(container_id);
             return Err(Error::io(
-                format!("bind {} into the VM share", rootfs.display()),
+                format!("mount the rootfs of {container_id} into the VM share"),
                 e.into(),
             ));
         }
@@ -104,5 +178,35 @@ impl SharedDir {
                 tracing::warn!(container_id = %id, "{e}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_options_list_layers_topmost_first() {
+        let o = overlay_options(
+            &["/img/top".into(), "/img/base".into()],
+            Path::new("/c/upper"),
+            Path::new("/c/work"),
+        )
+        .unwrap();
+        assert_eq!(
+            o,
+            "lowerdir=/img/top:/img/base,upperdir=/c/upper,workdir=/c/work"
+        );
+    }
+
+    #[test]
+    fn overlay_paths_that_would_break_the_option_string_are_refused() {
+        let up = Path::new("/c/upper");
+        let work = Path::new("/c/work");
+        for bad in ["/a:b", "/a,b", "relative"] {
+            let e = overlay_options(&[bad.into()], up, work).unwrap_err();
+            assert!(matches!(e, Error::InvalidArgument(_)), "{bad}");
+        }
+        assert!(overlay_options(&[], up, work).is_err());
     }
 }

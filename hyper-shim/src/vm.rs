@@ -16,7 +16,7 @@ use crate::agent::AgentClient;
 use crate::child::log_tail;
 use crate::config::{ShimConfig, find_program};
 use crate::error::{Error, Result};
-use crate::share::{SharedDir, guest_rootfs};
+use crate::share::{RootfsSource, SharedDir, guest_rootfs};
 use crate::virtiofsd::Virtiofsd;
 use crate::vmm::qemu::Qemu;
 use crate::vmm::{self, VmSpec, Vmm};
@@ -305,7 +305,16 @@ impl Vm {
                 req.id
             )));
         }
-        self.share.attach(&req.id, Path::new(&req.rootfs))?;
+        let rootfs = if req.layers.is_empty() {
+            RootfsSource::Dir(PathBuf::from(&req.rootfs))
+        } else {
+            RootfsSource::Overlay {
+                layers: req.layers.iter().map(PathBuf::from).collect(),
+                upper: PathBuf::from(&req.upper_dir),
+                work: PathBuf::from(&req.work_dir),
+            }
+        };
+        self.share.attach(&req.id, &rootfs)?;
         let created = agent
             .create_container(CreateContainerRequest {
                 id: req.id.clone(),

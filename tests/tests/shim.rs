@@ -424,3 +424,92 @@ async fn bad_vm_shapes_are_refused_before_booting() {
     assert_eq!(e.code(), Code::Unavailable);
     assert_eq!(e.message(), "vm shape is not running");
 }
+
+#[tokio::test]
+async fn an_overlay_rootfs_keeps_the_image_layer_untouched() {
+    let mut shim = ShimHandle::start("overlay").await;
+    shim.boot().await;
+    let image = busybox_rootfs(&shim.dir.path().join("image"));
+    std::fs::write(image.join("etc/motd"), "from the image\n").unwrap();
+    let container = shim.dir.path().join("c1");
+    let (upper, work) = (container.join("upper"), container.join("work"));
+    shim.client
+        .add_container(AddContainerRequest {
+            id: "c1".into(),
+            layers: vec![image.to_string_lossy().into()],
+            upper_dir: upper.to_string_lossy().into(),
+            work_dir: work.to_string_lossy().into(),
+            process: Some(process(&[
+                "sh",
+                "-c",
+                "cat /etc/motd; echo changed > /etc/motd; echo new > /new; rm /etc/group",
+            ])),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    shim.client
+        .start_container(ContainerRef { id: "c1".into() })
+        .await
+        .unwrap();
+    let out = collect_output(&mut shim.client, init_of("c1")).await;
+    assert_eq!(out.stdout, "from the image\n", "{out:?}");
+    assert_eq!(out.exit_code, 0, "{out:?}");
+
+    // Writes went to the container's upper dir; the image layer is as it was.
+    assert_eq!(
+        std::fs::read_to_string(upper.join("etc/motd")).unwrap(),
+        "changed\n"
+    );
+    assert_eq!(std::fs::read_to_string(upper.join("new")).unwrap(), "new\n");
+    assert_eq!(
+        std::fs::read_to_string(image.join("etc/motd")).unwrap(),
+        "from the image\n"
+    );
+    assert!(image.join("etc/group").exists());
+    assert!(!image.join("new").exists());
+
+    // The overlay lives in the shim's mount namespace only, never in ours.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&*shim.dir.path().to_string_lossy()),
+        "{mounts}"
+    );
+    shim.client
+        .remove_container(ContainerRef { id: "c1".into() })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn resources_become_the_containers_cgroup_limits() {
+    let mut shim = ShimHandle::start("cgroup").await;
+    shim.boot().await;
+    let rootfs = busybox_rootfs(shim.dir.path());
+    shim.client
+        .add_container(AddContainerRequest {
+            id: "limited".into(),
+            rootfs: rootfs.to_string_lossy().into(),
+            process: Some(process(&[
+                "sh",
+                "-c",
+                "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max /sys/fs/cgroup/cpu.max",
+            ])),
+            resources: Some(hyper_proto::types::Resources {
+                memory_bytes: 64 << 20,
+                cpu_millis: 500,
+                pids_limit: 32,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    shim.client
+        .start_container(ContainerRef {
+            id: "limited".into(),
+        })
+        .await
+        .unwrap();
+    let out = collect_output(&mut shim.client, init_of("limited")).await;
+    assert_eq!(out.stdout, "67108864\n32\n50000 100000\n", "{out:?}");
+}
