@@ -69,7 +69,7 @@ impl Daemon {
             containers,
             images: self.images.count()?,
             pods,
-            driver: "copy".into(),
+            driver: "overlay".into(),
             driver_status: vec![],
             root_dir: self.config.root.display().to_string(),
             index_server_address: String::new(),

@@ -266,15 +266,18 @@ impl Pods {
                 context: format!("mkdir {}", dir.display()),
                 source: e,
             })?;
-            let root = rootfs::prepare(Path::new(&image.rootfs), dir)?;
+            let overlay = rootfs::overlay(Path::new(&image.rootfs), dir);
             let mut client = shim.client.clone();
             client
                 .add_container(AddContainerRequest {
                     id: ct.id.clone(),
-                    rootfs: root.to_string_lossy().into_owned(),
+                    rootfs: String::new(),
                     process: Some(ct.process.to_process(false)),
                     hostname: pod.spec.hostname.clone(),
                     resources: None,
+                    layers: overlay.layers,
+                    upper_dir: overlay.upper.to_string_lossy().into_owned(),
+                    work_dir: overlay.work.to_string_lossy().into_owned(),
                 })
                 .await
                 .map_err(|s| shim.error(s))?;
@@ -392,8 +395,8 @@ impl Pods {
         self.bump();
     }
 
-    /// After a stop or failure: every still-running container gets `state`, and every
-    /// container's rootfs copy goes (its output log stays for `/attach` and logs).
+    /// After a stop or failure: every still-running container gets `state`. Their dirs (upper
+    /// layer, output log) stay until the pod is removed.
     fn release_containers(&self, pod_id: &str, state: ContainerState) {
         let containers = match self.containers(pod_id) {
             Ok(c) => c,
@@ -408,9 +411,6 @@ impl Pods {
                 if let Err(e) = self.store.write(|tx| store::update_container(tx, &ct)) {
                     tracing::error!(container_id = %ct.id, "{e}");
                 }
-            }
-            if let Err(e) = rootfs::release(Path::new(&ct.dir)) {
-                tracing::warn!(container_id = %ct.id, "{e}");
             }
         }
         self.bump();

@@ -25,8 +25,11 @@ use crate::store::{self, Store, VmRecord};
 pub use client::Shim;
 use launcher::ShimPaths;
 
-/// A boot under TCG on a busy 2-core host can take a while.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// A boot under TCG on a busy 2-core host can take a while (typically 2-5 s here).
+const BOOT_TIMEOUT: Duration = Duration::from_secs(45);
+/// Boots that time out are retried this many times with a fresh VM: rarely (about one boot in
+/// twenty on the 2-core TCG machines) the guest agent serves but the shim never reaches it.
+const BOOT_RETRIES: u32 = 1;
 /// What a shim gets to power its VM off before hyperd kills it.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -153,6 +156,19 @@ impl Vms {
     /// Starts a shim and boots its VM. The VM is recorded while it boots, so a crash of hyperd
     /// during the boot leaves a record the next start cleans up.
     pub async fn boot(self: &Arc<Self>, size: VmSize) -> Result<VmRecord> {
+        let mut attempt = 0;
+        loop {
+            match self.boot_once(size).await {
+                Err(e @ Error::Timeout { .. }) if attempt < BOOT_RETRIES => {
+                    attempt += 1;
+                    tracing::warn!("{e}; booting a fresh vm (retry {attempt} of {BOOT_RETRIES})");
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn boot_once(self: &Arc<Self>, size: VmSize) -> Result<VmRecord> {
         let id = ids::vm_id();
         let paths = ShimPaths::new(&self.config.run_dir, &id);
         let mut record = VmRecord {
@@ -170,7 +186,12 @@ impl Vms {
         match self.boot_recorded(&mut record, &paths).await {
             Ok(()) => Ok(record),
             Err(e) => {
-                tracing::error!(vm_id = %id, "boot failed: {e}");
+                tracing::error!(
+                    vm_id = %id,
+                    shim_log = %log_tail(Path::new(&record.log)),
+                    vsock_log = %log_tail(&paths.run_dir.join("vsock.log")),
+                    "boot failed: {e}"
+                );
                 self.destroy(&record).await;
                 Err(e)
             }
@@ -353,6 +374,13 @@ impl Vms {
             tracing::warn!(vm_id = %vm.id, pid = vm.shim_pid, "shim still alive after SIGKILL");
         }
     }
+}
+
+/// The last lines of a log, for error reports.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join(" | ")
 }
 
 fn remove_path(path: &Path) {
