@@ -32,15 +32,31 @@ fn bare_qemu_to_init() -> Duration {
         .unwrap();
     let started = Instant::now();
     let mut qemu = Command::new("qemu-system-x86_64")
-        .args(["-M", "microvm,x-option-roms=off,rtc=on", "-accel", "tcg,thread=multi"])
-        .args(["-cpu", "max", "-m", "256M", "-smp", "1", "-nodefaults", "-no-user-config"])
+        .args([
+            "-M",
+            "microvm,x-option-roms=off,rtc=on",
+            "-accel",
+            "tcg,thread=multi",
+        ])
+        .args([
+            "-cpu",
+            "max",
+            "-m",
+            "256M",
+            "-smp",
+            "1",
+            "-nodefaults",
+            "-no-user-config",
+        ])
         .args(["-display", "none", "-serial", "stdio", "-no-reboot"])
         .arg("-kernel")
         .arg(guest.join("vmlinux"))
         .arg("-initrd")
         .arg(guest.join("initramfs.img"))
         .arg("-append")
-        .arg(format!("console=ttyS0 quiet panic=-1 reboot=t tsc_early_khz={khz} tsc=reliable"))
+        .arg(format!(
+            "console=ttyS0 quiet panic=-1 reboot=t tsc_early_khz={khz} tsc=reliable"
+        ))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -64,25 +80,43 @@ async fn shim_to_agent_ready() -> (Duration, Duration) {
     let mut shim = ShimHandle::start("bench").await;
     let info = shim.boot().await;
     let total = started.elapsed();
-    shim.client.shutdown(ShutdownRequest::default()).await.unwrap();
+    shim.client
+        .shutdown(ShutdownRequest::default())
+        .await
+        .unwrap();
     shim.wait_exit(Duration::from_secs(30)).await;
     (total, Duration::from_millis(info.boot_ms))
 }
 
 fn main() {
-    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (mut shim_total, mut create_vm, mut bare) = (vec![], vec![], vec![]);
     for i in 0..runs {
         let (total, boot) = rt.block_on(shim_to_agent_ready());
         let q = bare_qemu_to_init();
-        eprintln!("run {}: shim start -> agent ready {}, CreateVm {}, bare qemu -> /init {}", i + 1, ms(total), ms(boot), ms(q));
+        eprintln!(
+            "run {}: shim start -> agent ready {}, CreateVm {}, bare qemu -> /init {}",
+            i + 1,
+            ms(total),
+            ms(boot),
+            ms(q)
+        );
         shim_total.push(total);
         create_vm.push(boot);
         bare.push(q);
     }
     println!("boot benchmark ({runs} runs, medians, accel tcg unless KVM is usable):");
-    println!("  shim start -> agent ready:        {}", ms(median(shim_total)));
-    println!("  CreateVm call -> agent ready:     {}", ms(median(create_vm)));
+    println!(
+        "  shim start -> agent ready:        {}",
+        ms(median(shim_total))
+    );
+    println!(
+        "  CreateVm call -> agent ready:     {}",
+        ms(median(create_vm))
+    );
     println!("  bare QEMU command line -> /init:  {}", ms(median(bare)));
 }
