@@ -243,6 +243,10 @@ impl TestDaemon {
 impl Drop for TestDaemon {
     fn drop(&mut self) {
         self.kill9();
+        // Retried boots pass the test but are worth seeing (with --no-capture).
+        for line in self.log().lines().filter(|l| l.contains("boot failed")) {
+            eprintln!("hyperd: {line}");
+        }
         for (pid, _) in processes_mentioning(self.dir.path()) {
             // SAFETY: plain kill(2) of processes this test started (they name its temp dir).
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
