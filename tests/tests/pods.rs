@@ -40,6 +40,20 @@ fn run_prints_the_output_and_propagates_the_exit_code() {
     let containers = d.list("container");
     assert_eq!(containers[0][3], "succeeded", "{containers:?}");
 
+    // A pod file works the same way.
+    let pod = d.dir.path().join("pod.json");
+    std::fs::write(
+        &pod,
+        r#"{"id":"fromfile","containers":[{"image":"busybox","command":["sh","-c","echo $GREETING from $(hostname)"],"envs":[{"env":"GREETING","value":"hi"}]}]}"#,
+    )
+    .unwrap();
+    let out = d.hyperctl(&["run", "--rm", "-p", pod.to_str().unwrap()]);
+    assert_eq!(
+        (out.stdout.as_str(), out.code),
+        ("hi from fromfile\n", 0),
+        "{out:?}"
+    );
+
     // Errors go to stderr with a non-zero status.
     let out = d.hyperctl(&["run", "nosuchimage", "true"]);
     assert_eq!(out.code, 255);
@@ -127,4 +141,75 @@ fn a_pod_starts_in_a_prebooted_vm_and_exec_runs_in_it() {
         processes_mentioning(&d.run_dir.join("vms").join(&vm_id)),
         vec![]
     );
+}
+
+#[test]
+fn hyperctl_import_images_create_info_version_without_booting() {
+    let d = TestDaemon::start();
+    // import from a file, as a user would.
+    let rootfs = hyper_tests::busybox_rootfs(&d.dir.path().join("img"));
+    let tarball = d.dir.path().join("bb.tar");
+    let tar = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    let id = d.ok(&["import", tarball.to_str().unwrap(), "busybox:1.0"]);
+    assert_eq!(id.trim().len(), 64, "{id}");
+
+    let images = d.ok(&["images"]);
+    let lines: Vec<&str> = images.lines().collect();
+    assert!(
+        lines[0].starts_with("REPOSITORY          TAG                 IMAGE ID"),
+        "{images}"
+    );
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(&row[..3], ["busybox", "1.0", &id.trim()[..12]], "{images}");
+    assert!(lines[1].ends_with(" MB"), "{images}");
+
+    let pod = d.dir.path().join("pod.json");
+    std::fs::write(
+        &pod,
+        r#"{"id":"later","containers":[{"image":"busybox:1.0","command":["true"]}]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        d.ok(&["create", "-p", pod.to_str().unwrap()]),
+        "Pod ID is later\n"
+    );
+    assert_eq!(
+        d.ok(&["create", "--name", "c2", "busybox:1.0", "true"]),
+        "Pod ID is c2\n"
+    );
+    let pods = d.ok(&["list"]);
+    assert!(pods.contains("later") && pods.contains("pending"), "{pods}");
+    assert_eq!(d.ok(&["list", "-q"]), "later\nc2\n");
+
+    let info = d.ok(&["info"]);
+    assert!(
+        info.starts_with("Images: 1\nContainers: 2\nPODs: 2\n"),
+        "{info}"
+    );
+    assert!(
+        info.contains(&format!("Hyper Root Dir: {}", d.root.display())),
+        "{info}"
+    );
+    let version = d.ok(&["version"]);
+    assert!(version.starts_with("The hyperctl version is "), "{version}");
+
+    assert_eq!(
+        d.ok(&["rm", "later", "c2"]),
+        "Pod(later) is successfully deleted!\nPod(c2) is successfully deleted!\n"
+    );
+    // A daemon that is not there is a clear error.
+    let out = std::process::Command::new(hyper_tests::daemon::hyperctl_binary())
+        .args(["-H", "unix:///tmp/no-such-hyperd.sock", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(255));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect to hyperd"));
 }

@@ -247,7 +247,7 @@ pub fn get_vm(c: &Connection, id: &str) -> Result<Option<VmRecord>> {
 
 pub fn list_vms(c: &Connection) -> Result<Vec<VmRecord>> {
     let mut stmt = c.prepare(&format!(
-        "SELECT {VM_COLUMNS} FROM vms ORDER BY created, id"
+        "SELECT {VM_COLUMNS} FROM vms ORDER BY created, rowid"
     ))?;
     let rows = stmt.query_map([], vm_row)?;
     rows.map(|r| finish_vm(r?)).collect()
@@ -322,7 +322,7 @@ pub fn pod_of_vm(c: &Connection, vm_id: &str) -> Result<Option<PodRecord>> {
 
 pub fn list_pods(c: &Connection) -> Result<Vec<PodRecord>> {
     let mut stmt =
-        c.prepare("SELECT id, spec, state, vm_id, created FROM pods ORDER BY created, id")?;
+        c.prepare("SELECT id, spec, state, vm_id, created FROM pods ORDER BY created, rowid")?;
     let rows = stmt.query_map([], pod_row)?;
     rows.map(|r| finish_pod(r?)).collect()
 }
