@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::process::{ProcessHandle, stdio_pipes};
 use crate::reaper::Reaper;
 use crate::spec::{self, SpecInput};
+use crate::workload::Workload;
 
 /// How long a removed container's processes get to die after SIGKILL.
 const KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -164,6 +165,7 @@ impl Containers {
                 b.with_stdin(child.stdin)
                     .with_stdout(child.stdout)
                     .with_stderr(child.stderr)
+                    .with_executor(Workload)
                     .as_init(&bundle)
                     .with_systemd(false)
                     .with_detach(true)
@@ -273,6 +275,7 @@ impl Containers {
                 b.with_stdin(child.stdin)
                     .with_stdout(child.stdout)
                     .with_stderr(child.stderr)
+                    .with_executor(Workload)
                     .as_tenant()
                     .with_container_args(process.args.clone())
                     .with_env(env_map)

@@ -18,6 +18,7 @@ pub mod rootfs;
 pub mod server;
 pub mod spec;
 pub mod user;
+pub mod workload;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! A process running in a container (its init or an exec): stdio pipes, output relay, exit.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 use nix::fcntl::OFlag;
@@ -13,6 +13,7 @@ use hyper_proto::types::OutputStream;
 
 use crate::error::{Error, Result};
 use crate::output::OutputBuffer;
+use crate::workload::PipeEndGuard;
 
 /// The ends of the stdio pipes that go into the container process.
 pub struct ChildStdio {
@@ -54,11 +55,18 @@ pub fn stdio_pipes(open_stdin: bool) -> Result<(ChildStdio, AgentStdio)> {
     ))
 }
 
+/// The agent's write end of a process's stdin.
+struct StdinWriter {
+    // Fields drop in order: unregister, then close.
+    _guard: PipeEndGuard,
+    pipe: pipe::Sender,
+}
+
 pub struct ProcessHandle {
     pub pid: i32,
     exit: watch::Receiver<Option<i32>>,
     pub output: Arc<OutputBuffer>,
-    stdin: Mutex<Option<pipe::Sender>>,
+    stdin: Mutex<Option<StdinWriter>>,
 }
 
 impl ProcessHandle {
@@ -69,15 +77,23 @@ impl ProcessHandle {
             (io.stdout, OutputStream::Stdout),
             (io.stderr, OutputStream::Stderr),
         ] {
+            let guard = PipeEndGuard::new(fd.as_raw_fd());
             let reader =
                 pipe::Receiver::from_owned_fd(fd).map_err(|e| Error::io("stdio pipe", e))?;
-            tokio::spawn(relay(reader, stream, output.clone()));
+            tokio::spawn(relay(reader, guard, stream, output.clone()));
         }
-        let stdin = io
-            .stdin
-            .map(pipe::Sender::from_owned_fd)
-            .transpose()
-            .map_err(|e| Error::io("stdin pipe", e))?;
+        let stdin = match io.stdin {
+            Some(fd) => {
+                let guard = PipeEndGuard::new(fd.as_raw_fd());
+                let pipe =
+                    pipe::Sender::from_owned_fd(fd).map_err(|e| Error::io("stdin pipe", e))?;
+                Some(StdinWriter {
+                    _guard: guard,
+                    pipe,
+                })
+            }
+            None => None,
+        };
         Ok(Arc::new(Self {
             pid,
             exit,
@@ -108,6 +124,7 @@ impl ProcessHandle {
             )));
         };
         writer
+            .pipe
             .write_all(data)
             .await
             .map_err(|e| Error::io(format!("write stdin of process {}", self.pid), e))
@@ -118,7 +135,12 @@ impl ProcessHandle {
     }
 }
 
-async fn relay(mut reader: pipe::Receiver, stream: OutputStream, output: Arc<OutputBuffer>) {
+async fn relay(
+    mut reader: pipe::Receiver,
+    guard: PipeEndGuard,
+    stream: OutputStream,
+    output: Arc<OutputBuffer>,
+) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         match reader.read(&mut buf).await {
@@ -131,5 +153,8 @@ async fn relay(mut reader: pipe::Receiver, stream: OutputStream, output: Arc<Out
             }
         }
     }
+    // Unregister before the fd closes and its number can be reused.
+    drop(guard);
+    drop(reader);
     output.close_stream();
 }

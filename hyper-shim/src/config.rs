@@ -5,13 +5,20 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, ValueEnum};
 
 use crate::error::{Error, Result};
-use crate::vmm::Accel;
+use crate::vmm::{Accel, VmmKind};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum AccelArg {
     Auto,
     Kvm,
     Tcg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum VmmArg {
+    Auto,
+    Qemu,
+    CloudHypervisor,
 }
 
 /// hyper-shim: owns one VM and serves hyperd's gRPC calls for it.
@@ -44,6 +51,17 @@ pub struct Args {
     /// Hardware acceleration; auto uses KVM only where it can run a stock guest kernel.
     #[arg(long, env = "HYPER_ACCEL", value_enum, default_value = "auto")]
     pub accel: AccelArg,
+    /// Which VMM runs the VM; auto picks Cloud Hypervisor when a boot probe of the guest under
+    /// it succeeds (cached per host and binary version), else QEMU.
+    #[arg(long, env = "HYPER_VMM", value_enum, default_value = "auto")]
+    pub vmm: VmmArg,
+    /// The cloud-hypervisor binary: a path, or a name looked up on PATH.
+    #[arg(long, env = "CLOUD_HYPERVISOR", default_value = "cloud-hypervisor")]
+    pub cloud_hypervisor: PathBuf,
+    /// Where the Cloud Hypervisor boot probe's result is cached [default: $XDG_CACHE_HOME/hyper,
+    /// /var/cache/hyper for root, else ~/.cache/hyper].
+    #[arg(long, env = "HYPER_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
     /// Log filter (tracing syntax).
     #[arg(long, env = "HYPER_SHIM_LOG", default_value = "info")]
     pub log: String,
@@ -59,6 +77,10 @@ pub struct ShimConfig {
     pub virtiofsd: PathBuf,
     pub vhost_device_vsock: PathBuf,
     pub accel: Option<Accel>,
+    /// `None`: auto.
+    pub vmm: Option<VmmKind>,
+    pub cloud_hypervisor: PathBuf,
+    pub cache_dir: PathBuf,
 }
 
 /// Unix socket paths must fit sun_path (108 bytes with the NUL).
@@ -71,6 +93,16 @@ fn default_guest_dir() -> PathBuf {
     match beside_binary {
         Some(dir) if dir.join("vmlinux").exists() => dir,
         _ => PathBuf::from("/usr/local/lib/hyper/guest"),
+    }
+}
+
+fn default_cache_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("hyper");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) if !nix::unistd::geteuid().is_root() => PathBuf::from(home).join(".cache/hyper"),
+        _ => PathBuf::from("/var/cache/hyper"),
     }
 }
 
@@ -99,6 +131,13 @@ impl ShimConfig {
                 AccelArg::Kvm => Some(Accel::Kvm),
                 AccelArg::Tcg => Some(Accel::Tcg),
             },
+            vmm: match args.vmm {
+                VmmArg::Auto => None,
+                VmmArg::Qemu => Some(VmmKind::Qemu),
+                VmmArg::CloudHypervisor => Some(VmmKind::CloudHypervisor),
+            },
+            cloud_hypervisor: args.cloud_hypervisor,
+            cache_dir: args.cache_dir.unwrap_or_else(default_cache_dir),
         })
     }
 }

@@ -43,7 +43,17 @@ impl Virtiofsd {
         Ok(Self { child, socket })
     }
 
+    /// Stops virtiofsd and removes the socket and pid file it leaves behind when killed.
     pub async fn stop(&self) {
         self.child.stop(Duration::from_secs(2)).await;
+        let mut pid_file = self.socket.clone().into_os_string();
+        pid_file.push(".pid");
+        for path in [self.socket.as_path(), Path::new(&pid_file)] {
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!("remove {}: {e}", path.display()),
+            }
+        }
     }
 }

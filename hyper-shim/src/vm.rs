@@ -18,7 +18,6 @@ use crate::config::{ShimConfig, find_program};
 use crate::error::{Error, Result};
 use crate::share::{RootfsSource, SharedDir, guest_rootfs};
 use crate::virtiofsd::Virtiofsd;
-use crate::vmm::qemu::Qemu;
 use crate::vmm::{self, VmSpec, Vmm};
 
 pub const DEFAULT_CPUS: u32 = 1;
@@ -142,14 +141,19 @@ impl Vm {
             )));
         }
         let shape = vm_shape(req, &self.config.guest_dir)?;
-        let qemu = find_program(&self.config.qemu)?;
         let virtiofsd_program = find_program(&self.config.virtiofsd)?;
-        let vsock_program = find_program(&self.config.vhost_device_vsock)?;
 
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let (accel, why) =
-            vmm::choose_accel(Path::new("/dev/kvm").exists(), &cpuinfo, self.config.accel);
-        tracing::info!(vm_id = %self.config.id, %accel, reason = %why, "acceleration chosen");
+        let (choice, mut vmm) = vmm::select::select(
+            &self.config,
+            &req.vmm,
+            &shape.kernel,
+            &shape.initrd,
+            &cpuinfo,
+        )
+        .await?;
+        let accel = choice.accel;
+        tracing::info!(vm_id = %self.config.id, vmm = %choice.kind, %accel, reason = %choice.reason, "vmm chosen");
 
         let started = Instant::now();
         lifecycle.state = VmState::Booting;
@@ -177,7 +181,6 @@ impl Vm {
             virtiofs_socket: virtiofsd.socket.clone(),
             run_dir: self.config.run_dir.clone(),
         };
-        let mut vmm: Box<dyn Vmm> = Box::new(Qemu::new(qemu, vsock_program));
         let booted = self.boot(vmm.as_mut(), &spec, shape.boot_timeout).await;
         let pong = match booted {
             Ok(p) => p,
@@ -204,6 +207,7 @@ impl Vm {
             boot_ms: started.elapsed().as_millis() as u64,
             cpus: spec.cpus,
             memory_mib: spec.memory_mib,
+            vmm_reason: choice.reason,
         };
         tracing::info!(
             vm_id = %self.config.id,

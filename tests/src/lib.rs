@@ -17,6 +17,16 @@ use hyper_proto::shim::shim_client::ShimClient;
 use hyper_proto::shim::{AddContainerRequest, ContainerRef, CreateVmRequest, VmInfo};
 use hyper_proto::types::{AttachInput, OutputStream, Process, ProcessRef, attach_input};
 
+/// How long one step of a test (an exec, a wait) may take before the test fails.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs `f`, failing the test if it takes longer than [`STEP_TIMEOUT`].
+pub async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(STEP_TIMEOUT, f)
+        .await
+        .unwrap_or_else(|_| panic!("step did not finish within {STEP_TIMEOUT:?}"))
+}
+
 /// A guest boot under TCG on a loaded 2-core machine can take many seconds.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -86,8 +96,21 @@ pub struct ShimHandle {
     pub client: ShimClient<Channel>,
 }
 
+/// The VMM the suite runs on: `HYPER_TEST_VMM` (qemu | cloud-hypervisor | auto), default qemu.
+pub fn test_vmm() -> String {
+    std::env::var("HYPER_TEST_VMM")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "qemu".into())
+}
+
 impl ShimHandle {
     pub async fn start(name: &str) -> Self {
+        Self::start_with(name, &[format!("--vmm={}", test_vmm())]).await
+    }
+
+    /// Starts a shim with extra command-line arguments (and no `--vmm` unless given).
+    pub async fn start_with(name: &str, args: &[String]) -> Self {
         // Short paths: unix socket paths are limited to 108 bytes.
         let dir = tempfile::Builder::new()
             .prefix("hyt-")
@@ -102,6 +125,9 @@ impl ShimHandle {
             .arg(format!("--id={name}"))
             .arg(format!("--guest-dir={}", guest_dir().display()))
             .arg("--log=info")
+            .args(args)
+            // The Cloud Hypervisor probe's cache stays in the build tree, not in $HOME.
+            .env("HYPER_CACHE_DIR", profile_dir().join("hyper-test-cache"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -177,19 +203,30 @@ impl Drop for ShimHandle {
     }
 }
 
+/// A gRPC channel over a unix socket. The socket file appears at bind(), a moment before the
+/// server listens, so refused connections are retried for a while.
 pub async fn unix_channel(socket: &Path) -> Channel {
-    let socket = socket.to_path_buf();
-    Endpoint::from_static("http://shim.local")
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let socket = socket.clone();
-            async move {
-                tokio::net::UnixStream::connect(socket)
-                    .await
-                    .map(TokioIo::new)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let path = socket.to_path_buf();
+        let connected = Endpoint::from_static("http://shim.local")
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move {
+                    tokio::net::UnixStream::connect(path)
+                        .await
+                        .map(TokioIo::new)
+                }
+            }))
+            .await;
+        match connected {
+            Ok(channel) => return channel,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-        }))
-        .await
-        .expect("connect to the shim socket")
+            Err(e) => panic!("connect to {}: {e}", socket.display()),
+        }
+    }
 }
 
 /// Pids of live processes whose command line mentions `needle` (our temp dirs are unique).
@@ -294,4 +331,41 @@ pub async fn run_container(
         },
     )
     .await
+}
+
+/// An initramfs whose /init never starts the agent: the guest boots but never answers.
+pub fn silent_initrd(dir: &Path) -> PathBuf {
+    let tree = dir.join("silent");
+    std::fs::create_dir_all(tree.join("bin")).unwrap();
+    std::fs::create_dir_all(tree.join("dev")).unwrap();
+    std::fs::copy(
+        ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap(),
+        tree.join("bin/busybox"),
+    )
+    .unwrap();
+    std::fs::write(
+        tree.join("init"),
+        "#!/bin/busybox sh\nexec /bin/busybox sleep 100000\n",
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("755")
+        .arg(tree.join("init"))
+        .status()
+        .unwrap();
+    let img = dir.join("silent.img");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd {} && find . | cpio -o -H newc --quiet > {}",
+            tree.display(),
+            img.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    img
 }

@@ -3,7 +3,9 @@
 //! and the control client. Process supervision, virtiofsd and the hybrid-vsock connector are
 //! shared and live outside the drivers.
 
+pub mod cloud_hypervisor;
 pub mod qemu;
+pub mod select;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -12,6 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::child::Child;
+use crate::config::{ShimConfig, find_program};
 use crate::error::Result;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +88,19 @@ pub trait Vmm: Send + Sync {
     fn vsock_socket(&self) -> PathBuf;
     /// The VMM process, to watch for its exit.
     fn process(&self) -> Option<&Child>;
+}
+
+/// The driver for `kind`, with its programs found from the shim's configuration.
+pub fn driver(kind: VmmKind, config: &ShimConfig) -> Result<Box<dyn Vmm>> {
+    Ok(match kind {
+        VmmKind::Qemu => Box::new(qemu::Qemu::new(
+            find_program(&config.qemu)?,
+            find_program(&config.vhost_device_vsock)?,
+        )),
+        VmmKind::CloudHypervisor => Box::new(cloud_hypervisor::CloudHypervisor::new(find_program(
+            &config.cloud_hypervisor,
+        )?)),
+    })
 }
 
 /// The guest kernel's command line. Under TCG the guest calibrates its clock against timers
