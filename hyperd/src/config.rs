@@ -22,6 +22,17 @@ pub enum VmmChoice {
     CloudHypervisor,
 }
 
+impl VmmChoice {
+    /// The shim's `--vmm` value.
+    pub fn as_arg(self) -> &'static str {
+        match self {
+            VmmChoice::Auto => "auto",
+            VmmChoice::Qemu => "qemu",
+            VmmChoice::CloudHypervisor => "cloud-hypervisor",
+        }
+    }
+}
+
 /// hyperd: runs pods, each in its own lightweight VM, behind a Docker-style REST API.
 #[derive(Debug, Parser, Default)]
 #[command(version)]
@@ -36,7 +47,8 @@ pub struct Args {
     /// Runtime directory: shim sockets, VM run dirs [default: /run/hyper].
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
-    /// Which VMM the shims drive [default: auto].
+    /// Which VMM the shims drive; auto lets each shim pick (Cloud Hypervisor when it can boot
+    /// the guest here, else QEMU) [default: auto].
     #[arg(long, value_enum)]
     pub vmm: Option<VmmChoice>,
     /// A JSON config file with the same keys as the flags (hosts, root, runDir, vmm, log,
@@ -102,8 +114,6 @@ pub enum ConfigError {
     BadHost(String),
     #[error("socket path {0} is longer than {MAX_SOCKET_PATH} bytes")]
     SocketTooLong(PathBuf),
-    #[error("--vmm cloud-hypervisor: this build's hyper-shim drives only qemu")]
-    VmmUnsupported,
     #[error("hyper-shim not found next to hyperd nor on PATH; give --shim")]
     NoShim,
 }
@@ -161,9 +171,6 @@ impl Config {
             .map(|h| parse_host(h))
             .collect::<Result<Vec<_>, _>>()?;
         let vmm = args.vmm.or(file.vmm).unwrap_or_default();
-        if vmm == VmmChoice::CloudHypervisor {
-            return Err(ConfigError::VmmUnsupported);
-        }
         Ok(Self {
             listen,
             root: args

@@ -73,7 +73,7 @@ impl Daemon {
             driver_status: vec![],
             root_dir: self.config.root.display().to_string(),
             index_server_address: String::new(),
-            execution_driver: "qemu".into(),
+            execution_driver: self.config.vmm.as_arg().into(),
             mem_total,
             operating_system: os,
             name: std::fs::read_to_string("/proc/sys/kernel/hostname")

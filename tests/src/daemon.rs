@@ -8,7 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::{
-    busybox_rootfs, guest_dir, processes_mentioning, profile_dir, wait_no_process_mentions,
+    busybox_rootfs, guest_dir, processes_mentioning, profile_dir, test_vmm,
+    wait_no_process_mentions,
 };
 
 /// What a command printed and how it exited.
@@ -71,8 +72,12 @@ impl TestDaemon {
             .arg(&self.run_dir)
             .arg("--guest-dir")
             .arg(guest_dir())
+            .arg("--vmm")
+            .arg(test_vmm())
             .arg("--log")
-            .arg("hyperd=debug,info");
+            .arg("hyperd=debug,info")
+            // The shims' Cloud Hypervisor probe cache stays in the build tree.
+            .env("HYPER_CACHE_DIR", profile_dir().join("hyper-test-cache"));
         cmd
     }
 

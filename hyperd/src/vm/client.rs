@@ -15,6 +15,9 @@ use super::Error;
 
 /// How long connecting to a shim's socket may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The socket file appears at bind(), a moment before the shim listens: refused connections
+/// are retried this long.
+const REFUSED_RETRY: Duration = Duration::from_secs(10);
 
 /// A connection to one shim.
 #[derive(Clone)]
@@ -25,6 +28,19 @@ pub struct Shim {
 
 impl Shim {
     pub async fn connect(vm_id: &str, socket: &Path) -> Result<Self, Error> {
+        let deadline = tokio::time::Instant::now() + REFUSED_RETRY;
+        loop {
+            match Self::connect_once(vm_id, socket).await {
+                Err(e) if socket.exists() && tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(vm_id, "{e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn connect_once(vm_id: &str, socket: &Path) -> Result<Self, Error> {
         let socket: PathBuf = socket.to_path_buf();
         let path = socket.clone();
         let channel = Endpoint::from_static("http://shim.local")

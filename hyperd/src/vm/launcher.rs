@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::Error;
+use crate::config::VmmChoice;
 
 /// A shim gets this long to create its socket.
 const SOCKET_TIMEOUT: Duration = Duration::from_secs(20);
@@ -36,11 +37,17 @@ impl ShimPaths {
     }
 }
 
-pub fn shim_argv(vm_id: &str, paths: &ShimPaths, guest_dir: Option<&Path>) -> Vec<OsString> {
+pub fn shim_argv(
+    vm_id: &str,
+    paths: &ShimPaths,
+    vmm: VmmChoice,
+    guest_dir: Option<&Path>,
+) -> Vec<OsString> {
     let mut argv: Vec<OsString> = vec![
         format!("--socket={}", paths.socket.display()).into(),
         format!("--run-dir={}", paths.run_dir.display()).into(),
         format!("--id={vm_id}").into(),
+        format!("--vmm={}", vmm.as_arg()).into(),
     ];
     if let Some(dir) = guest_dir {
         argv.push(format!("--guest-dir={}", dir.display()).into());
@@ -127,13 +134,14 @@ mod tests {
         let p = ShimPaths::new(Path::new("/run/hyper"), "vm-abc");
         assert_eq!(p.socket, PathBuf::from("/run/hyper/vms/vm-abc.sock"));
         assert_eq!(p.run_dir, PathBuf::from("/run/hyper/vms/vm-abc"));
-        let argv = shim_argv("vm-abc", &p, Some(Path::new("/g")));
+        let argv = shim_argv("vm-abc", &p, VmmChoice::Qemu, Some(Path::new("/g")));
         assert_eq!(
             argv,
             vec![
                 OsString::from("--socket=/run/hyper/vms/vm-abc.sock"),
                 "--run-dir=/run/hyper/vms/vm-abc".into(),
                 "--id=vm-abc".into(),
+                "--vmm=qemu".into(),
                 "--guest-dir=/g".into(),
             ]
         );

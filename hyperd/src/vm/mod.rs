@@ -203,7 +203,12 @@ impl Vms {
         record: &mut VmRecord,
         paths: &ShimPaths,
     ) -> Result<()> {
-        let argv = launcher::shim_argv(&record.id, paths, self.config.guest_dir.as_deref());
+        let argv = launcher::shim_argv(
+            &record.id,
+            paths,
+            self.config.vmm,
+            self.config.guest_dir.as_deref(),
+        );
         record.shim_pid = launcher::spawn(&self.config.shim, argv, paths).await?;
         self.store.write(|tx| store::update_vm(tx, record))?;
         let shim = Shim::connect(&record.id, &paths.socket).await?;
