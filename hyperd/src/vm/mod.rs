@@ -27,8 +27,9 @@ use launcher::ShimPaths;
 
 /// A boot under TCG on a busy 2-core host can take a while (typically 2-5 s here).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(45);
-/// Boots that time out are retried this many times with a fresh VM: rarely (about one boot in
-/// twenty on the 2-core TCG machines) the guest agent serves but the shim never reaches it.
+/// A boot that times out or whose VMM dies is retried this many times with a fresh VM. Seen on
+/// the loaded 2-core TCG machines: about one boot in fifteen where the guest agent serves but
+/// the shim never reaches it, and rarely a QEMU killed by SIGKILL right after it started.
 const BOOT_RETRIES: u32 = 1;
 /// What a shim gets to power its VM off before hyperd kills it.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -159,7 +160,9 @@ impl Vms {
         let mut attempt = 0;
         loop {
             match self.boot_once(size).await {
-                Err(e @ Error::Timeout { .. }) if attempt < BOOT_RETRIES => {
+                Err(e @ (Error::Timeout { .. } | Error::ShimGone { .. }))
+                    if attempt < BOOT_RETRIES =>
+                {
                     attempt += 1;
                     tracing::warn!("{e}; booting a fresh vm (retry {attempt} of {BOOT_RETRIES})");
                 }
