@@ -45,6 +45,13 @@ fn pods_survive_a_killed_hyperd_and_a_dead_shim_fails_only_its_pod() {
         );
     }
 
+    // SIGTERM stops hyperd cleanly and leaves the pods running too.
+    assert!(d.terminate().success(), "{}", d.log());
+    assert!(!processes_mentioning(&d.run_dir.join("vms").join(&vm_two)).is_empty());
+    d.restart();
+    assert_eq!(status_of(&d, "one"), "running");
+    assert_eq!(status_of(&d, "two"), "running");
+
     // SIGKILL one pod's shim: that pod fails, its VM's processes are gone, the other runs on.
     let shim_socket = format!(
         "--socket={}",
