@@ -98,6 +98,25 @@ fn the_seed_calls_work_with_curl() {
     let r = d.curl("GET", "/list?item=pod", None);
     assert_eq!(json(&r.body)["podData"], json("[]"));
 
+    // An empty vmId boots a new VM for the pod.
+    let cold = r#"{"id":"cold","containers":[{"image":"busybox","command":["sleep","600"]}]}"#;
+    let r = d.curl(
+        "POST",
+        &format!("/pod/create?podArgs={}", url_encode(cold)),
+        None,
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = d.curl("POST", "/pod/start?podId=cold&vmId=", None);
+    assert_eq!(r.status, 200, "{r:?}\n{}", d.log());
+    let r = d.curl("GET", "/list?item=vm", None);
+    let rows = json(&r.body)["vmData"].clone();
+    assert!(
+        rows[0].as_str().unwrap().ends_with(":cold:associated"),
+        "{rows}"
+    );
+    let r = d.curl("POST", "/pod/remove?podId=cold", None);
+    assert_eq!(r.status, 200, "{r:?}");
+
     // A VM from /vm/create can be killed.
     let r = d.curl("POST", "/v1.17/vm/create", None);
     let vm = json(&r.body)["ID"].as_str().unwrap().to_string();
