@@ -8,6 +8,7 @@ bash scripts/install-deps.sh
 bash guest/build.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-# The end-to-end tests start the daemon and shim binaries; cargo test does not build them.
+# The end-to-end tests run the binaries (hyperd, hyperctl, hyper-shim) from target/debug;
+# cargo test builds bins only for packages with integration tests, so build them first.
 cargo build --workspace --bins --quiet
 cargo nextest run --workspace

@@ -3,6 +3,7 @@
 //! - [`types`]: messages both gRPC protocols use (processes, stdio, exit status).
 //! - [`agent`]: the shim -> guest agent protocol, served on vsock port [`AGENT_VSOCK_PORT`].
 //! - [`shim`]: the hyperd -> shim protocol, served on a unix socket.
+//! - [`rest`]: the JSON bodies of hyperd's REST API (serde only), for hyperd and hyperctl.
 
 pub mod types {
     tonic::include_proto!("hyper.types");
@@ -11,6 +12,8 @@ pub mod types {
 pub mod agent {
     tonic::include_proto!("hyper.agent");
 }
+
+pub mod rest;
 
 pub mod shim {
     tonic::include_proto!("hyper.shim");

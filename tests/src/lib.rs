@@ -2,6 +2,8 @@
 //! KVM). Every test gets its own temporary directory, socket and run dir, and everything it
 //! started is killed when its handle drops, even when the test panics.
 
+pub mod daemon;
+
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

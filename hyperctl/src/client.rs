@@ -1,0 +1,221 @@
+//! The HTTP client of hyperd's REST API, over a unix socket or TCP: plain requests, and
+//! hijacked ones (`101 UPGRADED`, then a raw stream). Non-2xx answers become errors carrying
+//! the daemon's message.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+
+/// hyperctl's API prefix (any `/v<digits.dots>` works).
+const API_PREFIX: &str = "/v1.1.0";
+
+#[derive(Debug, Clone)]
+pub enum Host {
+    Unix(PathBuf),
+    Tcp(String),
+}
+
+impl Host {
+    pub fn parse(s: &str) -> Result<Self> {
+        if let Some(p) = s.strip_prefix("unix://") {
+            return Ok(Host::Unix(p.into()));
+        }
+        if let Some(a) = s.strip_prefix("tcp://") {
+            return Ok(Host::Tcp(a.into()));
+        }
+        if s.starts_with('/') {
+            return Ok(Host::Unix(s.into()));
+        }
+        bail!("host {s:?}: expected unix:///path or tcp://HOST:PORT")
+    }
+}
+
+enum Stream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Percent-encodes a query value.
+pub fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub struct Client {
+    host: Host,
+}
+
+/// The upgraded connection of a hijacked request.
+pub type Hijacked = TokioIo<hyper::upgrade::Upgraded>;
+
+impl Client {
+    pub fn new(host: Host) -> Self {
+        Self { host }
+    }
+
+    async fn connect(&self) -> Result<Stream> {
+        Ok(match &self.host {
+            Host::Unix(p) => Stream::Unix(UnixStream::connect(p).await.with_context(|| {
+                format!(
+                    "cannot connect to hyperd at unix://{}; is it running?",
+                    p.display()
+                )
+            })?),
+            Host::Tcp(a) => Stream::Tcp(TcpStream::connect(a).await.with_context(|| {
+                format!("cannot connect to hyperd at tcp://{a}; is it running?")
+            })?),
+        })
+    }
+
+    async fn send(&self, req: Request<Full<Bytes>>, upgrade: bool) -> Result<Response<Incoming>> {
+        let io = TokioIo::new(self.connect().await?);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+        tokio::spawn(async move {
+            let conn = conn.with_upgrades();
+            if let Err(e) = conn.await
+                && !upgrade
+            {
+                eprintln!("hyperctl: connection: {e}");
+            }
+        });
+        Ok(sender.send_request(req).await?)
+    }
+
+    fn request(
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<Request<Full<Bytes>>> {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(format!("{API_PREFIX}{path}"))
+            .header("host", "hyperd")
+            .header(
+                "user-agent",
+                concat!("Hyper-Client/", env!("CARGO_PKG_VERSION")),
+            );
+        if let Some(ct) = content_type {
+            b = b.header("content-type", ct);
+        }
+        Ok(b.body(Full::new(body))?)
+    }
+
+    /// Sends a request; a non-2xx answer is an error with the daemon's message.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<Bytes> {
+        let resp = self
+            .send(Self::request(method, path, content_type, body)?, false)
+            .await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        check(status, &body)?;
+        Ok(body)
+    }
+
+    pub async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let body = self.call(Method::GET, path, None, Bytes::new()).await?;
+        serde_json::from_slice(&body).with_context(|| format!("unexpected answer to {path}"))
+    }
+
+    pub async fn post<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let body = self.call(Method::POST, path, None, Bytes::new()).await?;
+        serde_json::from_slice(&body).with_context(|| format!("unexpected answer to {path}"))
+    }
+
+    pub async fn post_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        json: Vec<u8>,
+    ) -> Result<T> {
+        let body = self
+            .call(Method::POST, path, Some("application/json"), json.into())
+            .await?;
+        serde_json::from_slice(&body).with_context(|| format!("unexpected answer to {path}"))
+    }
+
+    /// A hijacked request: after `101 UPGRADED` the connection is a raw stream.
+    pub async fn hijack(&self, path: &str) -> Result<Hijacked> {
+        let mut req = Self::request(Method::POST, path, Some("text/plain"), Bytes::new())?;
+        req.headers_mut().insert("connection", "Upgrade".parse()?);
+        req.headers_mut().insert("upgrade", "tcp".parse()?);
+        let resp = self.send(req, true).await?;
+        let status = resp.status();
+        if status != StatusCode::SWITCHING_PROTOCOLS {
+            let body = resp.into_body().collect().await?.to_bytes();
+            check(status, &body)?;
+            bail!("{path}: expected 101 UPGRADED, got {status}");
+        }
+        Ok(TokioIo::new(hyper::upgrade::on(resp).await?))
+    }
+}
+
+fn check(status: StatusCode, body: &[u8]) -> Result<()> {
+    if status.is_success() {
+        return Ok(());
+    }
+    let msg = String::from_utf8_lossy(body).trim().to_string();
+    Err(anyhow!(if msg.is_empty() {
+        status.to_string()
+    } else {
+        msg
+    }))
+}

@@ -1,0 +1,141 @@
+//! `hyperctl create`: the pod flags shared with `run`, and `POST /pod/create`.
+
+use anyhow::{Context, Result, bail};
+
+use hyper_proto::rest::{EnvironmentVar, IdResponse, UserContainer, UserPod, UserResource};
+
+use crate::client::Client;
+
+#[derive(Debug, clap::Args)]
+pub struct PodFlags {
+    /// Read the pod spec (JSON) from FILE instead of the command line.
+    #[arg(short = 'p', long = "podfile")]
+    pub podfile: Option<std::path::PathBuf>,
+    /// Pod id and container name [default: <image>-<10 digits>].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The container's working directory.
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// vCPUs of the pod's VM.
+    #[arg(long, default_value_t = 1)]
+    pub cpu: i32,
+    /// Memory of the pod's VM, in MiB.
+    #[arg(long, default_value_t = 128)]
+    pub memory: i32,
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Override the entrypoint (one string).
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Allocate a TTY (stored; not wired through yet).
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// IMAGE [COMMAND [ARG...]] (not with --podfile).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+fn random_digits() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{:010}",
+        (nanos ^ u128::from(std::process::id()) << 20) % 10_000_000_000
+    )
+}
+
+/// `<image-basename>-<tag>-<10 digits>`, or `<image-basename>-<10 digits>` without a tag.
+fn default_name(image: &str) -> String {
+    let (repo, tag) = match image.rsplit_once(':') {
+        Some((r, t)) if !t.contains('/') => (r, Some(t)),
+        _ => (image, None),
+    };
+    let base = repo.rsplit('/').next().unwrap_or(repo);
+    match tag {
+        Some(t) => format!("{base}-{t}-{}", random_digits()),
+        None => format!("{base}-{}", random_digits()),
+    }
+}
+
+impl PodFlags {
+    /// The pod JSON to send.
+    pub fn spec(&self) -> Result<Vec<u8>> {
+        if let Some(file) = &self.podfile {
+            if !self.args.is_empty() {
+                bail!("give either a pod file or IMAGE [COMMAND], not both");
+            }
+            return std::fs::read(file).with_context(|| format!("read {}", file.display()));
+        }
+        let Some((image, command)) = self.args.split_first() else {
+            bail!("an IMAGE (or --podfile) is required");
+        };
+        let name = self.name.clone().unwrap_or_else(|| default_name(image));
+        let envs = self
+            .env
+            .iter()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) => Ok(EnvironmentVar {
+                    env: k.into(),
+                    value: v.into(),
+                }),
+                None => bail!("--env {kv:?}: expected KEY=VALUE"),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let pod = UserPod {
+            id: name.clone(),
+            containers: vec![UserContainer {
+                name,
+                image: image.clone(),
+                command: command.to_vec(),
+                entrypoint: self.entrypoint.iter().cloned().collect(),
+                workdir: self.workdir.clone().unwrap_or_default(),
+                envs,
+                tty: self.tty,
+                restart_policy: "never".into(),
+                ..Default::default()
+            }],
+            resource: UserResource {
+                vcpu: self.cpu,
+                memory: self.memory,
+            },
+            ..Default::default()
+        };
+        Ok(serde_json::to_vec(&pod)?)
+    }
+}
+
+pub async fn create_pod(client: &Client, flags: &PodFlags) -> Result<String> {
+    let resp: IdResponse = client.post_json("/pod/create", flags.spec()?).await?;
+    Ok(resp.id)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub pod: PodFlags,
+}
+
+pub async fn run(client: &Client, args: Args) -> Result<i32> {
+    let id = create_pod(client, &args.pod).await?;
+    println!("Pod ID is {id}");
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_names_follow_hyperctl() {
+        let n = default_name("busybox");
+        assert!(
+            n.starts_with("busybox-") && n.len() == "busybox-".len() + 10,
+            "{n}"
+        );
+        assert!(default_name("reg:5000/x/nginx:1.15").starts_with("nginx-1.15-"));
+    }
+}

@@ -1,0 +1,119 @@
+//! The REST API: routes (one file per resource), the `/v<version>` prefix that every route
+//! also answers under, and the listeners (unix sockets, TCP). Handlers only translate between
+//! HTTP and the services in `pod`, `image`, `vm` and `container`.
+
+pub mod error;
+mod exec;
+mod hijack;
+mod image;
+mod pod;
+mod system;
+mod vm;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::Uri;
+use axum::routing::{delete, get, post};
+
+use crate::Daemon;
+
+/// The query string, leniently: unknown parameters are ignored, repeated ones keep the last.
+pub type Params = axum::extract::Query<HashMap<String, String>>;
+
+/// A query parameter, empty when absent.
+fn param<'a>(q: &'a HashMap<String, String>, name: &str) -> &'a str {
+    q.get(name).map(String::as_str).unwrap_or("")
+}
+
+/// A required query parameter.
+fn required<'a>(q: &'a HashMap<String, String>, name: &str) -> Result<&'a str, error::ApiError> {
+    match param(q, name) {
+        "" => Err(
+            crate::error::Error::InvalidInput(format!("query parameter {name}: required")).into(),
+        ),
+        v => Ok(v),
+    }
+}
+
+/// Docker's boolean query values: false when empty, 0, no, false or none.
+fn truthy(v: &str) -> bool {
+    !matches!(
+        v.to_ascii_lowercase().as_str(),
+        "" | "0" | "no" | "false" | "none"
+    )
+}
+
+pub fn router(daemon: Arc<Daemon>) -> Router {
+    Router::new()
+        .route("/_ping", get(system::ping))
+        .route("/version", get(system::version))
+        .route("/info", get(system::info))
+        .route("/pod/create", post(pod::create))
+        .route("/pod/start", post(pod::start))
+        .route("/pod/stop", post(pod::stop))
+        .route("/pod/remove", post(pod::remove))
+        .route("/pod", delete(pod::remove))
+        .route("/pod/info", get(pod::info))
+        .route("/list", get(pod::list))
+        .route("/vm/create", post(vm::create))
+        .route("/vm/kill", post(vm::kill))
+        .route("/vm", delete(vm::kill))
+        .route("/image/create", post(image::create))
+        .route("/images/get", get(image::list))
+        .route("/exec/create", post(exec::create))
+        .route("/exec/start", post(exec::start))
+        .route("/exitcode", get(exec::exit_code))
+        .route("/attach", post(exec::attach))
+        .with_state(daemon)
+}
+
+/// `/v1.1.0/list` → `/list`: the version is accepted and ignored, as hyperd 1.1 does.
+pub fn strip_version(mut req: Request) -> Request {
+    if let Some(stripped) = strip_version_path(req.uri().path()) {
+        let uri = match req.uri().query() {
+            Some(q) => format!("{stripped}?{q}"),
+            None => stripped.to_string(),
+        };
+        if let Ok(uri) = uri.parse::<Uri>() {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}
+
+fn strip_version_path(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/v")?;
+    let end = rest.find('/')?;
+    let version = &rest[..end];
+    if version.is_empty() || !version.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return None;
+    }
+    Some(&rest[end..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_prefixes_are_stripped() {
+        assert_eq!(strip_version_path("/v1.1.0/list"), Some("/list"));
+        assert_eq!(strip_version_path("/v1.17/exec/start"), Some("/exec/start"));
+        assert_eq!(strip_version_path("/vm/create"), None);
+        assert_eq!(strip_version_path("/list"), None);
+        assert_eq!(strip_version_path("/v/list"), None);
+    }
+
+    #[test]
+    fn booleans_as_docker_reads_them() {
+        for v in ["", "0", "no", "false", "None"] {
+            assert!(!truthy(v), "{v}");
+        }
+        for v in ["yes", "1", "true"] {
+            assert!(truthy(v), "{v}");
+        }
+    }
+}

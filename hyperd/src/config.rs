@@ -1,0 +1,259 @@
+//! hyperd's configuration: flags, then the optional config file (JSON), then defaults. Built and
+//! validated once in [`Config::load`]; the rest of the daemon only reads the result.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+
+pub const DEFAULT_HOST: &str = "unix:///var/run/hyper.sock";
+pub const DEFAULT_ROOT: &str = "/var/lib/hyper";
+pub const DEFAULT_RUN_DIR: &str = "/run/hyper";
+pub const DEFAULT_LOG: &str = "info";
+/// Unix socket paths must fit sun_path (108 bytes with the NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum VmmChoice {
+    #[default]
+    Auto,
+    Qemu,
+    CloudHypervisor,
+}
+
+impl VmmChoice {
+    /// The shim's `--vmm` value.
+    pub fn as_arg(self) -> &'static str {
+        match self {
+            VmmChoice::Auto => "auto",
+            VmmChoice::Qemu => "qemu",
+            VmmChoice::CloudHypervisor => "cloud-hypervisor",
+        }
+    }
+}
+
+/// hyperd: runs pods, each in its own lightweight VM, behind a Docker-style REST API.
+#[derive(Debug, Parser, Default)]
+#[command(version)]
+pub struct Args {
+    /// Where to listen: unix:///path or tcp://127.0.0.1:PORT (repeatable)
+    /// [default: unix:///var/run/hyper.sock].
+    #[arg(short = 'H', long = "host")]
+    pub hosts: Vec<String>,
+    /// State directory: database, images, container dirs [default: /var/lib/hyper].
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Runtime directory: shim sockets, VM run dirs [default: /run/hyper].
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Which VMM the shims drive; auto lets each shim pick (Cloud Hypervisor when it can boot
+    /// the guest here, else QEMU) [default: auto].
+    #[arg(long, value_enum)]
+    pub vmm: Option<VmmChoice>,
+    /// A JSON config file with the same keys as the flags (hosts, root, runDir, vmm, log,
+    /// shim, guestDir).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Log filter (tracing syntax, e.g. info or hyperd=debug) [default: info].
+    #[arg(long)]
+    pub log: Option<String>,
+    /// The hyper-shim binary [default: next to hyperd, else on PATH].
+    #[arg(long)]
+    pub shim: Option<PathBuf>,
+    /// Directory with the guest kernel and initramfs, passed to every shim [default: the
+    /// shim's own default].
+    #[arg(long)]
+    pub guest_dir: Option<PathBuf>,
+}
+
+/// The config file: every key optional; unknown keys are an error (a typo must not pass).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+struct FileConfig {
+    hosts: Vec<String>,
+    root: Option<PathBuf>,
+    run_dir: Option<PathBuf>,
+    vmm: Option<VmmChoice>,
+    log: Option<String>,
+    shim: Option<PathBuf>,
+    guest_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Unix(PathBuf),
+    Tcp(std::net::SocketAddr),
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Unix(p) => write!(f, "unix://{}", p.display()),
+            Listen::Tcp(a) => write!(f, "tcp://{a}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Vec<Listen>,
+    pub root: PathBuf,
+    pub run_dir: PathBuf,
+    pub vmm: VmmChoice,
+    pub log: String,
+    pub shim: PathBuf,
+    pub guest_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("host {0:?}: expected unix:///path or tcp://IP:PORT")]
+    BadHost(String),
+    #[error("socket path {0} is longer than {MAX_SOCKET_PATH} bytes")]
+    SocketTooLong(PathBuf),
+    #[error("hyper-shim not found next to hyperd nor on PATH; give --shim")]
+    NoShim,
+}
+
+pub fn parse_host(s: &str) -> Result<Listen, ConfigError> {
+    if let Some(path) = s.strip_prefix("unix://") {
+        if !path.starts_with('/') {
+            return Err(ConfigError::BadHost(s.into()));
+        }
+        let path = PathBuf::from(path);
+        if path.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(ConfigError::SocketTooLong(path));
+        }
+        return Ok(Listen::Unix(path));
+    }
+    let addr = s.strip_prefix("tcp://").unwrap_or(s);
+    addr.parse()
+        .map(Listen::Tcp)
+        .map_err(|_| ConfigError::BadHost(s.into()))
+}
+
+fn find_shim(given: Option<PathBuf>) -> Result<PathBuf, ConfigError> {
+    if let Some(p) = given {
+        return Ok(p);
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("hyper-shim")));
+    if let Some(p) = beside.filter(|p| p.is_file()) {
+        return Ok(p);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("hyper-shim"))
+        .find(|p| p.is_file())
+        .ok_or(ConfigError::NoShim)
+}
+
+impl Config {
+    /// Flags win over the file; the file wins over defaults.
+    pub fn load(args: Args) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let hosts = if !args.hosts.is_empty() {
+            args.hosts
+        } else if !file.hosts.is_empty() {
+            file.hosts
+        } else {
+            vec![DEFAULT_HOST.to_string()]
+        };
+        let listen = hosts
+            .iter()
+            .map(|h| parse_host(h))
+            .collect::<Result<Vec<_>, _>>()?;
+        let vmm = args.vmm.or(file.vmm).unwrap_or_default();
+        Ok(Self {
+            listen,
+            root: args
+                .root
+                .or(file.root)
+                .unwrap_or_else(|| DEFAULT_ROOT.into()),
+            run_dir: args
+                .run_dir
+                .or(file.run_dir)
+                .unwrap_or_else(|| DEFAULT_RUN_DIR.into()),
+            vmm,
+            log: args.log.or(file.log).unwrap_or_else(|| DEFAULT_LOG.into()),
+            shim: find_shim(args.shim.or(file.shim))?,
+            guest_dir: args.guest_dir.or(file.guest_dir),
+        })
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.root.join("hyperd.db")
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let err = |message: String| ConfigError::File {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| err(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_parse_unix_and_tcp_and_refuse_the_rest() {
+        assert_eq!(
+            parse_host("unix:///tmp/h.sock").unwrap(),
+            Listen::Unix("/tmp/h.sock".into())
+        );
+        assert_eq!(
+            parse_host("tcp://127.0.0.1:2375").unwrap(),
+            Listen::Tcp("127.0.0.1:2375".parse().unwrap())
+        );
+        assert!(matches!(
+            parse_host("unix://relative"),
+            Err(ConfigError::BadHost(_))
+        ));
+        assert!(matches!(
+            parse_host(&format!("unix:///{}", "x".repeat(120))),
+            Err(ConfigError::SocketTooLong(_))
+        ));
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.json");
+        std::fs::write(&file, r#"{"root":"/from/file","runDir":"/run/file"}"#).unwrap();
+        let c = Config::load(Args {
+            config: Some(file),
+            root: Some("/from/flag".into()),
+            shim: Some("/bin/true".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.root, PathBuf::from("/from/flag"));
+        assert_eq!(c.run_dir, PathBuf::from("/run/file"));
+        assert_eq!(c.listen, vec![Listen::Unix("/var/run/hyper.sock".into())]);
+    }
+
+    #[test]
+    fn unknown_config_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.json");
+        std::fs::write(&file, r#"{"rooot":"/x"}"#).unwrap();
+        let err = Config::load(Args {
+            config: Some(file),
+            shim: Some("/bin/true".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("rooot"), "{err}");
+    }
+}

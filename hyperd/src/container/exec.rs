@@ -1,0 +1,196 @@
+//! Commands exec'ed into running containers (`/exec/create`, `/exec/start`, `/exitcode`).
+//! An exec is recorded at create; start runs it in the guest and the caller relays its stdio;
+//! the exit code is recorded when it ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use hyper_proto::shim::ContainerRef;
+use hyper_proto::types::{ExecRequest, ProcessRef};
+
+use super::{Error, ProcessSpec, find};
+use crate::ids;
+use crate::store::{self, ContainerRecord, ExecRecord, Store};
+use crate::vm::{Shim, Vms};
+
+/// `/exitcode` waits this long for an exec to end (hyperd 1.1's limit).
+pub const EXEC_EXIT_WAIT: Duration = Duration::from_secs(10);
+
+pub struct Execs {
+    store: Arc<Store>,
+    vms: Arc<Vms>,
+    /// Bumped whenever an exit (container or exec) is recorded.
+    pub changes: watch::Sender<u64>,
+}
+
+/// A started exec: the shim it runs on and the process to attach to.
+pub struct ExecSession {
+    pub shim: Shim,
+    pub process: ProcessRef,
+}
+
+impl Execs {
+    pub fn new(store: Arc<Store>, vms: Arc<Vms>, changes: watch::Sender<u64>) -> Self {
+        Self {
+            store,
+            vms,
+            changes,
+        }
+    }
+
+    fn running(&self, reference: &str) -> Result<(ContainerRecord, Shim), Error> {
+        let ct = find(&self.store, reference)?;
+        if !ct.state.is_running() {
+            return Err(Error::NotRunning(ct.name));
+        }
+        let pod = self
+            .store
+            .read(|c| store::get_pod(c, &ct.pod_id))?
+            .ok_or_else(|| Error::NotFound(reference.into()))?;
+        let vm_id = pod
+            .vm_id
+            .ok_or_else(|| Error::NotRunning(ct.name.clone()))?;
+        Ok((ct, self.vms.shim(&vm_id)?))
+    }
+
+    pub fn create(&self, container: &str, command: Vec<String>) -> Result<String, Error> {
+        if command.is_empty() {
+            return Err(Error::Invalid(
+                "command: required, a JSON array like [\"ls\",\"-l\"]".into(),
+            ));
+        }
+        let (ct, _) = self.running(container)?;
+        let exec = ExecRecord {
+            id: ids::exec_id(),
+            container_id: ct.id,
+            command,
+            exit_code: None,
+        };
+        self.store.write(|tx| store::insert_exec(tx, &exec))?;
+        Ok(exec.id)
+    }
+
+    /// Starts the exec in the guest with stdin open; the caller attaches to `process`.
+    pub async fn start(&self, container: &str, exec_id: &str) -> Result<ExecSession, Error> {
+        let exec = self.get(exec_id)?;
+        let (ct, shim) = self.running(container)?;
+        if exec.container_id != ct.id {
+            return Err(Error::ExecNotFound(format!(
+                "{exec_id} in container {container}"
+            )));
+        }
+        if exec.exit_code.is_some() {
+            return Err(Error::Invalid(format!("exec {exec_id} has already run")));
+        }
+        let process = ProcessSpec {
+            args: exec.command.clone(),
+            ..ct.process.clone()
+        }
+        .to_process(true);
+        shim.client
+            .clone()
+            .exec(ExecRequest {
+                container_id: ct.id.clone(),
+                exec_id: exec.id.clone(),
+                process: Some(process),
+            })
+            .await
+            .map_err(|s| shim.error(s))?;
+        Ok(ExecSession {
+            process: ProcessRef {
+                container_id: ct.id,
+                exec_id: exec.id,
+            },
+            shim,
+        })
+    }
+
+    /// Waits for the exec's exit and records it.
+    pub async fn finish(&self, session: &ExecSession) -> Result<i32, Error> {
+        let code = session
+            .shim
+            .client
+            .clone()
+            .wait(session.process.clone())
+            .await
+            .map_err(|s| session.shim.error(s))?
+            .into_inner()
+            .exit_code;
+        self.record(&session.process.exec_id, code)?;
+        Ok(code)
+    }
+
+    /// Records an exit code for an exec that could not run to its end.
+    pub fn record(&self, exec_id: &str, code: i32) -> Result<(), Error> {
+        self.store
+            .write(|tx| store::set_exec_exit(tx, exec_id, code))?;
+        self.changes.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    fn get(&self, exec_id: &str) -> Result<ExecRecord, Error> {
+        self.store
+            .read(|c| store::get_exec(c, exec_id))?
+            .ok_or_else(|| Error::ExecNotFound(exec_id.into()))
+    }
+
+    /// `/exitcode`: a container's exit code once it is no longer running (0 if it never ran),
+    /// or an exec's, waiting at most [`EXEC_EXIT_WAIT`].
+    pub async fn exit_code(&self, container: &str, exec_id: Option<&str>) -> Result<i32, Error> {
+        let ct = find(&self.store, container)?;
+        let mut changes = self.changes.subscribe();
+        let deadline = tokio::time::Instant::now() + EXEC_EXIT_WAIT;
+        loop {
+            changes.borrow_and_update();
+            match exec_id {
+                Some(id) => {
+                    let exec = self.get(id)?;
+                    if exec.container_id != ct.id {
+                        return Err(Error::ExecNotFound(format!(
+                            "{id} in container {container}"
+                        )));
+                    }
+                    if let Some(code) = exec.exit_code {
+                        return Ok(code);
+                    }
+                    if tokio::time::timeout_at(deadline, changes.changed())
+                        .await
+                        .is_err()
+                    {
+                        return Err(Error::ExecStillRunning(id.into()));
+                    }
+                }
+                None => {
+                    let ct = self
+                        .store
+                        .read(|c| store::get_container(c, &ct.id))?
+                        .ok_or_else(|| Error::NotFound(container.into()))?;
+                    if !ct.state.is_running() {
+                        return Ok(ct.exit_code.unwrap_or(0));
+                    }
+                    if changes.changed().await.is_err() {
+                        return Err(Error::NotRunning(ct.name));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Removes a container from its VM; a container the guest no longer knows is fine.
+pub async fn remove_from_vm(shim: &Shim, container_id: &str) -> Result<(), Error> {
+    match shim
+        .client
+        .clone()
+        .remove_container(ContainerRef {
+            id: container_id.into(),
+        })
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+        Err(s) => Err(shim.error(s).into()),
+    }
+}

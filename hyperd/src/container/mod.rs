@@ -1,0 +1,241 @@
+//! Containers: their states, the process a container runs (resolved from its spec), finding
+//! one by name, id, id prefix or pod, its rootfs ([`rootfs`]), its recorded output
+//! ([`output`]) and the commands exec'ed into it ([`exec`]).
+
+pub mod exec;
+pub mod output;
+pub mod rootfs;
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use hyper_proto::rest::UserContainer;
+use hyper_proto::types::Process;
+
+use crate::error::Kind;
+use crate::store::{self, ContainerRecord, Store};
+
+/// The PATH a container gets when its spec sets none.
+pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerState {
+    /// Created, never started (or its pod was stopped before it ran).
+    Pending,
+    Running,
+    /// Exited with status 0.
+    Succeeded,
+    /// Exited non-zero, was killed, or its VM died.
+    Failed,
+}
+
+impl ContainerState {
+    pub fn exited(code: i32) -> Self {
+        if code == 0 {
+            ContainerState::Succeeded
+        } else {
+            ContainerState::Failed
+        }
+    }
+
+    pub fn is_running(self) -> bool {
+        self == ContainerState::Running
+    }
+}
+
+impl fmt::Display for ContainerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ContainerState::Pending => "pending",
+            ContainerState::Running => "running",
+            ContainerState::Succeeded => "succeeded",
+            ContainerState::Failed => "failed",
+        })
+    }
+}
+
+impl FromStr for ContainerState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "pending" => ContainerState::Pending,
+            "running" => ContainerState::Running,
+            "succeeded" => ContainerState::Succeeded,
+            "failed" => ContainerState::Failed,
+            other => return Err(format!("unknown container state {other:?}")),
+        })
+    }
+}
+
+/// What a container runs, resolved once at pod create.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProcessSpec {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub user: String,
+    pub tty: bool,
+}
+
+impl ProcessSpec {
+    /// The spec's entrypoint and command, environment, workdir and user. Imported rootfs
+    /// images carry no config, so a container without a command is refused.
+    pub fn from_spec(index: usize, c: &UserContainer) -> Result<Self, Error> {
+        let args: Vec<String> = c.entrypoint.iter().chain(&c.command).cloned().collect();
+        if args.is_empty() {
+            return Err(Error::NoCommand {
+                field: format!("containers[{index}].command"),
+                image: c.image.clone(),
+            });
+        }
+        let mut env: Vec<String> = c
+            .envs
+            .iter()
+            .map(|e| format!("{}={}", e.env, e.value))
+            .collect();
+        if !c.envs.iter().any(|e| e.env == "PATH") {
+            env.insert(0, DEFAULT_PATH.to_string());
+        }
+        let user = match &c.user {
+            Some(u) if !u.group.is_empty() => format!("{}:{}", u.name, u.group),
+            Some(u) => u.name.clone(),
+            None => String::new(),
+        };
+        Ok(Self {
+            args,
+            env,
+            cwd: if c.workdir.is_empty() {
+                "/".into()
+            } else {
+                c.workdir.clone()
+            },
+            user,
+            tty: c.tty,
+        })
+    }
+
+    /// The shim's process message. TTYs are not wired through yet: output is always framed.
+    pub fn to_process(&self, stdin: bool) -> Process {
+        Process {
+            args: self.args.clone(),
+            env: self.env.clone(),
+            cwd: self.cwd.clone(),
+            user: self.user.clone(),
+            terminal: false,
+            stdin,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no such container: {0}")]
+    NotFound(String),
+    #[error("container reference {0:?} matches more than one container")]
+    Ambiguous(String),
+    #[error("container {0} is not running")]
+    NotRunning(String),
+    #[error("no such exec: {0}")]
+    ExecNotFound(String),
+    #[error("{field}: no command given and image {image} has no default command")]
+    NoCommand { field: String, image: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("exec {0} did not exit within the wait limit")]
+    ExecStillRunning(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Vm(#[from] crate::vm::Error),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+impl Error {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Error::NotFound(_) | Error::ExecNotFound(_) => Kind::NotFound,
+            Error::Ambiguous(_) | Error::NoCommand { .. } | Error::Invalid(_) => Kind::InvalidInput,
+            Error::NotRunning(_) | Error::ExecStillRunning(_) => Kind::Conflict,
+            Error::Vm(e) => e.kind(),
+            Error::Io { .. } | Error::Store(_) => Kind::Internal,
+        }
+    }
+}
+
+/// Finds a container by name, id, unique id prefix, or (hyperctl's shortcut) a pod id, which
+/// means the pod's first container.
+pub fn find(store: &Store, reference: &str) -> Result<ContainerRecord, Error> {
+    let name = reference.trim_start_matches('/');
+    if name.is_empty() {
+        return Err(Error::Invalid("container: required".into()));
+    }
+    let mut found = store.read(|c| {
+        if let Some(ct) = store::container_by_name(c, name)? {
+            return Ok(vec![ct]);
+        }
+        if let Some(ct) = store::get_container(c, name)? {
+            return Ok(vec![ct]);
+        }
+        if name.chars().all(|ch| ch.is_ascii_hexdigit()) {
+            let by_prefix = store::containers_by_id_prefix(c, name)?;
+            if !by_prefix.is_empty() {
+                return Ok(by_prefix);
+            }
+        }
+        Ok(store::containers_of_pod(c, name)?
+            .into_iter()
+            .take(1)
+            .collect())
+    })?;
+    match found.len() {
+        0 => Err(Error::NotFound(reference.into())),
+        1 => Ok(found.remove(0)),
+        _ => Err(Error::Ambiguous(reference.into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper_proto::rest::{EnvironmentVar, UserUser};
+
+    #[test]
+    fn process_from_spec() {
+        let c = UserContainer {
+            image: "busybox".into(),
+            entrypoint: vec!["sh".into(), "-c".into()],
+            command: vec!["echo hi".into()],
+            envs: vec![EnvironmentVar {
+                env: "A".into(),
+                value: "1".into(),
+            }],
+            user: Some(UserUser {
+                name: "app".into(),
+                group: "staff".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let p = ProcessSpec::from_spec(0, &c).unwrap();
+        assert_eq!(p.args, ["sh", "-c", "echo hi"]);
+        assert_eq!(p.env, [DEFAULT_PATH, "A=1"]);
+        assert_eq!((p.cwd.as_str(), p.user.as_str()), ("/", "app:staff"));
+        let none = UserContainer {
+            image: "busybox".into(),
+            ..Default::default()
+        };
+        let e = ProcessSpec::from_spec(2, &none).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "containers[2].command: no command given and image busybox has no default command"
+        );
+        assert_eq!(e.kind(), Kind::InvalidInput);
+    }
+}

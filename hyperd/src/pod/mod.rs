@@ -1,0 +1,720 @@
+//! Pods: create (records only), start (a VM, booted now or taken from `/vm/create`, then the
+//! containers), stop, remove, info and the `/list` views; plus what happens when a container
+//! exits ([`supervise`]) or a VM's shim dies. Each pod's operations are serialised by a
+//! per-pod lock; every record change is one transaction.
+
+pub mod spec;
+pub mod state;
+mod supervise;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use hyper_proto::rest::{
+    ContainerInfo, ContainerStatus, EnvironmentVar, ListResponse, PodInfo, PodInfoSpec,
+    PodInfoStatus, Terminated, UserPod,
+};
+use hyper_proto::shim::{AddContainerRequest, ContainerRef};
+use hyper_proto::types::{ProcessRef, SignalRequest};
+
+use crate::container::{self, ContainerState, ProcessSpec, exec, output::OutputLogs, rootfs};
+use crate::error::Kind;
+use crate::ids;
+use crate::image::{self, Images};
+use crate::store::{self, ContainerRecord, PodRecord, Store, VmRecord};
+use crate::vm::{self, Shim, VmSize, VmState, Vms};
+pub use state::PodState;
+
+/// A stopping container gets SIGTERM, then SIGKILL after this long.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no such pod: {0}")]
+    NotFound(String),
+    #[error("pod {0} already exists")]
+    Exists(String),
+    #[error("container name {0} is already in use")]
+    NameInUse(String),
+    #[error("pod {id} is {state}")]
+    WrongState { id: String, state: PodState },
+    #[error("invalid pod spec: {0}")]
+    Spec(#[from] spec::SpecError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Image(#[from] image::Error),
+    #[error(transparent)]
+    Container(#[from] container::Error),
+    #[error(transparent)]
+    Vm(#[from] vm::Error),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+impl Error {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Error::NotFound(_) => Kind::NotFound,
+            Error::Exists(_) | Error::NameInUse(_) | Error::WrongState { .. } => Kind::Conflict,
+            Error::Spec(_) | Error::Invalid(_) => Kind::InvalidInput,
+            Error::Image(e) => e.kind(),
+            Error::Container(e) => e.kind(),
+            Error::Vm(e) => e.kind(),
+            Error::Store(e) => e.kind(),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What `/list` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListItem {
+    Pod,
+    Container,
+    Vm,
+}
+
+impl std::str::FromStr for ListItem {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "pod" => Ok(ListItem::Pod),
+            "container" => Ok(ListItem::Container),
+            "vm" => Ok(ListItem::Vm),
+            other => Err(Error::Invalid(format!(
+                "item {other:?}: must be pod, container or vm"
+            ))),
+        }
+    }
+}
+
+pub struct Pods {
+    store: Arc<Store>,
+    vms: Arc<Vms>,
+    images: Arc<Images>,
+    pub outputs: OutputLogs,
+    containers_dir: PathBuf,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Bumped whenever a container exit is recorded (`/exitcode` waits on it).
+    changes: watch::Sender<u64>,
+}
+
+impl Pods {
+    pub fn new(
+        root: &Path,
+        store: Arc<Store>,
+        vms: Arc<Vms>,
+        images: Arc<Images>,
+        changes: watch::Sender<u64>,
+    ) -> std::io::Result<Arc<Self>> {
+        let containers_dir = root.join("containers");
+        std::fs::create_dir_all(&containers_dir)?;
+        Ok(Arc::new(Self {
+            store,
+            vms,
+            images,
+            outputs: OutputLogs::default(),
+            containers_dir,
+            locks: Mutex::default(),
+            changes,
+        }))
+    }
+
+    fn lock_of(&self, pod_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(pod_id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn get(&self, pod_id: &str) -> Result<PodRecord> {
+        self.store
+            .read(|c| store::get_pod(c, pod_id))?
+            .ok_or_else(|| Error::NotFound(pod_id.to_string()))
+    }
+
+    fn containers(&self, pod_id: &str) -> Result<Vec<ContainerRecord>> {
+        Ok(self.store.read(|c| store::containers_of_pod(c, pod_id))?)
+    }
+
+    fn bump(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Records a validated spec: the pod and its containers, `pending`. Images must exist.
+    pub fn create(&self, pod: UserPod) -> Result<String> {
+        let mut containers = Vec::new();
+        for (i, c) in pod.containers.iter().enumerate() {
+            let image = self.images.resolve(&c.image)?;
+            let process = ProcessSpec::from_spec(i, c)?;
+            let id = ids::container_id();
+            containers.push(ContainerRecord {
+                dir: self.containers_dir.join(&id).to_string_lossy().into_owned(),
+                id,
+                pod_id: pod.id.clone(),
+                idx: i as i64,
+                name: c.name.clone(),
+                image: c.image.clone(),
+                image_id: image.id,
+                process,
+                state: ContainerState::Pending,
+                exit_code: None,
+            });
+        }
+        let record = PodRecord {
+            id: pod.id.clone(),
+            spec: pod,
+            state: PodState::Pending,
+            vm_id: None,
+            created: ids::now(),
+        };
+        self.store.write(|tx| {
+            if store::get_pod(tx, &record.id)?.is_some() {
+                return Ok(Err(Error::Exists(record.id.clone())));
+            }
+            for c in &containers {
+                if store::container_by_name(tx, &c.name)?.is_some() {
+                    return Ok(Err(Error::NameInUse(c.name.clone())));
+                }
+            }
+            store::insert_pod(tx, &record)?;
+            for c in &containers {
+                store::insert_container(tx, c)?;
+            }
+            Ok(Ok(()))
+        })??;
+        tracing::info!(pod_id = %record.id, "pod created");
+        Ok(record.id)
+    }
+
+    /// Starts a pod: in the idle VM `vm_id` (from `/vm/create`), or in a VM booted now.
+    pub async fn start(self: &Arc<Self>, pod_id: &str, vm_id: Option<&str>) -> Result<()> {
+        let lock = self.lock_of(pod_id);
+        let _guard = lock.lock().await;
+        let mut pod = self.get(pod_id)?;
+        if !pod.state.can_start() {
+            return Err(Error::WrongState {
+                id: pod.id,
+                state: pod.state,
+            });
+        }
+        let vm = match vm_id {
+            Some(id) => self.idle_vm(id)?,
+            None => {
+                self.vms
+                    .boot(VmSize {
+                        cpus: pod.spec.resource.vcpu as u32,
+                        memory_mib: pod.spec.resource.memory as u32,
+                    })
+                    .await?
+            }
+        };
+        pod.vm_id = Some(vm.id.clone());
+        self.store.write(|tx| store::update_pod(tx, &pod))?;
+        match self.start_containers(&pod, &vm).await {
+            Ok(()) => {
+                pod.state = PodState::Running;
+                self.store.write(|tx| store::update_pod(tx, &pod))?;
+                tracing::info!(pod_id, vm_id = %vm.id, "pod running");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(pod_id, vm_id = %vm.id, "pod start failed: {e}");
+                // Containers may be half set up in the guest: the VM goes with them.
+                self.vms.destroy(&vm).await;
+                self.release_containers(&pod.id, ContainerState::Pending);
+                pod.vm_id = None;
+                self.store.write(|tx| store::update_pod(tx, &pod))?;
+                Err(e)
+            }
+        }
+    }
+
+    fn idle_vm(&self, vm_id: &str) -> Result<VmRecord> {
+        let vm = self.vms.get(vm_id)?;
+        if vm.state != VmState::Running {
+            return Err(vm::Error::NotRunning {
+                vm_id: vm.id,
+                state: vm.state,
+            }
+            .into());
+        }
+        if let Some(other) = self.store.read(|c| store::pod_of_vm(c, vm_id))? {
+            return Err(vm::Error::InUse {
+                vm_id: vm.id,
+                pod_id: other.id,
+            }
+            .into());
+        }
+        Ok(vm)
+    }
+
+    async fn start_containers(self: &Arc<Self>, pod: &PodRecord, vm: &VmRecord) -> Result<()> {
+        let shim = self.vms.shim(&vm.id)?;
+        for mut ct in self.containers(&pod.id)? {
+            let image = self.images.resolve(&ct.image_id)?;
+            let dir = Path::new(&ct.dir);
+            std::fs::create_dir_all(dir).map_err(|e| container::Error::Io {
+                context: format!("mkdir {}", dir.display()),
+                source: e,
+            })?;
+            let overlay = rootfs::overlay(Path::new(&image.rootfs), dir);
+            let mut client = shim.client.clone();
+            client
+                .add_container(AddContainerRequest {
+                    id: ct.id.clone(),
+                    rootfs: String::new(),
+                    process: Some(ct.process.to_process(false)),
+                    hostname: pod.spec.hostname.clone(),
+                    resources: None,
+                    layers: overlay.layers,
+                    upper_dir: overlay.upper.to_string_lossy().into_owned(),
+                    work_dir: overlay.work.to_string_lossy().into_owned(),
+                })
+                .await
+                .map_err(|s| shim.error(s))?;
+            // Record the output from the very start: attach before the process runs.
+            let writer = self
+                .outputs
+                .begin(&ct.id, &container::output::log_path(dir))
+                .await
+                .map_err(|e| container::Error::Io {
+                    context: "create the output log".into(),
+                    source: e,
+                })?;
+            client
+                .start_container(ContainerRef { id: ct.id.clone() })
+                .await
+                .map_err(|s| shim.error(s))?;
+            ct.state = ContainerState::Running;
+            ct.exit_code = None;
+            self.store.write(|tx| store::update_container(tx, &ct))?;
+            self.supervise(shim.clone(), ct, writer);
+        }
+        Ok(())
+    }
+
+    /// Stops a running pod: TERM (then KILL) to its containers, then the VM is shut down or,
+    /// with `stop_vm` false, kept idle for another pod.
+    pub async fn stop(self: &Arc<Self>, pod_id: &str, stop_vm: bool) -> Result<()> {
+        let lock = self.lock_of(pod_id);
+        let _guard = lock.lock().await;
+        self.stop_locked(pod_id, stop_vm).await
+    }
+
+    async fn stop_locked(&self, pod_id: &str, stop_vm: bool) -> Result<()> {
+        let mut pod = self.get(pod_id)?;
+        if !pod.state.can_stop() {
+            return Err(Error::WrongState {
+                id: pod.id,
+                state: pod.state,
+            });
+        }
+        let vm = match &pod.vm_id {
+            Some(id) => Some(self.vms.get(id)?),
+            None => None,
+        };
+        if let Some(vm) = &vm {
+            match self.vms.shim(&vm.id) {
+                Ok(shim) => {
+                    for ct in self.containers(pod_id)? {
+                        if ct.state.is_running() {
+                            self.stop_container(&shim, &ct).await;
+                        }
+                        if let Err(e) = exec::remove_from_vm(&shim, &ct.id).await {
+                            tracing::warn!(container_id = %ct.id, "remove from vm: {e}");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(pod_id, "stop: {e}"),
+            }
+            if stop_vm || self.vms.shim(&vm.id).is_err() {
+                self.vms.destroy(vm).await;
+            }
+        }
+        self.release_containers(pod_id, ContainerState::Failed);
+        pod.state = PodState::Stopped;
+        pod.vm_id = None;
+        self.store.write(|tx| store::update_pod(tx, &pod))?;
+        tracing::info!(pod_id, stop_vm, "pod stopped");
+        Ok(())
+    }
+
+    /// SIGTERM, then SIGKILL after [`STOP_GRACE`]; records the exit code.
+    async fn stop_container(&self, shim: &Shim, ct: &ContainerRecord) {
+        let target = ProcessRef {
+            container_id: ct.id.clone(),
+            exec_id: String::new(),
+        };
+        let mut client = shim.client.clone();
+        let mut code = None;
+        for signal in [libc::SIGTERM, libc::SIGKILL] {
+            let sent = client
+                .signal(SignalRequest {
+                    process: Some(target.clone()),
+                    signal,
+                })
+                .await;
+            if let Err(s) = sent {
+                tracing::debug!(container_id = %ct.id, "signal {signal}: {}", s.message());
+            }
+            if let Ok(Ok(resp)) =
+                tokio::time::timeout(STOP_GRACE, client.wait(target.clone())).await
+            {
+                code = Some(resp.into_inner().exit_code);
+                break;
+            }
+        }
+        let code = code.unwrap_or(128 + libc::SIGKILL);
+        self.record_exit(&ct.id, code);
+    }
+
+    /// Records a container's exit (once: a later report of the same exit changes nothing).
+    fn record_exit(&self, container_id: &str, code: i32) {
+        let written = self.store.write(|tx| {
+            if let Some(mut ct) = store::get_container(tx, container_id)?
+                && ct.state.is_running()
+            {
+                ct.state = ContainerState::exited(code);
+                ct.exit_code = Some(code);
+                store::update_container(tx, &ct)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = written {
+            tracing::error!(container_id, "record exit: {e}");
+        }
+        self.bump();
+    }
+
+    /// After a stop or failure: every still-running container gets `state`. Their dirs (upper
+    /// layer, output log) stay until the pod is removed.
+    fn release_containers(&self, pod_id: &str, state: ContainerState) {
+        let containers = match self.containers(pod_id) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(pod_id, "release containers: {e}");
+                return;
+            }
+        };
+        for mut ct in containers {
+            if ct.state.is_running() {
+                ct.state = state;
+                if let Err(e) = self.store.write(|tx| store::update_container(tx, &ct)) {
+                    tracing::error!(container_id = %ct.id, "{e}");
+                }
+            }
+        }
+        self.bump();
+    }
+
+    /// Removes a pod in any state: stops it if it runs, tears down a failed pod's VM
+    /// remains, deletes its container dirs and records.
+    pub async fn remove(self: &Arc<Self>, pod_id: &str) -> Result<()> {
+        let lock = self.lock_of(pod_id);
+        let _guard = lock.lock().await;
+        let pod = self.get(pod_id)?;
+        if pod.state == PodState::Running {
+            self.stop_locked(pod_id, true).await?;
+        }
+        if let Some(vm_id) = &pod.vm_id
+            && let Ok(vm) = self.vms.get(vm_id)
+        {
+            self.vms.destroy(&vm).await;
+        }
+        let containers = self.containers(pod_id)?;
+        for ct in &containers {
+            self.outputs.forget(&ct.id);
+            match std::fs::remove_dir_all(&ct.dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(container_id = %ct.id, "remove {}: {e}", ct.dir),
+            }
+        }
+        self.store.write(|tx| store::delete_pod(tx, pod_id))?;
+        self.locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(pod_id);
+        tracing::info!(pod_id, "pod removed");
+        Ok(())
+    }
+
+    /// A VM's shim died: its pod (if any) and the VM become `failed`.
+    pub async fn vm_died(self: &Arc<Self>, vm_id: &str) {
+        if let Err(e) = self.vms.mark_failed(vm_id) {
+            tracing::error!(vm_id, "{e}");
+        }
+        let pod = match self.store.read(|c| store::pod_of_vm(c, vm_id)) {
+            Ok(Some(pod)) => pod,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(vm_id, "{e}");
+                return;
+            }
+        };
+        let lock = self.lock_of(&pod.id);
+        let _guard = lock.lock().await;
+        // The pod may have moved on (stopped, removed) while we waited for its lock.
+        match self.get(&pod.id) {
+            Ok(now) if now.vm_id.as_deref() == Some(vm_id) => self.fail_pod(&pod.id),
+            _ => {}
+        }
+    }
+
+    fn fail_pod(&self, pod_id: &str) {
+        let failed = self.store.write(|tx| {
+            if let Some(mut pod) = store::get_pod(tx, pod_id)? {
+                pod.state = PodState::Failed;
+                store::update_pod(tx, &pod)?;
+                for mut ct in store::containers_of_pod(tx, pod_id)? {
+                    if ct.state.is_running() {
+                        ct.state = ContainerState::Failed;
+                        store::update_container(tx, &ct)?;
+                    }
+                }
+            }
+            Ok(())
+        });
+        match failed {
+            Ok(()) => tracing::error!(pod_id, "pod failed: its vm is gone"),
+            Err(e) => tracing::error!(pod_id, "mark failed: {e}"),
+        }
+        self.bump();
+    }
+
+    /// After a (re)start of hyperd: re-adopt every VM, resume watching the containers of
+    /// pods whose VM is alive, and fail the pods whose VM is gone.
+    pub async fn recover(self: &Arc<Self>) -> Result<()> {
+        let lost = self.vms.adopt_all().await?;
+        for pod in self.store.read(store::list_pods)? {
+            let Some(vm_id) = pod.vm_id.clone() else {
+                continue;
+            };
+            let alive = !lost.contains(&vm_id) && pod.state == PodState::Running;
+            if !alive {
+                if pod.state != PodState::Failed {
+                    self.fail_pod(&pod.id);
+                }
+                continue;
+            }
+            let shim = self.vms.shim(&vm_id)?;
+            for ct in self.containers(&pod.id)? {
+                if !ct.state.is_running() {
+                    continue;
+                }
+                let writer = self
+                    .outputs
+                    .begin(&ct.id, &container::output::log_path(Path::new(&ct.dir)))
+                    .await
+                    .map_err(|e| container::Error::Io {
+                        context: "reopen the output log".into(),
+                        source: e,
+                    })?;
+                self.supervise(shim.clone(), ct, writer);
+            }
+            tracing::info!(pod_id = %pod.id, %vm_id, "pod re-adopted");
+        }
+        Ok(())
+    }
+
+    /// Called when a container exited: once every container of a running pod has exited,
+    /// the pod stops and its VM goes (nothing is left to run in it).
+    async fn container_exited(self: &Arc<Self>, pod_id: &str, container_id: &str, code: i32) {
+        self.record_exit(container_id, code);
+        let lock = self.lock_of(pod_id);
+        let _guard = lock.lock().await;
+        let Ok(pod) = self.get(pod_id) else { return };
+        let all_exited = self
+            .containers(pod_id)
+            .map(|cs| cs.iter().all(|c| !c.state.is_running()))
+            .unwrap_or(false);
+        if pod.state == PodState::Running
+            && all_exited
+            && let Err(e) = self.stop_locked(pod_id, true).await
+        {
+            tracing::error!(pod_id, "stop after the last container exited: {e}");
+        }
+    }
+
+    pub fn info(&self, pod_id: &str) -> Result<PodInfo> {
+        let pod = self.get(pod_id)?;
+        let containers = self.containers(pod_id)?;
+        Ok(PodInfo {
+            pod_id: pod.id.clone(),
+            pod_name: pod.id.clone(),
+            kind: "Pod".into(),
+            api_version: "1.17".into(),
+            vm: pod.vm_id.clone().unwrap_or_default(),
+            created_at: pod.created,
+            spec: PodInfoSpec {
+                containers: containers.iter().map(|c| container_info(&pod, c)).collect(),
+                labels: pod.spec.labels.clone(),
+                vcpu: pod.spec.resource.vcpu,
+                memory: pod.spec.resource.memory,
+            },
+            status: PodInfoStatus {
+                phase: if pod.state == PodState::Stopped
+                    && containers.iter().any(|c| c.state == ContainerState::Failed)
+                {
+                    "Failed".into()
+                } else {
+                    pod.state.phase().into()
+                },
+                container_status: containers
+                    .iter()
+                    .map(|c| ContainerStatus {
+                        name: c.name.clone(),
+                        container_id: c.id.clone(),
+                        phase: c.state.to_string(),
+                        terminated: c.exit_code.map(|code| Terminated {
+                            exit_code: code,
+                            reason: if code == 0 { "Succeeded" } else { "Failed" }.into(),
+                        }),
+                    })
+                    .collect(),
+            },
+        })
+    }
+
+    /// `/list`: colon-joined rows, optionally only for one pod or one VM.
+    pub fn list(
+        &self,
+        item: ListItem,
+        pod: Option<&str>,
+        vm: Option<&str>,
+    ) -> Result<ListResponse> {
+        let pods = self.store.read(store::list_pods)?;
+        let keep = |p: &PodRecord| {
+            pod.is_none_or(|id| p.id == id) && vm.is_none_or(|v| p.vm_id.as_deref() == Some(v))
+        };
+        let mut resp = ListResponse {
+            item: match item {
+                ListItem::Pod => "pod",
+                ListItem::Container => "container",
+                ListItem::Vm => "vm",
+            }
+            .into(),
+            ..Default::default()
+        };
+        match item {
+            ListItem::Pod => {
+                resp.pod_data = Some(
+                    pods.iter()
+                        .filter(|p| keep(p))
+                        .map(|p| {
+                            format!(
+                                "{}:{}:{}:{}",
+                                p.id,
+                                p.id,
+                                p.vm_id.as_deref().unwrap_or(""),
+                                p.state
+                            )
+                        })
+                        .collect(),
+                );
+            }
+            ListItem::Container => {
+                let mut rows = Vec::new();
+                for p in pods.iter().filter(|p| keep(p)) {
+                    for c in self.containers(&p.id)? {
+                        rows.push(format!("{}:{}:{}:{}", c.id, c.name, p.id, c.state));
+                    }
+                }
+                resp.c_data = Some(rows);
+            }
+            ListItem::Vm => {
+                let vms = self.store.read(store::list_vms)?;
+                resp.vm_data = Some(
+                    vms.iter()
+                        .filter_map(|v| {
+                            let owner = pods.iter().find(|p| p.vm_id.as_deref() == Some(&v.id));
+                            if pod.is_some_and(|id| owner.is_none_or(|p| p.id != id))
+                                || vm.is_some_and(|id| id != v.id)
+                            {
+                                return None;
+                            }
+                            let status = match (v.state, owner) {
+                                (VmState::Running, Some(_)) => "associated".to_string(),
+                                (VmState::Running, None) => "idle".to_string(),
+                                (state, _) => state.to_string(),
+                            };
+                            Some(format!(
+                                "{}:{}:{}",
+                                v.id,
+                                owner.map(|p| p.id.as_str()).unwrap_or(""),
+                                status
+                            ))
+                        })
+                        .collect(),
+                );
+            }
+        }
+        Ok(resp)
+    }
+
+    pub fn counts(&self) -> Result<(u64, u64)> {
+        let pods = self.store.read(store::list_pods)?.len() as u64;
+        let containers = self.store.read(store::list_containers)?.len() as u64;
+        Ok((pods, containers))
+    }
+
+    /// Kills an idle (or failed) VM made by `/vm/create`.
+    pub async fn kill_vm(&self, vm_id: &str) -> Result<()> {
+        let vm = self.vms.get(vm_id)?;
+        if let Some(pod) = self.store.read(|c| store::pod_of_vm(c, vm_id))? {
+            return Err(vm::Error::InUse {
+                vm_id: vm.id,
+                pod_id: pod.id,
+            }
+            .into());
+        }
+        self.vms.destroy(&vm).await;
+        Ok(())
+    }
+
+    /// The recorded output of a container, for `/attach`.
+    pub fn output(
+        &self,
+        reference: &str,
+    ) -> Result<impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + use<>> {
+        let ct = container::find(&self.store, reference)?;
+        let path = container::output::log_path(Path::new(&ct.dir));
+        Ok(self.outputs.follow(&ct.id, &path))
+    }
+}
+
+fn container_info(pod: &PodRecord, c: &ContainerRecord) -> ContainerInfo {
+    let spec = pod.spec.containers.get(c.idx as usize);
+    ContainerInfo {
+        name: format!("/{}", c.name),
+        container_id: c.id.clone(),
+        image: c.image.clone(),
+        image_id: c.image_id.clone(),
+        working_dir: c.process.cwd.clone(),
+        tty: c.process.tty,
+        commands: spec.map(|s| s.command.clone()).unwrap_or_default(),
+        args: c.process.args.clone(),
+        env: c
+            .process
+            .env
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                EnvironmentVar {
+                    env: k.into(),
+                    value: v.into(),
+                }
+            })
+            .collect(),
+        labels: spec.map(|s| s.labels.clone()).unwrap_or_default(),
+    }
+}

@@ -1,0 +1,196 @@
+//! The state database: one SQLite file (`<root>/hyperd.db`) holding every pod, container, VM,
+//! exec and image record. The schema carries a version (`PRAGMA user_version`) and is brought
+//! up to date by [`MIGRATIONS`] on open; every change of records is one transaction.
+
+mod records;
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, Transaction};
+
+pub use records::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("state database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("state database: record {what} is corrupt: {message}")]
+    Corrupt { what: String, message: String },
+    #[error("state database schema version {found} is newer than this hyperd ({known})")]
+    TooNew { found: i64, known: i64 },
+}
+
+impl Error {
+    pub fn kind(&self) -> crate::error::Kind {
+        crate::error::Kind::Internal
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Schema migrations; entry `i` brings version `i` to `i + 1`. Append only.
+const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    "CREATE TABLE images (
+        id TEXT PRIMARY KEY,
+        created INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        rootfs TEXT NOT NULL
+    );
+    CREATE TABLE image_tags (
+        repo TEXT NOT NULL,
+        tag TEXT NOT NULL,
+        image_id TEXT NOT NULL REFERENCES images(id),
+        PRIMARY KEY (repo, tag)
+    );
+    CREATE TABLE vms (
+        id TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        socket TEXT NOT NULL,
+        run_dir TEXT NOT NULL,
+        log TEXT NOT NULL,
+        shim_pid INTEGER NOT NULL,
+        cpus INTEGER NOT NULL,
+        memory_mib INTEGER NOT NULL,
+        created INTEGER NOT NULL
+    );
+    CREATE TABLE pods (
+        id TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,
+        state TEXT NOT NULL,
+        vm_id TEXT,
+        created INTEGER NOT NULL
+    );
+    CREATE TABLE containers (
+        id TEXT PRIMARY KEY,
+        pod_id TEXT NOT NULL REFERENCES pods(id),
+        idx INTEGER NOT NULL,
+        name TEXT NOT NULL UNIQUE,
+        image TEXT NOT NULL,
+        image_id TEXT NOT NULL,
+        process TEXT NOT NULL,
+        state TEXT NOT NULL,
+        exit_code INTEGER,
+        dir TEXT NOT NULL
+    );
+    CREATE TABLE execs (
+        id TEXT PRIMARY KEY,
+        container_id TEXT NOT NULL REFERENCES containers(id),
+        command TEXT NOT NULL,
+        exit_code INTEGER
+    );",
+];
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (transactions roll back on
+        // drop), so a poisoned lock is still safe to use.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` in one transaction: all of its changes land, or none.
+    pub fn write<T>(&self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Reads with a consistent view.
+    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.lock();
+        f(&conn)
+    }
+}
+
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(Error::TooNew {
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    for (version, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version as i64 + 1)?;
+        tx.commit()?;
+        tracing::info!(version = version + 1, "state database migrated");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_database_gets_the_latest_schema_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = Store::open(&path).unwrap();
+        let v: i64 = store
+            .read(|c| Ok(c.pragma_query_value(None, "user_version", |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        drop(store);
+        Store::open(&path).unwrap();
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = Store::open(&path).err().unwrap();
+        assert!(matches!(err, Error::TooNew { found: 99, .. }), "{err}");
+    }
+
+    #[test]
+    fn a_failed_write_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let vm = VmRecord {
+            id: "vm-a".into(),
+            state: crate::vm::VmState::Running,
+            socket: "/s".into(),
+            run_dir: "/r".into(),
+            log: "/l".into(),
+            shim_pid: 1,
+            cpus: 1,
+            memory_mib: 128,
+            created: 0,
+        };
+        let failed: Result<()> = store.write(|tx| {
+            insert_vm(tx, &vm)?;
+            Err(Error::Corrupt {
+                what: "test".into(),
+                message: "abort".into(),
+            })
+        });
+        assert!(failed.is_err());
+        assert!(store.read(|c| get_vm(c, "vm-a")).unwrap().is_none());
+    }
+}

@@ -1,0 +1,449 @@
+//! The REST API's JSON bodies (serde only), shared by hyperd and hyperctl.
+//!
+//! Request types follow the hyperd 1.1 pod spec (`types.UserPod`): every field is optional and
+//! unknown fields are ignored (the API's open schema). Wrong types are rejected by serde, and
+//! hyperd reports the path of the offending field. Response types reproduce hyperd 1.1's key
+//! spellings (`ID`, `podData`, ...), so old clients keep working.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The pod spec (`POST /pod/create` body, or its `podArgs` query parameter).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct UserPod {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub hostname: String,
+    #[serde(rename = "type", skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub restart_policy: String,
+    #[serde(skip_serializing_if = "is_false")]
+    pub tty: bool,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    pub resource: UserResource,
+    pub log: PodLogConfig,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns_options: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
+    pub containers: Vec<UserContainer>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<UserFile>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<UserVolume>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<UserInterface>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<UserService>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub portmappings: Vec<PortMapping>,
+    pub portmapping_white_lists: PortmappingWhiteList,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// VM size: vCPUs and memory in MiB; zero or less means the default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UserResource {
+    pub vcpu: i32,
+    pub memory: i32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PodLogConfig {
+    #[serde(rename = "type", skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct PortMapping {
+    pub container_port: String,
+    pub host_port: String,
+    pub protocol: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct PortmappingWhiteList {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub internal_networks: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub external_networks: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UserInterface {
+    pub bridge: String,
+    pub ip: String,
+    pub ifname: String,
+    pub mac: String,
+    pub mtu: u64,
+    pub gateway: String,
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct UserService {
+    #[serde(rename = "serviceIP")]
+    pub service_ip: String,
+    pub protocol: String,
+    pub service_port: i32,
+    pub hosts: Vec<UserServiceBackend>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct UserServiceBackend {
+    #[serde(rename = "hostIP")]
+    pub host_ip: String,
+    pub host_port: i32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct UserContainer {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    pub image: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub entrypoint: Vec<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub workdir: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub envs: Vec<EnvironmentVar>,
+    #[serde(skip_serializing_if = "is_false")]
+    pub tty: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    pub read_only: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserUser>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<UserVolumeReference>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<UserFileReference>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<UserContainerPort>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctl: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub restart_policy: String,
+    #[serde(
+        rename = "StopSignal",
+        alias = "stopSignal",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub stop_signal: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<Ulimit>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub log_path: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cache: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EnvironmentVar {
+    pub env: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct UserUser {
+    pub name: String,
+    pub group: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub additional_groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct UserContainerPort {
+    pub host_port: i32,
+    pub container_port: i32,
+    pub service_port: i32,
+    pub protocol: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Ulimit {
+    #[serde(rename = "Name", alias = "name")]
+    pub name: String,
+    #[serde(rename = "Hard", alias = "hard")]
+    pub hard: u64,
+    #[serde(rename = "Soft", alias = "soft")]
+    pub soft: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct UserVolume {
+    pub name: String,
+    pub source: String,
+    pub format: String,
+    pub fstype: String,
+    pub cache: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct UserVolumeReference {
+    pub volume: String,
+    pub path: String,
+    pub read_only: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<UserVolume>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UserFile {
+    pub name: String,
+    pub encoding: String,
+    pub uri: String,
+    pub content: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UserFileReference {
+    pub path: String,
+    pub filename: String,
+    pub perm: String,
+    pub user: String,
+    pub group: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<UserFile>,
+}
+
+// ---- responses -------------------------------------------------------------------------------
+
+/// `{"ID":…,"Code":0,"Cause":""}`: pod create/stop/remove and vm create.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IdResponse {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(rename = "Code", default)]
+    pub code: i32,
+    #[serde(rename = "Cause", default)]
+    pub cause: String,
+}
+
+impl IdResponse {
+    pub fn ok(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            code: 0,
+            cause: String::new(),
+        }
+    }
+}
+
+/// `GET /version`: the daemon's pid (a number, as hyperd 1.1 sends it) and version.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VersionResponse {
+    #[serde(rename = "ID")]
+    pub id: u32,
+    #[serde(rename = "Version")]
+    pub version: String,
+}
+
+/// `GET /info` (§4.1 of the reference; keys as hyperd 1.1 spells them).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InfoResponse {
+    #[serde(rename = "ID")]
+    pub id: u32,
+    #[serde(rename = "Containers")]
+    pub containers: u64,
+    #[serde(rename = "Images")]
+    pub images: u64,
+    #[serde(rename = "Pods")]
+    pub pods: u64,
+    #[serde(rename = "Driver")]
+    pub driver: String,
+    #[serde(rename = "DriverStatus")]
+    pub driver_status: Vec<(String, String)>,
+    #[serde(rename = "DockerRootDir")]
+    pub root_dir: String,
+    #[serde(rename = "IndexServerAddress")]
+    pub index_server_address: String,
+    #[serde(rename = "ExecutionDriver")]
+    pub execution_driver: String,
+    /// Host memory in kB, as /proc/meminfo says.
+    #[serde(rename = "MemTotal")]
+    pub mem_total: u64,
+    #[serde(rename = "Operating System")]
+    pub operating_system: String,
+    #[serde(rename = "Name", default)]
+    pub name: String,
+}
+
+/// `GET /list?item=…`: colon-joined rows, as hyperd 1.1 answers.
+/// pod: `podId:podName:vmId:status`; container: `containerId:name:podId:status`;
+/// vm: `vmId:podId:status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListResponse {
+    pub item: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_data: Option<Vec<String>>,
+    #[serde(rename = "cData", default, skip_serializing_if = "Option::is_none")]
+    pub c_data: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_data: Option<Vec<String>>,
+}
+
+impl ListResponse {
+    /// The rows, whichever item was listed.
+    pub fn rows(&self) -> &[String] {
+        self.pod_data
+            .as_deref()
+            .or(self.c_data.as_deref())
+            .or(self.vm_data.as_deref())
+            .unwrap_or_default()
+    }
+}
+
+/// `GET /images/get`: `repo:tag:imageId:createdUnix:virtualSizeBytes` rows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagesResponse {
+    pub images_list: Vec<String>,
+}
+
+/// One line of a JSON progress stream (image import); `error` set when it failed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JsonMessage {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub status: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+}
+
+/// `GET /pod/info` (§2.9 of the reference).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodInfo {
+    #[serde(rename = "podID")]
+    pub pod_id: String,
+    pub pod_name: String,
+    pub kind: String,
+    pub api_version: String,
+    pub vm: String,
+    pub created_at: i64,
+    pub spec: PodInfoSpec,
+    pub status: PodInfoStatus,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodInfoSpec {
+    pub containers: Vec<ContainerInfo>,
+    pub labels: BTreeMap<String, String>,
+    pub vcpu: i32,
+    pub memory: i32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerInfo {
+    /// The runtime name, with a leading `/` as hyperd 1.1 writes it.
+    pub name: String,
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub image: String,
+    #[serde(rename = "imageID")]
+    pub image_id: String,
+    pub working_dir: String,
+    pub tty: bool,
+    pub commands: Vec<String>,
+    pub args: Vec<String>,
+    pub env: Vec<EnvironmentVar>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodInfoStatus {
+    /// Pending, Running, Succeeded or Failed.
+    pub phase: String,
+    pub container_status: Vec<ContainerStatus>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerStatus {
+    pub name: String,
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    /// pending, running, succeeded or failed.
+    pub phase: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminated: Option<Terminated>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Terminated {
+    pub exit_code: i32,
+    pub reason: String,
+}
+
+/// Docker's stdcopy stream ids, used on hijacked connections without a TTY.
+pub const STDCOPY_STDOUT: u8 = 1;
+pub const STDCOPY_STDERR: u8 = 2;
+
+/// The 8-byte stdcopy header of a frame carrying `len` bytes of `stream`.
+pub fn stdcopy_header(stream: u8, len: u32) -> [u8; 8] {
+    let l = len.to_be_bytes();
+    [stream, 0, 0, 0, l[0], l[1], l[2], l[3]]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_ignored_and_defaults_fill_in() {
+        let pod: UserPod = serde_json::from_str(
+            r#"{"id":"p","bogus":1,"containers":[{"image":"busybox","StopSignal":"INT"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(pod.id, "p");
+        assert_eq!(pod.containers[0].image, "busybox");
+        assert_eq!(pod.containers[0].stop_signal, "INT");
+        assert_eq!(pod.resource, UserResource::default());
+    }
+
+    #[test]
+    fn stdcopy_header_is_big_endian_length() {
+        assert_eq!(stdcopy_header(2, 258), [2, 0, 0, 0, 0, 0, 1, 2]);
+    }
+}
