@@ -64,7 +64,15 @@ impl Daemon {
             .find_map(|l| l.strip_prefix("PRETTY_NAME="))
             .map(|v| v.trim_matches('"').to_string())
             .unwrap_or_default();
+        let choice = self.vms.last_choice().unwrap_or_else(|| vm::VmmChoice {
+            vmm: self.config.vmm.as_arg().into(),
+            acceleration: String::new(),
+            reason: "decided when the first VM boots".into(),
+        });
         Ok(InfoResponse {
+            vmm: choice.vmm,
+            acceleration: choice.acceleration,
+            vmm_reason: choice.reason,
             id: std::process::id(),
             containers,
             images: self.images.count()?,

@@ -300,6 +300,16 @@ pub struct InfoResponse {
     pub operating_system: String,
     #[serde(rename = "Name", default)]
     pub name: String,
+    /// The VMM of the most recently booted VM ("qemu", "cloud-hypervisor"), or the configured
+    /// `--vmm` before any VM booted.
+    #[serde(rename = "Vmm", default)]
+    pub vmm: String,
+    /// "kvm" or "tcg"; empty before any VM booted.
+    #[serde(rename = "Acceleration", default)]
+    pub acceleration: String,
+    /// Why that VMM and acceleration were chosen.
+    #[serde(rename = "VmmReason", default)]
+    pub vmm_reason: String,
 }
 
 /// `GET /list?item=…`: colon-joined rows, as hyperd 1.1 answers.

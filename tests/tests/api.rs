@@ -5,6 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 
 use hyper_tests::daemon::TestDaemon;
+use hyper_tests::test_vmm;
 
 fn url_encode(s: &str) -> String {
     s.bytes()
@@ -76,6 +77,17 @@ fn the_seed_calls_work_with_curl() {
             info["Images"].as_u64()
         ),
         (Some(1), Some(1), Some(1))
+    );
+    // Which VMM runs the VMs, with which acceleration, and why.
+    assert_eq!(info["Vmm"], test_vmm(), "{info}");
+    assert!(
+        ["kvm", "tcg"].contains(&info["Acceleration"].as_str().unwrap()),
+        "{info}"
+    );
+    let reason = info["VmmReason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("{} requested", test_vmm())),
+        "{reason}"
     );
     let r = d.curl("GET", "/pod/info?podName=seed", None);
     assert_eq!(json(&r.body)["status"]["phase"], "Running");

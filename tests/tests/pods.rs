@@ -198,6 +198,14 @@ fn hyperctl_import_images_create_info_version_without_booting() {
         info.contains(&format!("Hyper Root Dir: {}", d.root.display())),
         "{info}"
     );
+    // No VM booted yet: the configured VMM, and when the choice is made.
+    assert!(
+        info.contains(&format!(
+            "VMM: {}\nVMM Reason: decided when the first VM boots\n",
+            hyper_tests::test_vmm()
+        )),
+        "{info}"
+    );
     let version = d.ok(&["version"]);
     assert!(version.starts_with("The hyperctl version is "), "{version}");
 

@@ -19,6 +19,11 @@ pub async fn run(client: &Client) -> Result<i32> {
     println!("Hyper Root Dir: {}", i.root_dir);
     println!("Index Server Address: {}", i.index_server_address);
     println!("Execution Driver: {}", i.execution_driver);
+    match i.acceleration.as_str() {
+        "" => println!("VMM: {}", i.vmm),
+        accel => println!("VMM: {} ({accel})", i.vmm),
+    }
+    println!("VMM Reason: {}", i.vmm_reason);
     println!("Total Memory: {}", human_size(i.mem_total as f64 * 1000.0));
     println!("Operating System: {}", i.operating_system);
     Ok(0)

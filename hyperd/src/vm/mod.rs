@@ -27,10 +27,6 @@ use launcher::ShimPaths;
 
 /// A boot under TCG on a busy 2-core host can take a while (typically 2-5 s here).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(45);
-/// A boot that times out or whose VMM dies is retried this many times with a fresh VM. Seen on
-/// the loaded 2-core TCG machines: about one boot in fifteen where the guest agent serves but
-/// the shim never reaches it, and rarely a QEMU killed by SIGKILL right after it started.
-const BOOT_RETRIES: u32 = 1;
 /// What a shim gets to power its VM off before hyperd kills it.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -128,6 +124,16 @@ pub struct Vms {
     /// VMs being torn down on purpose: their shim's exit is not a failure.
     stopping: Mutex<HashSet<String>>,
     died: mpsc::UnboundedSender<String>,
+    /// What the shim of the most recent boot chose, for `/info`.
+    last_choice: Mutex<Option<VmmChoice>>,
+}
+
+/// The VMM and acceleration a shim chose for its VM, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmmChoice {
+    pub vmm: String,
+    pub acceleration: String,
+    pub reason: String,
 }
 
 impl Vms {
@@ -143,7 +149,16 @@ impl Vms {
             shims: Mutex::default(),
             stopping: Mutex::default(),
             died,
+            last_choice: Mutex::default(),
         })
+    }
+
+    /// What the most recent boot's shim chose, if a VM booted since hyperd started.
+    pub fn last_choice(&self) -> Option<VmmChoice> {
+        self.last_choice
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn shims(&self) -> std::sync::MutexGuard<'_, HashMap<String, Shim>> {
@@ -157,21 +172,6 @@ impl Vms {
     /// Starts a shim and boots its VM. The VM is recorded while it boots, so a crash of hyperd
     /// during the boot leaves a record the next start cleans up.
     pub async fn boot(self: &Arc<Self>, size: VmSize) -> Result<VmRecord> {
-        let mut attempt = 0;
-        loop {
-            match self.boot_once(size).await {
-                Err(e @ (Error::Timeout { .. } | Error::ShimGone { .. }))
-                    if attempt < BOOT_RETRIES =>
-                {
-                    attempt += 1;
-                    tracing::warn!("{e}; booting a fresh vm (retry {attempt} of {BOOT_RETRIES})");
-                }
-                result => return result,
-            }
-        }
-    }
-
-    async fn boot_once(self: &Arc<Self>, size: VmSize) -> Result<VmRecord> {
         let id = ids::vm_id();
         let paths = ShimPaths::new(&self.config.run_dir, &id);
         let mut record = VmRecord {
@@ -227,7 +227,12 @@ impl Vms {
             .await
             .map_err(|s| shim.error(s))?
             .into_inner();
-        tracing::info!(vm_id = %record.id, boot_ms = info.boot_ms, vmm = %info.vmm, accel = %info.acceleration, "vm booted");
+        tracing::info!(vm_id = %record.id, boot_ms = info.boot_ms, vmm = %info.vmm, accel = %info.acceleration, reason = %info.vmm_reason, "vm booted");
+        *self.last_choice.lock().unwrap_or_else(|e| e.into_inner()) = Some(VmmChoice {
+            vmm: info.vmm,
+            acceleration: info.acceleration,
+            reason: info.vmm_reason,
+        });
         record.state = VmState::Running;
         self.store.write(|tx| store::update_vm(tx, record))?;
         self.shims().insert(record.id.clone(), shim);
