@@ -64,7 +64,7 @@ impl Daemon {
             .find_map(|l| l.strip_prefix("PRETTY_NAME="))
             .map(|v| v.trim_matches('"').to_string())
             .unwrap_or_default();
-        let choice = self.vms.last_choice().unwrap_or_else(|| vm::VmmChoice {
+        let choice = self.vms.last_choice().unwrap_or_else(|| vm::VmmReport {
             vmm: self.config.vmm.as_arg().into(),
             acceleration: String::new(),
             reason: "decided when the first VM boots".into(),

@@ -125,12 +125,12 @@ pub struct Vms {
     stopping: Mutex<HashSet<String>>,
     died: mpsc::UnboundedSender<String>,
     /// What the shim of the most recent boot chose, for `/info`.
-    last_choice: Mutex<Option<VmmChoice>>,
+    last_choice: Mutex<Option<VmmReport>>,
 }
 
 /// The VMM and acceleration a shim chose for its VM, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VmmChoice {
+pub struct VmmReport {
     pub vmm: String,
     pub acceleration: String,
     pub reason: String,
@@ -154,7 +154,7 @@ impl Vms {
     }
 
     /// What the most recent boot's shim chose, if a VM booted since hyperd started.
-    pub fn last_choice(&self) -> Option<VmmChoice> {
+    pub fn last_choice(&self) -> Option<VmmReport> {
         self.last_choice
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -228,7 +228,7 @@ impl Vms {
             .map_err(|s| shim.error(s))?
             .into_inner();
         tracing::info!(vm_id = %record.id, boot_ms = info.boot_ms, vmm = %info.vmm, accel = %info.acceleration, reason = %info.vmm_reason, "vm booted");
-        *self.last_choice.lock().unwrap_or_else(|e| e.into_inner()) = Some(VmmChoice {
+        *self.last_choice.lock().unwrap_or_else(|e| e.into_inner()) = Some(VmmReport {
             vmm: info.vmm,
             acceleration: info.acceleration,
             reason: info.vmm_reason,
