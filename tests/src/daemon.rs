@@ -64,6 +64,7 @@ impl TestDaemon {
     /// The command line of this daemon's hyperd.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(hyperd_binary());
+        crate::dies_with_test(&mut cmd);
         cmd.arg("--host")
             .arg(format!("unix://{}", self.socket.display()))
             .arg("--root")

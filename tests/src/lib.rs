@@ -30,6 +30,21 @@ pub async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
 /// A guest boot under TCG on a loaded 2-core machine can take many seconds.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Makes a child the test starts die with the test's thread, even when the test process is
+/// killed (a nextest timeout) and no Drop runs.
+pub fn dies_with_test(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
 /// target/<profile>/ of the running test binary.
 pub fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
@@ -119,7 +134,7 @@ impl ShimHandle {
         let socket = dir.path().join("shim.sock");
         let run_dir = dir.path().join("run");
         let log = std::fs::File::create(dir.path().join("shim.log")).unwrap();
-        let process = Command::new(shim_binary())
+        let process = dies_with_test(&mut Command::new(shim_binary()))
             .arg(format!("--socket={}", socket.display()))
             .arg(format!("--run-dir={}", run_dir.display()))
             .arg(format!("--id={name}"))
