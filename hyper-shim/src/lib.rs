@@ -15,11 +15,9 @@ pub mod vsock;
 pub mod wait;
 
 use std::os::unix::fs::PermissionsExt;
-use std::sync::Arc;
 
 use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::Notify;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use hyper_proto::shim::shim_server::ShimServer;
@@ -47,14 +45,13 @@ pub async fn run(config: ShimConfig) -> Result<()> {
         .map_err(|e| Error::io("chmod socket", e))?;
 
     let vm = Vm::new(config.clone())?;
-    let done = Arc::new(Notify::new());
     let mut sigterm = signal(SignalKind::terminate()).map_err(|e| Error::io("sigterm", e))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Error::io("sigint", e))?;
     let stop = {
-        let done = done.clone();
+        let vm = vm.clone();
         async move {
             tokio::select! {
-                _ = done.notified() => {}
+                _ = vm.ended() => {}
                 _ = sigterm.recv() => tracing::info!("SIGTERM: shutting the vm down"),
                 _ = sigint.recv() => tracing::info!("SIGINT: shutting the vm down"),
             }
@@ -62,10 +59,7 @@ pub async fn run(config: ShimConfig) -> Result<()> {
     };
     tracing::info!(vm_id = %config.id, socket = %config.socket.display(), "shim serving");
     let served = tonic::transport::Server::builder()
-        .add_service(ShimServer::new(ShimService {
-            vm: vm.clone(),
-            done,
-        }))
+        .add_service(ShimServer::new(ShimService { vm: vm.clone() }))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop)
         .await;
 
@@ -82,5 +76,9 @@ pub async fn run(config: ShimConfig) -> Result<()> {
         }
     }
     served.map_err(|e| Error::Unavailable(format!("grpc server: {e}")))?;
-    stopped
+    stopped?;
+    match vm.crash() {
+        Some(why) => Err(Error::Unavailable(why)),
+        None => Ok(()),
+    }
 }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
-use tokio::sync::Notify;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -21,8 +20,6 @@ use crate::vm::{DEFAULT_SHUTDOWN_GRACE, Vm};
 
 pub struct ShimService {
     pub vm: Arc<Vm>,
-    /// Notified once the VM is shut down and the server should exit.
-    pub done: Arc<Notify>,
 }
 
 type AttachStream = Pin<Box<dyn Stream<Item = Result<AttachOutput, Status>> + Send>>;
@@ -93,7 +90,7 @@ impl Shim for ShimService {
         };
         let result = self.vm.shutdown(grace).await;
         // The server drains this reply before it exits.
-        self.done.notify_one();
+        self.vm.end();
         result?;
         Ok(Response::new(Empty {}))
     }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 
 use hyper_proto::agent::{ContainerRequest, CreateContainerRequest};
 use hyper_proto::shim::{AddContainerRequest, CreateVmRequest, VmInfo, VmState};
@@ -52,6 +52,10 @@ pub struct Vm {
     lifecycle: Mutex<Lifecycle>,
     agent: RwLock<Option<AgentClient>>,
     stopping: AtomicBool,
+    /// Notified when the shim's work is over: the VM was shut down, or its VMM died.
+    ended: Notify,
+    /// Why the VM ended on its own, if it did.
+    crash: std::sync::Mutex<Option<String>>,
 }
 
 /// A validated CreateVm request.
@@ -126,6 +130,8 @@ impl Vm {
             }),
             agent: RwLock::new(None),
             stopping: AtomicBool::new(false),
+            ended: Notify::new(),
+            crash: std::sync::Mutex::new(None),
         }))
     }
 
@@ -275,10 +281,29 @@ impl Vm {
                 "the VMM exited unexpectedly"
             );
             vm.agent.write().expect("agent lock").take();
-            let mut lifecycle = vm.lifecycle.lock().await;
-            lifecycle.state = VmState::Stopped;
-            lifecycle.info.state = VmState::Stopped as i32;
+            {
+                let mut lifecycle = vm.lifecycle.lock().await;
+                lifecycle.state = VmState::Stopped;
+                lifecycle.info.state = VmState::Stopped as i32;
+            }
+            // A shim without its VM has nothing left to do: exiting is how hyperd learns.
+            *vm.crash.lock().expect("crash lock") = Some(format!("the VMM exited ({status})"));
+            vm.end();
         });
+    }
+
+    /// Ends the shim's work; [`Vm::ended`] resolves (now or at its next call).
+    pub fn end(&self) {
+        self.ended.notify_one();
+    }
+
+    pub async fn ended(&self) {
+        self.ended.notified().await;
+    }
+
+    /// Why the VM ended by itself, if it did.
+    pub fn crash(&self) -> Option<String> {
+        self.crash.lock().expect("crash lock").clone()
     }
 
     pub fn agent(&self) -> Result<AgentClient> {

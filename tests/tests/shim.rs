@@ -529,3 +529,21 @@ async fn stdin_reaches_the_process_and_signals_end_it() {
     let e = shim.client.signal(term).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
 }
+
+#[tokio::test]
+async fn a_vmm_that_dies_ends_its_shim_and_leaves_nothing() {
+    let mut shim = ShimHandle::start("vmmdeath").await;
+    let info = shim.boot().await;
+    // The VMM dies under the shim (a crash, a guest panic with panic=-1, an OOM kill).
+    // SAFETY: plain kill(2) of the VMM this test's shim started.
+    unsafe { libc::kill(info.vmm_pid as i32, libc::SIGKILL) };
+    let status = shim.wait_exit(Duration::from_secs(30)).await;
+    assert!(!status.success(), "a shim whose VM died must not exit 0");
+    assert!(
+        shim.log().contains("the VMM exited unexpectedly"),
+        "{}",
+        shim.log()
+    );
+    assert!(!shim.run_dir.exists(), "run dir left behind");
+    assert_eq!(processes_mentioning(shim.dir.path()), vec![]);
+}
