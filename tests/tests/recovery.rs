@@ -130,3 +130,33 @@ fn pods_survive_a_killed_hyperd_and_a_dead_shim_fails_only_its_pod() {
     d.ok(&["rm", "two"]);
     assert!(d.list("pod").is_empty());
 }
+
+#[test]
+fn a_pod_whose_vmm_crashes_is_failed_at_once() {
+    let d = TestDaemon::start();
+    d.import_busybox();
+    d.ok(&["run", "-d", "--name", "crash", "busybox", "sleep", "600"]);
+    let vm = d
+        .list("pod")
+        .into_iter()
+        .find(|r| r[0] == "crash")
+        .map(|r| r[2].clone())
+        .unwrap();
+    // The VMM dies while its shim lives (a guest panic with panic=-1, an OOM kill, a crash).
+    let vmm: Vec<u32> = processes_mentioning(&d.run_dir.join("vms").join(&vm))
+        .into_iter()
+        .filter(|(_, cmd)| cmd.contains("qemu-system") || cmd.contains("cloud-hypervisor "))
+        .map(|(pid, _)| pid)
+        .collect();
+    assert_eq!(vmm.len(), 1, "one VMM for {vm}");
+    // SAFETY: plain kill(2) of the VMM this test's daemon started.
+    unsafe { libc::kill(vmm[0] as i32, libc::SIGKILL) };
+    d.wait_until(Duration::from_secs(20), "the pod to fail", || {
+        status_of(&d, "crash") == "failed"
+    });
+    let left = wait_no_process_mentions(&d.run_dir.join("vms").join(&vm), Duration::from_secs(15));
+    assert_eq!(left, vec![], "processes of the dead vm");
+    let out = d.hyperctl(&["exec", "crash", "true"]);
+    assert_ne!(out.code, 0, "exec into a failed pod: {out:?}");
+    d.ok(&["rm", "crash"]);
+}
