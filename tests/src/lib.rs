@@ -193,6 +193,19 @@ impl ShimHandle {
         let _ = self.process.wait();
     }
 
+    /// Shuts the VM down over gRPC and checks that the shim then exits cleanly and takes its
+    /// run dir with it.
+    pub async fn shutdown_cleanly(&mut self) {
+        let run_dir = self.run_dir.clone();
+        self.client
+            .shutdown(hyper_proto::shim::ShutdownRequest::default())
+            .await
+            .unwrap();
+        let status = self.wait_exit(Duration::from_secs(30)).await;
+        assert!(status.success(), "shim exit: {status}\n{}", self.log());
+        assert!(!run_dir.exists(), "run dir left behind");
+    }
+
     /// Waits for the shim to exit by itself.
     pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + timeout;

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use hyper_proto::shim::{CreateVmRequest, ShutdownRequest, VmState};
+use hyper_proto::shim::{CreateVmRequest, VmState};
 use hyper_proto::types::Empty;
 use hyper_tests::*;
 use tonic::Code;
@@ -171,12 +171,7 @@ async fn api_calls_create_boot_info_shutdown_delete_succeed() {
             assert_eq!(info.vmm, "cloud-hypervisor");
             assert_eq!(info.acceleration, "kvm");
             assert_eq!(info.vmm_reason, "cloud-hypervisor requested");
-            shim.client
-                .shutdown(ShutdownRequest::default())
-                .await
-                .unwrap();
-            let status = shim.wait_exit(Duration::from_secs(30)).await;
-            assert!(status.success(), "{}", shim.log());
+            shim.shutdown_cleanly().await;
         }
         Err(e) => {
             println!(
@@ -214,14 +209,7 @@ async fn an_agent_that_never_answers_times_out_and_leaves_nothing() {
     wait_no_vm_processes(&shim).await;
     assert_eq!(vm_files_left(&shim.run_dir), Vec::<String>::new());
     assert_eq!(state(&mut shim).await, VmState::NotCreated as i32);
-    let run_dir = shim.run_dir.clone();
-    shim.client
-        .shutdown(ShutdownRequest::default())
-        .await
-        .unwrap();
-    let status = shim.wait_exit(Duration::from_secs(30)).await;
-    assert!(status.success(), "shim exit: {status}\n{}", shim.log());
-    assert!(!run_dir.exists(), "run dir left behind");
+    shim.shutdown_cleanly().await;
 }
 
 /// `--vmm auto` probes the binary once, caches the answer, and uses CH only if our guest

@@ -5,9 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use hyper_proto::shim::{
-    AddContainerRequest, ContainerRef, CreateVmRequest, ShutdownRequest, VmState,
-};
+use hyper_proto::shim::{AddContainerRequest, ContainerRef, CreateVmRequest, VmState};
 use hyper_proto::types::{ExecRequest, ProcessRef};
 use hyper_tests::*;
 use tonic::Code;
@@ -131,14 +129,7 @@ async fn two_containers_in_one_vm_and_an_exec_into_a_running_one() {
     assert_eq!(gone.code(), Code::NotFound);
 
     // Shutdown: the shim exits and takes its run dir and socket with it.
-    let run_dir = shim.run_dir.clone();
-    shim.client
-        .shutdown(ShutdownRequest::default())
-        .await
-        .unwrap();
-    let status = shim.wait_exit(Duration::from_secs(30)).await;
-    assert!(status.success(), "shim exit: {status}\n{}", shim.log());
-    assert!(!run_dir.exists(), "run dir left behind");
+    shim.shutdown_cleanly().await;
     assert!(!shim.socket.exists(), "socket left behind");
     assert_eq!(processes_mentioning(shim.dir.path()), vec![]);
 }
