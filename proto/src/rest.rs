@@ -343,6 +343,9 @@ impl ListResponse {
 #[serde(rename_all = "camelCase")]
 pub struct ImagesResponse {
     pub images_list: Vec<String>,
+    /// The same images with their digests and every tag (hyperd's addition).
+    #[serde(default)]
+    pub images: Vec<ImageSummary>,
 }
 
 /// One line of a JSON progress stream (image import); `error` set when it failed.
@@ -353,8 +356,204 @@ pub struct JsonMessage {
     pub status: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub id: String,
+    /// Byte counts of a download or upload in progress (`Downloading`, `Pushing`, `Extracting`).
+    #[serde(
+        default,
+        rename = "progressDetail",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub progress_detail: Option<ProgressDetail>,
+    /// Build and load output: a line of text, newline included (`Loaded image: busybox:latest\n`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stream: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub error: String,
+    /// The same message as `error`, in Docker's `{"message": …}` shape.
+    #[serde(
+        default,
+        rename = "errorDetail",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub error_detail: Option<ErrorDetail>,
+    /// A typed result at the end of a stream: a push's `{"Tag","Digest","Size"}`, a build's `{"ID"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aux: Option<serde_json::Value>,
+}
+
+impl JsonMessage {
+    /// `{"status": …}`, with the layer or tag it is about in `id` (may be empty).
+    pub fn status(status: impl Into<String>, id: impl Into<String>) -> Self {
+        Self {
+            status: status.into(),
+            id: id.into(),
+            ..Default::default()
+        }
+    }
+
+    /// `{"status": …, "progressDetail": {"current", "total"}, "id": …}`; sizes in bytes, total 0
+    /// when unknown.
+    pub fn progress(
+        status: impl Into<String>,
+        id: impl Into<String>,
+        current: u64,
+        total: u64,
+    ) -> Self {
+        Self {
+            progress_detail: Some(ProgressDetail { current, total }),
+            ..Self::status(status, id)
+        }
+    }
+
+    /// `{"error": …, "errorDetail": {"message": …}}`: how a stream reports a failure once it has
+    /// started (the HTTP status is already 200 by then).
+    pub fn error(message: impl Into<String>) -> Self {
+        let message = message.into();
+        Self {
+            error_detail: Some(ErrorDetail {
+                message: message.clone(),
+            }),
+            error: message,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProgressDetail {
+    #[serde(default)]
+    pub current: u64,
+    #[serde(default)]
+    pub total: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    #[serde(default)]
+    pub message: String,
+}
+
+/// Docker's `AuthConfig`: the body of `POST /auth`, and (base64url-encoded JSON) the
+/// `X-Registry-Auth` header of pull and push.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub username: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub password: String,
+    /// base64 of `username:password`, as `~/.docker/config.json` stores it.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub auth: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub email: String,
+    /// The registry, e.g. `127.0.0.1:5000` or `https://index.docker.io/v1/`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub serveraddress: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub identitytoken: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub registrytoken: String,
+}
+
+/// `POST /auth` on success.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AuthResponse {
+    /// `Login Succeeded`.
+    #[serde(rename = "Status")]
+    pub status: String,
+    #[serde(
+        rename = "IdentityToken",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub identity_token: String,
+}
+
+/// One image of `GET /images/get` (the `images` field), with everything `hyperctl images
+/// --digests` shows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageSummary {
+    /// `sha256:<hex>` of the image config.
+    pub id: String,
+    /// `repo:tag` (familiar names: `busybox:latest`, `127.0.0.1:5000/app:1`).
+    #[serde(default)]
+    pub repo_tags: Vec<String>,
+    /// `repo@sha256:<manifest hex>` for every registry the image was pulled from or pushed to.
+    #[serde(default)]
+    pub repo_digests: Vec<String>,
+    /// Unix seconds.
+    pub created: i64,
+    /// Bytes of the unpacked layers.
+    pub size: i64,
+}
+
+/// `DELETE /image` / `POST /images/remove`: what was untagged and what was deleted, one entry
+/// each (hyperd 1.1's key spelling `untaged` is kept).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageRemoveResponse {
+    pub images_list: Vec<ImageDeleteItem>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImageDeleteItem {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub untaged: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub deleted: String,
+}
+
+/// `GET /image/inspect?imageId=`: Docker's image inspect shape (the fields hyperd keeps).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImageInspect {
+    pub id: String,
+    #[serde(default)]
+    pub repo_tags: Vec<String>,
+    #[serde(default)]
+    pub repo_digests: Vec<String>,
+    /// RFC 3339, from the image config (empty when the config has none).
+    #[serde(default)]
+    pub created: String,
+    #[serde(default)]
+    pub author: String,
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default)]
+    pub os: String,
+    /// Bytes of the unpacked layers.
+    #[serde(default)]
+    pub size: i64,
+    #[serde(default)]
+    pub config: ImageConfig,
+    #[serde(rename = "RootFS", default)]
+    pub root_fs: RootFs,
+}
+
+/// The part of an image config that applies to containers (OCI image spec `config`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ImageConfig {
+    pub user: String,
+    pub env: Vec<String>,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub working_dir: String,
+    pub stop_signal: String,
+    pub exposed_ports: BTreeMap<String, serde_json::Value>,
+    pub volumes: BTreeMap<String, serde_json::Value>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct RootFs {
+    /// `layers`.
+    #[serde(rename = "Type")]
+    pub kind: String,
+    /// The layers' diff ids (`sha256:<hex>` of each uncompressed layer tar), bottom first.
+    pub layers: Vec<String>,
 }
 
 /// `GET /pod/info` (§2.9 of the reference).

@@ -62,5 +62,6 @@ pub async fn list(State(d): State<Arc<Daemon>>) -> ApiResult<Json<ImagesResponse
                 )
             })
             .collect(),
+        ..Default::default()
     }))
 }
