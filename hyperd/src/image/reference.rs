@@ -10,6 +10,7 @@ pub const DEFAULT_TAG: &str = "latest";
 pub struct Reference {
     pub repo: String,
     pub tag: String,
+    pub digest: Option<super::Digest>,
 }
 
 impl fmt::Display for Reference {
@@ -58,6 +59,7 @@ impl Reference {
         Ok(Self {
             repo: repo.into(),
             tag: tag.into(),
+            digest: None,
         })
     }
 }
