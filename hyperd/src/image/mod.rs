@@ -2,7 +2,9 @@
 //! and the import of a rootfs tarball (what `POST /image/create?fromSrc=-` does). An image's id
 //! is the sha256 of the tarball it came from.
 
+pub mod compression;
 mod reference;
+pub mod unpack;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
