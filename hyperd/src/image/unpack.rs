@@ -71,7 +71,8 @@ impl Error {
 /// What [`unpack_layer`] wrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LayerStats {
-    /// Archive members applied (files, dirs, links, devices, whiteouts, opaque markers).
+    /// Archive members read: files, dirs, links, devices, whiteouts and opaque markers (PAX
+    /// and GNU extension headers are part of the member they describe, and not counted).
     pub entries: u64,
     /// Bytes of regular file content written.
     pub size: u64,
