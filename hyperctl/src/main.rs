@@ -4,6 +4,9 @@
 
 mod client;
 mod commands;
+mod credentials;
+mod progress;
+mod reference;
 mod stdcopy;
 mod table;
 
