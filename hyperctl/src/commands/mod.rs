@@ -16,7 +16,7 @@ mod push;
 mod rm;
 mod rmi;
 mod run;
-mod save;
+pub mod save;
 mod start;
 mod stop;
 mod tag;
