@@ -474,6 +474,19 @@ impl Store {
     }
 }
 
+/// The `X-Registry-Auth` header for `image` from this user's store ([`Store::from_env`]);
+/// without a config directory (no `$HOME`), the anonymous header.
+pub fn registry_auth(image: &ImageRef) -> Result<String, Error> {
+    match Store::from_env() {
+        Ok(store) => store.registry_auth(image),
+        Err(Error::NoConfigDir) => Ok(encode_auth(&AuthConfig {
+            serveraddress: registry_key(image),
+            ..AuthConfig::default()
+        })),
+        Err(e) => Err(e),
+    }
+}
+
 /// The JSON of `auth`, base64url-encoded (with padding, as Docker sends `X-Registry-Auth`).
 pub fn encode_auth(auth: &AuthConfig) -> String {
     URL_SAFE.encode(serde_json::to_vec(auth).expect("strings serialise"))

@@ -6,7 +6,7 @@ use anyhow::Result;
 use hyper::Method;
 
 use crate::client::{self, Client, enc};
-use crate::credentials::Store;
+use crate::credentials;
 use crate::progress::{self, Output};
 use crate::reference::ImageRef;
 
@@ -28,7 +28,7 @@ pub async fn pull(client: &Client, image: &str, output: Output) -> Result<()> {
     if reference.is_untagged() {
         output.line("Using default tag: latest")?;
     }
-    let auth = Store::from_env()?.registry_auth(&reference)?;
+    let auth = credentials::registry_auth(&reference)?;
     let path = format!(
         "/image/create?imageName={}&tag={}",
         enc(&reference.name),

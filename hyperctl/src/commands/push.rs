@@ -5,7 +5,7 @@ use anyhow::{Result, bail};
 use hyper::Method;
 
 use crate::client::{self, Client, enc};
-use crate::credentials::Store;
+use crate::credentials;
 use crate::progress::{self, Output};
 use crate::reference::{DEFAULT_TAG, ImageRef};
 
@@ -24,7 +24,7 @@ pub async fn run(client: &Client, args: Args) -> Result<i32> {
     if reference.is_untagged() {
         println!("Using default tag: {DEFAULT_TAG}");
     }
-    let auth = Store::from_env()?.registry_auth(&reference)?;
+    let auth = credentials::registry_auth(&reference)?;
     let path = format!(
         "/image/push?remote={}&tag={}",
         enc(&reference.name),
