@@ -1,0 +1,48 @@
+//! `hyperctl pull IMAGE`: `POST /image/create?imageName=&tag=` with the registry's
+//! credentials, showing the daemon's progress stream. Also what `run` and `create` call for an
+//! image the daemon does not have.
+
+use anyhow::Result;
+use hyper::Method;
+
+use crate::client::{self, Client, enc};
+use crate::credentials;
+use crate::progress::{self, Output};
+use crate::reference::ImageRef;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// NAME[:TAG] or NAME@DIGEST; the tag defaults to latest.
+    pub image: String,
+}
+
+pub async fn run(client: &Client, args: Args) -> Result<i32> {
+    pull(client, &args.image, Output::Stdout).await?;
+    Ok(0)
+}
+
+/// Pulls `image`, showing progress on `output`; fails with the stream's error if the pull
+/// fails after it started.
+pub async fn pull(client: &Client, image: &str, output: Output) -> Result<()> {
+    let reference = ImageRef::parse(image)?;
+    if reference.is_untagged() {
+        output.line("Using default tag: latest")?;
+    }
+    let auth = credentials::registry_auth(&reference)?;
+    let path = format!(
+        "/image/create?imageName={}&tag={}",
+        enc(&reference.name),
+        enc(reference.tag_or_digest())
+    );
+    let body = client
+        .open(
+            Method::POST,
+            &path,
+            &[("x-registry-auth", auth)],
+            None,
+            client::full(bytes::Bytes::new()),
+        )
+        .await?;
+    progress::follow(client::reader(body), progress::renderer(output).as_mut()).await?;
+    Ok(())
+}
