@@ -2,6 +2,7 @@
 //! and the import of a rootfs tarball (what `POST /image/create?fromSrc=-` does). An image's id
 //! is the sha256 of the tarball it came from.
 
+pub mod archive;
 mod reference;
 
 use std::io::Write as _;
