@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     ArchivedImage, ArchivedLayer, BlobSource, Error, HashingWriter, ImageToSave, LayerToSave,
-    Result, append_blob, append_bytes, append_dir, check_bytes, check_digest, check_layer_count,
-    digest_hex, hash_file, is_sha256_hex, parse_json, read_small, resolve_inside, sha256_hex,
+    Result, TOP_LEVEL, append_blob, append_bytes, append_dir, check_bytes, check_digest,
+    check_layer_count, digest_hex, hash_file, is_sha256_hex, parse_json, read_small, resolve_file,
+    sha256_hex,
 };
 
 const MANIFEST: &str = "manifest.json";
@@ -28,11 +29,11 @@ struct ManifestEntry {
 
 /// Reads the images of an extracted docker-archive in `dir`.
 pub(super) fn read(dir: &Path) -> Result<Vec<ArchivedImage>> {
-    let bytes = read_small(&dir.join(MANIFEST), MANIFEST)?;
+    let bytes = read_small(&resolve_file(dir, MANIFEST, TOP_LEVEL)?, MANIFEST)?;
     let entries: Vec<ManifestEntry> = parse_json(&bytes, MANIFEST)?;
     let mut images = Vec::with_capacity(entries.len());
     for (i, entry) in entries.iter().enumerate() {
-        let config_path = resolve_inside(dir, &entry.config, MANIFEST)?;
+        let config_path = resolve_file(dir, &entry.config, MANIFEST)?;
         let config = read_small(&config_path, &entry.config)?;
         let config_hex = sha256_hex(&config);
         if let Some(named) = digest_in_name(&entry.config) {
@@ -47,7 +48,7 @@ pub(super) fn read(dir: &Path) -> Result<Vec<ArchivedImage>> {
         )?;
         let mut layers = Vec::with_capacity(entry.layers.len());
         for name in &entry.layers {
-            let path = resolve_inside(dir, name, MANIFEST)?;
+            let path = resolve_file(dir, name, MANIFEST)?;
             let (hex, _) = hash_file(&path)?;
             if let Some(named) = digest_in_name(name) {
                 check_digest(name, &format!("sha256:{named}"), &hex)?;

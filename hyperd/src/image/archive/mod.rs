@@ -287,9 +287,11 @@ fn relative_parts(name: &Path) -> std::result::Result<Vec<OsString>, &'static st
 /// docker-archive's `<hex>.json`/`<hex>.tar`/`blobs/sha256/<hex>` names count as digests.
 /// Errors name the file, blob or field at fault.
 pub fn read_layout(dir: &Path) -> Result<Vec<ArchivedImage>> {
-    let images = if dir.join("manifest.json").exists() {
+    // symlink_metadata: the names may be links, followed only by resolve_file.
+    let has = |name: &str| std::fs::symlink_metadata(dir.join(name)).is_ok();
+    let images = if has("manifest.json") {
         docker::read(dir)?
-    } else if dir.join("oci-layout").exists() && dir.join("index.json").exists() {
+    } else if has("oci-layout") && has("index.json") {
         oci::read(dir)?
     } else {
         return Err(Error::UnknownLayout);
@@ -368,6 +370,23 @@ fn resolve_inside(root: &Path, name: &str, named_by: &str) -> Result<PathBuf> {
     }
     Ok(done)
 }
+
+/// [`resolve_inside`], and the name must end at a regular file.
+fn resolve_file(root: &Path, name: &str, named_by: &str) -> Result<PathBuf> {
+    let path = resolve_inside(root, name, named_by)?;
+    let meta = std::fs::symlink_metadata(&path)
+        .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
+    if !meta.is_file() {
+        return Err(Error::invalid(
+            named_by,
+            format!("{name:?} is not a regular file"),
+        ));
+    }
+    Ok(path)
+}
+
+/// The name of the archive's own top-level files, in errors.
+const TOP_LEVEL: &str = "the archive";
 
 /// `sha256:<hex>` → `<hex>`, refusing other algorithms and anything but 64 lowercase hex digits
 /// (the hex becomes a file name).
@@ -792,10 +811,16 @@ mod tests {
     #[test]
     fn docker_archive_round_trip_keeps_ids_and_writes_a_shared_layer_once() {
         let blobs = DirBlobs::new();
-        let images = two_images(&blobs);
+        let mut images = two_images(&blobs);
+        // The first image once more under another name: one entry with both tags.
+        let mut again = images[0].clone();
+        again.repo_tags = vec!["example.com/one:again".into()];
+        images.push(again);
         let work = tempfile::tempdir().unwrap();
         let file = work.path().join("images.tar");
         write_docker_archive(File::create(&file).unwrap(), &images, &blobs, work.path()).unwrap();
+        images.pop();
+        images[0].repo_tags.push("example.com/one:again".into());
 
         let base = &images[0].layers[0].diff_id;
         let names = entry_names(&file);
@@ -884,6 +909,14 @@ mod tests {
             assert_eq!(layers, diff_ids(&image.config));
             let config = skopeo(&["inspect", "--config", "--raw", &source]).unwrap();
             assert_eq!(config, image.config);
+            // A copy reads every blob and checks it against its digest.
+            let copied = work.path().join("copied");
+            let dest = format!("dir:{}", copied.display());
+            skopeo(&["copy", "--quiet", &source, &dest]).unwrap();
+            for diff_id in diff_ids(&image.config) {
+                assert!(copied.join(&diff_id[7..]).is_file(), "{diff_id} not copied");
+            }
+            std::fs::remove_dir_all(&copied).unwrap();
         }
     }
 
@@ -1072,6 +1105,26 @@ mod tests {
         assert_eq!(
             err.to_string(),
             r#"manifest.json names "t/c.json", which leads outside the archive"#
+        );
+
+        // The top-level files themselves are followed the same way.
+        let outer = tempfile::tempdir().unwrap();
+        let dir = outer.path().join("dir");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(outer.path().join("manifest.json"), manifest).unwrap();
+        extract(
+            &raw_tar(&[
+                ("s", Symlink, ".", b""),
+                ("t", Symlink, "s/..", b""),
+                ("manifest.json", Symlink, "t/manifest.json", b""),
+            ])[..],
+            &dir,
+        )
+        .unwrap();
+        let err = read_layout(&dir).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"the archive names "manifest.json", which leads outside the archive"#
         );
     }
 

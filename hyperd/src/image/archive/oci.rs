@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     ArchivedImage, ArchivedLayer, ArchivedManifest, BlobSource, Error, ImageToSave,
-    MAX_METADATA_BYTES, PLATFORM_ARCHITECTURE, PLATFORM_OS, Result, append_blob, append_bytes,
-    append_dir, check_bytes, check_digest, check_layer_count, digest_hex, hash_file, parse_json,
-    read_small, resolve_inside, sha256_hex,
+    MAX_METADATA_BYTES, PLATFORM_ARCHITECTURE, PLATFORM_OS, Result, TOP_LEVEL, append_blob,
+    append_bytes, append_dir, check_bytes, check_digest, check_layer_count, digest_hex, hash_file,
+    parse_json, read_small, resolve_file, sha256_hex,
 };
 
 pub const MEDIA_TYPE_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -83,7 +83,10 @@ struct Manifest {
 /// (directly or through nested indexes, picking linux/amd64), entries naming the same manifest
 /// merged into one image with several tags. Entries whose platform is another are skipped.
 pub(super) fn read(dir: &Path) -> Result<Vec<ArchivedImage>> {
-    let layout: Layout = parse_json(&read_small(&dir.join(LAYOUT), LAYOUT)?, LAYOUT)?;
+    let layout: Layout = parse_json(
+        &read_small(&resolve_file(dir, LAYOUT, TOP_LEVEL)?, LAYOUT)?,
+        LAYOUT,
+    )?;
     if !layout.image_layout_version.starts_with("1.") {
         return Err(Error::invalid(
             LAYOUT,
@@ -93,7 +96,10 @@ pub(super) fn read(dir: &Path) -> Result<Vec<ArchivedImage>> {
             ),
         ));
     }
-    let index: Index = parse_json(&read_small(&dir.join(INDEX), INDEX)?, INDEX)?;
+    let index: Index = parse_json(
+        &read_small(&resolve_file(dir, INDEX, TOP_LEVEL)?, INDEX)?,
+        INDEX,
+    )?;
     let mut images: Vec<ArchivedImage> = Vec::new();
     let mut image_of_manifest: HashMap<String, usize> = HashMap::new();
     for (i, entry) in index.manifests.iter().enumerate() {
@@ -213,7 +219,7 @@ fn read_image(dir: &Path, desc: &Descriptor, bytes: Vec<u8>) -> Result<ArchivedI
 
 fn blob_path(dir: &Path, desc: &Descriptor, named_by: &str) -> Result<PathBuf> {
     let hex = digest_hex(&desc.digest, named_by)?;
-    resolve_inside(dir, &format!("blobs/sha256/{hex}"), named_by)
+    resolve_file(dir, &format!("blobs/sha256/{hex}"), named_by)
 }
 
 /// A small blob (manifest, index, config), checked against its descriptor.
