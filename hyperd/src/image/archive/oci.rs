@@ -15,16 +15,17 @@ use super::{
     parse_json, read_small, resolve_file, sha256_hex,
 };
 
-pub const MEDIA_TYPE_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const MEDIA_TYPE_DOCKER_LIST: &str =
+pub(super) const MEDIA_TYPE_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub(super) const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(super) const MEDIA_TYPE_DOCKER_LIST: &str =
     "application/vnd.docker.distribution.manifest.list.v2+json";
-pub const MEDIA_TYPE_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub(super) const MEDIA_TYPE_DOCKER_MANIFEST: &str =
+    "application/vnd.docker.distribution.manifest.v2+json";
 
 /// The full image name, as containerd and Docker 25+ write it (`docker.io/library/busybox:1`).
-pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
+pub(super) const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
 /// The OCI reference name; containerd and Docker put only the tag there (`1`).
-pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+pub(super) const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 const LAYOUT: &str = "oci-layout";
 const INDEX: &str = "index.json";
