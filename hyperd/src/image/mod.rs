@@ -3,6 +3,7 @@
 //! is the sha256 of the tarball it came from.
 
 mod reference;
+pub mod registry;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
