@@ -276,7 +276,8 @@ mod tests {
         // input, familiar repo, tag, digest, registry, repository
         let d = Some(D);
         let with_d = |s: &str| format!("{s}@{D}");
-        let cases: Vec<(String, &str, &str, Option<&str>, &str, &str)> = vec![
+        type Case<'a> = (String, &'a str, &'a str, Option<&'a str>, &'a str, &'a str);
+        let cases: Vec<Case> = vec![
             (
                 "busybox".into(),
                 "busybox",

@@ -311,7 +311,7 @@ mod tests {
         // `?>` in the password makes base64 and base64url differ (`/`,`+` vs `_`,`-`).
         let mut json =
             br#"{"username":"me","password":"p?>?>","serveraddress":"127.0.0.1:5000"}"#.to_vec();
-        while json.len() % 3 == 0 {
+        while json.len().is_multiple_of(3) {
             json.push(b' ');
         }
         let json = &json;
