@@ -193,11 +193,13 @@ pub(super) fn reason_from_body(status: StatusCode, body: &str) -> String {
             .errors
             .iter()
             .map(|e| match (e.code.is_empty(), e.message.is_empty()) {
-                (false, false) => format!("{}: {}", e.code.to_lowercase(), e.message),
+                (false, false) => format!("{}: {}", docker_code(&e.code), e.message),
                 (true, _) => e.message.clone(),
-                (false, true) => e.code.to_lowercase(),
+                (false, true) => docker_code(&e.code),
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let mut items = items;
+        items.dedup();
         if !items.is_empty() {
             return items.join("; ");
         }
@@ -213,10 +215,15 @@ pub(super) fn reason_from_body(status: StatusCode, body: &str) -> String {
     }
 }
 
+/// An error code as Docker prints it: `MANIFEST_UNKNOWN` is `manifest unknown`.
+pub(super) fn docker_code(code: &str) -> String {
+    code.to_lowercase().replace('_', " ")
+}
+
 /// Checks `creds` against the registry at `ep` as `docker login` does: `GET /v2/`; on a
 /// Basic challenge the same request with the credentials; on a Bearer challenge a token from
 /// the realm (`service`, `account`, Basic auth). A registry that asks for nothing accepts any
-/// credentials. Errors: [`Error::Unauthorized`] with the registry's reason,
+/// credentials. Errors: [`Error::Unauthorized`] with the registry's reason (and nothing else),
 /// [`Error::Unreachable`].
 pub(super) async fn check(
     ep: &Endpoint,
@@ -231,7 +238,7 @@ pub(super) async fn check(
     if response.status() != StatusCode::UNAUTHORIZED {
         return ok_or_reason(ep, response).await;
     }
-    let unauthorized = |why: String| Error::Unauthorized(format!("{}: {why}", ep.host));
+    let unauthorized = Error::Unauthorized;
     let challenge = parse_challenge(&response);
     match (challenge, creds) {
         (_, Credentials::Anonymous) => {
@@ -287,9 +294,7 @@ async fn ok_or_reason(ep: &Endpoint, response: reqwest::Response) -> Result<()> 
     }
     let why = reason(response).await;
     Err(match status {
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-            Error::Unauthorized(format!("{}: {why}", ep.host))
-        }
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Error::Unauthorized(why),
         _ => Error::Protocol(format!("{}: GET /v2/: {why}", ep.host)),
     })
 }

@@ -217,6 +217,16 @@ impl Endpoint {
     }
 }
 
+/// What an operation is about, naming the host when it is not in the reference (a mirror,
+/// Docker Hub).
+fn subject(ep: &Endpoint, r: &Reference, thing: String) -> String {
+    if ep.host == r.registry() {
+        thing
+    } else {
+        format!("{thing} from {}", ep.host)
+    }
+}
+
 /// An error and its sources on one line (reqwest's own message omits the cause).
 fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -319,7 +329,7 @@ impl Registry {
         check_digest(digest).map_err(Error::InvalidInput)?;
         let ep = self.endpoint(r.registry()).await?;
         let client = self.client(&ep, creds).await?;
-        let what = format!("blob {digest} in {}", r.repo);
+        let what = subject(&ep, r, format!("blob {digest} in {}", r.repo));
         match client.blob_exists(&ep.reference(r), digest).await {
             Ok(found) => Ok(found),
             Err(e) => Err(self.explain(&ep, creds, &what, e).await),
@@ -341,7 +351,7 @@ impl Registry {
         let ep = self.endpoint(r.registry()).await?;
         let client = self.client(&ep, creds).await?;
         let (stream, size) = upload_stream(data, progress).await?;
-        let what = format!("push blob {digest} to {}", r.repo);
+        let what = subject(&ep, r, format!("push blob {digest} to {}", r.repo));
         match client
             .push_blob_stream(&ep.reference(r), stream, digest, Some(size))
             .await
@@ -366,7 +376,7 @@ impl Registry {
         })?;
         let ep = self.endpoint(r.registry()).await?;
         let client = self.client(&ep, creds).await?;
-        let what = format!("push manifest {r}");
+        let what = subject(&ep, r, format!("push manifest {r}"));
         match client
             .push_manifest_raw(&ep.reference(r), bytes.to_vec(), content_type)
             .await
@@ -385,7 +395,10 @@ impl Registry {
         let registry = login_registry(server_address)?;
         let ep = self.endpoint(&registry).await?;
         let http = self.http_client(&ep)?;
-        auth::check(&ep, &http, creds).await
+        auth::check(&ep, &http, creds).await.map_err(|e| match e {
+            Error::Unauthorized(why) => Error::Unauthorized(format!("login to {}: {why}", ep.host)),
+            e => e,
+        })
     }
 
     /// The mirrors (anonymously: a mirror is not given Docker Hub credentials) for Docker Hub
@@ -427,7 +440,7 @@ impl Registry {
     ) -> Result<Resolved> {
         let client = self.client(ep, creds).await?;
         let reference = ep.reference(r);
-        let what = format!("manifest for {r}");
+        let what = subject(ep, r, format!("manifest for {r}"));
         let auth = creds.to_oci()?;
         let (bytes, digest) = match client
             .pull_manifest_raw(&reference, &auth, ACCEPTED_MANIFESTS)
@@ -441,7 +454,7 @@ impl Registry {
             return manifest.into_resolved(bytes.to_vec(), digest, None, &what);
         }
         let chosen = manifest.choose_platform(&what)?;
-        let what = format!("manifest {chosen} (linux/amd64) of {r}");
+        let what = subject(ep, r, format!("manifest {chosen} (linux/amd64) of {r}"));
         let (bytes, platform_digest) = match client
             .pull_manifest_raw(
                 &reference.clone_with_digest(chosen.clone()),
@@ -472,7 +485,7 @@ impl Registry {
         progress: &mut impl FnMut(u64),
     ) -> Result<()> {
         let client = self.client(ep, creds).await?;
-        let what = format!("blob {digest} of {}", r.repo);
+        let what = subject(ep, r, format!("blob {digest} of {}", r.repo));
         let mut stream = match client.pull_blob_stream(&ep.reference(r), digest).await {
             Ok(stream) => stream,
             Err(e) => return Err(self.explain(ep, creds, &what, e).await),
@@ -483,14 +496,10 @@ impl Registry {
                     .get_ref()
                     .and_then(|inner| inner.downcast_ref::<oci_client::errors::DigestError>())
                 {
-                    Some(mismatch) => {
-                        Error::Protocol(format!("{what} from {}: {mismatch}", ep.host))
+                    Some(mismatch) => Error::Protocol(format!("{what}: {mismatch}")),
+                    None => {
+                        Error::Unreachable(format!("{what}: download broke off: {}", chain(&e)))
                     }
-                    None => Error::Unreachable(format!(
-                        "{what} from {}: download broke off: {}",
-                        ep.host,
-                        chain(&e)
-                    )),
                 }
             })?;
             out.write_all(&chunk).await.map_err(|source| Error::Write {
@@ -692,30 +701,28 @@ impl Registry {
                     }
                     if let Ok(response) = http.get(&url).send().await {
                         let why = auth::reason(response).await;
-                        return Error::Unauthorized(format!("{what}: {}: {why}", ep.host));
+                        return Error::Unauthorized(format!("{what}: {why}"));
                     }
                 }
-                Error::Unauthorized(format!("{what}: {}: unauthorized", ep.host))
+                Error::Unauthorized(format!("{what}: unauthorized"))
             }
             OciDistributionError::AuthenticationFailure(why) => {
-                Error::Unauthorized(format!("{what}: {}: {}", ep.host, why.trim()))
+                Error::Unauthorized(format!("{what}: {}", why.trim()))
             }
             OciDistributionError::RegistryError { envelope, .. } => {
-                let why: Vec<String> = envelope
+                let mut why: Vec<String> = envelope
                     .errors
                     .iter()
                     .map(|e| {
-                        format!(
-                            "{}: {}",
-                            serde_json::to_value(&e.code)
-                                .ok()
-                                .and_then(|v| v.as_str().map(str::to_lowercase))
-                                .unwrap_or_default(),
-                            e.message
-                        )
+                        let code = serde_json::to_value(&e.code)
+                            .ok()
+                            .and_then(|v| v.as_str().map(auth::docker_code))
+                            .unwrap_or_default();
+                        format!("{code}: {}", e.message)
                     })
                     .collect();
-                let message = format!("{what}: {}: {}", ep.host, why.join("; "));
+                why.dedup();
+                let message = format!("{what}: {}", why.join("; "));
                 let code = envelope.errors.first().map(|e| &e.code);
                 match code {
                     Some(
@@ -735,7 +742,7 @@ impl Registry {
                 let status = reqwest::StatusCode::from_u16(code)
                     .unwrap_or(reqwest::StatusCode::INTERNAL_SERVER_ERROR);
                 let why = auth::reason_from_body(status, &message);
-                let message = format!("{what}: {}: {why}", ep.host);
+                let message = format!("{what}: {why}");
                 match code {
                     404 => Error::NotFound(message),
                     401 | 403 => Error::Unauthorized(message),
@@ -744,7 +751,7 @@ impl Registry {
                 }
             }
             OciDistributionError::RequestError(e) => {
-                let message = format!("{what}: {}: {}", ep.host, chain(&e));
+                let message = format!("{what}: {}", chain(&e));
                 match e.status().map(|s| s.as_u16()) {
                     Some(404) => Error::NotFound(message),
                     Some(401 | 403) => {
@@ -768,9 +775,9 @@ impl Registry {
                 }
             }
             OciDistributionError::IoError(e) => {
-                Error::Unreachable(format!("{what}: {}: {}", ep.host, chain(&e)))
+                Error::Unreachable(format!("{what}: {}", chain(&e)))
             }
-            other => Error::Protocol(format!("{what}: {}: {}", ep.host, chain(&other))),
+            other => Error::Protocol(format!("{what}: {}", chain(&other))),
         }
     }
 }
