@@ -76,15 +76,6 @@ impl ContentStore {
         self.path(digest).is_file()
     }
 
-    /// The size in bytes of a stored blob.
-    pub fn size(&self, digest: &Digest) -> Result<u64> {
-        match std::fs::metadata(self.path(digest)) {
-            Ok(m) => Ok(m.len()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::NotFound(digest.clone())),
-            Err(e) => Err(Error::io(format!("stat blob {digest}"), e)),
-        }
-    }
-
     pub fn open_blob(&self, digest: &Digest) -> Result<File> {
         File::open(self.path(digest)).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => Error::NotFound(digest.clone()),
@@ -219,7 +210,6 @@ mod tests {
             "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
         );
         assert_eq!(store.read(&d).unwrap(), b"hello");
-        assert_eq!(store.size(&d).unwrap(), 5);
         assert_eq!(store.list().unwrap(), vec![d.clone()]);
         store.remove(&d).unwrap();
         assert!(matches!(store.read(&d), Err(Error::NotFound(_))));
