@@ -62,7 +62,8 @@ impl ContentStore {
                 .map_err(|e| Error::io(format!("clear {}", ingest.display()), e))?;
         }
         for d in [&blobs, &ingest] {
-            std::fs::create_dir_all(d).map_err(|e| Error::io(format!("mkdir {}", d.display()), e))?;
+            std::fs::create_dir_all(d)
+                .map_err(|e| Error::io(format!("mkdir {}", d.display()), e))?;
         }
         Ok(Self { blobs, ingest })
     }
@@ -94,8 +95,7 @@ impl ContentStore {
     /// Stores `bytes` and returns their digest.
     pub fn put(&self, bytes: &[u8]) -> Result<Digest> {
         let mut w = self.writer()?;
-        w.write_all(bytes)
-            .map_err(|e| Error::io("write blob", e))?;
+        w.write_all(bytes).map_err(|e| Error::io("write blob", e))?;
         w.commit(None)
     }
 
@@ -232,7 +232,9 @@ mod tests {
 
         assert!(store.list().unwrap().is_empty());
         assert_eq!(
-            std::fs::read_dir(dir.path().join("ingest")).unwrap().count(),
+            std::fs::read_dir(dir.path().join("ingest"))
+                .unwrap()
+                .count(),
             0
         );
     }
@@ -245,12 +247,16 @@ mod tests {
         w.write_all(b"half").unwrap();
         std::mem::forget(w); // as if the process died mid-write
         assert_eq!(
-            std::fs::read_dir(dir.path().join("ingest")).unwrap().count(),
+            std::fs::read_dir(dir.path().join("ingest"))
+                .unwrap()
+                .count(),
             1
         );
         ContentStore::open(dir.path()).unwrap();
         assert_eq!(
-            std::fs::read_dir(dir.path().join("ingest")).unwrap().count(),
+            std::fs::read_dir(dir.path().join("ingest"))
+                .unwrap()
+                .count(),
             0
         );
     }

@@ -90,8 +90,12 @@ impl Images {
             let id = blob.short().to_string();
             progress.status("Extracting", &id);
             let (content, snapshots) = (Arc::clone(&self.content), Arc::clone(&self.snapshots));
-            let (blob_c, parent_c, diff_c, name) =
-                (blob.clone(), parent.clone(), diff_id.clone(), blob.to_string());
+            let (blob_c, parent_c, diff_c, name) = (
+                blob.clone(),
+                parent.clone(),
+                diff_id.clone(),
+                blob.to_string(),
+            );
             let (diff_id, chain_id, unpacked) = blocking(move || {
                 snapshot_blob(
                     &content,
