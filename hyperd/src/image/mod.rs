@@ -302,6 +302,11 @@ impl Images {
                 .zip(digest::chain_ids(&diff_ids))
                 .all(|(l, c)| l.chain_id == c)
         );
+        // Docker lists an image by when its config says it was made, not when it arrived.
+        let created = humantime::parse_rfc3339_weak(&config.created)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(created, |d| d.as_secs() as i64);
         let config_digest = self.content.put(config_bytes)?;
         let manifest_bytes = match manifest {
             Some(bytes) => bytes.to_vec(),
