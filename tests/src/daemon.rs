@@ -86,6 +86,9 @@ impl TestDaemon {
             .arg(test_vmm())
             .arg("--log")
             .arg("hyperd=debug,info")
+            // Names without a registry (busybox) must never reach Docker Hub from a test.
+            .arg("--docker-hub-host")
+            .arg("127.0.0.1:1")
             .args(&self.args)
             // The shims' Cloud Hypervisor probe cache stays in the build tree.
             .env("HYPER_CACHE_DIR", profile_dir().join("hyper-test-cache"));
@@ -162,6 +165,8 @@ impl TestDaemon {
         let out = Command::new(hyperctl_binary())
             .args(args)
             .env("HYPER_HOST", format!("unix://{}", self.socket.display()))
+            // Registry logins of this test stay in its own dir, never in ~/.docker.
+            .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
             .stdin(Stdio::null())
             .output()
             .expect("run hyperctl");
