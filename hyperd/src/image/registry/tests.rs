@@ -425,31 +425,6 @@ fn free_port() -> u16 {
 }
 
 #[test]
-fn server_addresses_and_loopback_hosts() {
-    for (address, registry) in [
-        ("", "docker.io"),
-        ("https://index.docker.io/v1/", "docker.io"),
-        ("docker.io", "docker.io"),
-        ("127.0.0.1:5000", "127.0.0.1:5000"),
-        ("http://localhost:5000/", "localhost:5000"),
-    ] {
-        assert_eq!(login_registry(address).unwrap(), registry, "{address:?}");
-    }
-    assert!(login_registry("a b").is_err());
-    for (host, loopback) in [
-        ("localhost", true),
-        ("localhost:5000", true),
-        ("127.0.0.1:5000", true),
-        ("127.1.2.3", true),
-        ("[::1]:5000", true),
-        ("10.0.0.1:5000", false),
-        ("quay.io", false),
-    ] {
-        assert_eq!(is_loopback(host), loopback, "{host}");
-    }
-}
-
-#[test]
 fn the_registry_is_shared_across_tasks() {
     fn send_sync<T: Send + Sync>(_: &T) {}
     fn send<T: Send>(_: T) {}
