@@ -102,7 +102,7 @@ impl Registry {
             .copied();
         let scheme = match known {
             Some(scheme) => scheme,
-            None => self.probe(host).await,
+            None => self.probe(host).await?,
         };
         Ok(Endpoint {
             host: host.into(),
@@ -113,16 +113,14 @@ impl Registry {
 
     /// HTTPS (unverified) if the host answers it, else plain HTTP. Remembered once either
     /// answers; a host that answers neither is tried over HTTP (and the request says why).
-    async fn probe(&self, host: &str) -> Scheme {
+    async fn probe(&self, host: &str) -> Result<Scheme> {
         for scheme in [Scheme::Https, Scheme::Http] {
             let ep = Endpoint {
                 host: host.into(),
                 scheme,
                 skip_verify: true,
             };
-            let Ok(http) = self.http_client(&ep) else {
-                continue;
-            };
+            let http = self.http_client(&ep)?;
             let answered = http.get(ep.url("/v2/")).timeout(PROBE_TIMEOUT).send().await;
             match answered {
                 Ok(_) => {
@@ -130,12 +128,12 @@ impl Registry {
                         .lock()
                         .expect("schemes lock")
                         .insert(host.into(), scheme);
-                    return scheme;
+                    return Ok(scheme);
                 }
                 Err(e) => tracing::debug!(host, ?scheme, "probe: {}", chain(&e)),
             }
         }
-        Scheme::Http
+        Ok(Scheme::Http)
     }
 
     /// PEM files `<certs_dir>/<host>/*.crt`; none when the directory does not exist.

@@ -55,10 +55,11 @@ const MAX_CLIENTS: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The registry refused the credentials, or wants some: `<host>: <the registry's reason>`.
+    /// The registry refused the credentials, or wants some: `<what>: <the registry's reason>`
+    /// (`login to 127.0.0.1:5000: unauthorized: authentication required`).
     #[error("{0}")]
     Unauthorized(String),
-    /// No such repository, tag, manifest or blob.
+    /// No such repository, tag, manifest or blob (`manifest for x:1: manifest unknown: …`).
     #[error("{0}")]
     NotFound(String),
     /// An index without a `linux/amd64` manifest; names the platforms it has.
@@ -181,7 +182,7 @@ impl Registry {
     /// for a descriptor whose digest is not `sha256:<64 hex>`).
     pub async fn resolve(&self, r: &Reference, creds: &Credentials) -> Result<Resolved> {
         let mut last = None;
-        for (ep, creds) in self.pull_endpoints(r, creds).await {
+        for (ep, creds) in self.pull_endpoints(r, creds).await? {
             match self.resolve_at(&ep, r, &creds).await {
                 Ok(resolved) => return Ok(resolved),
                 Err(e) => last = Some(self.fall_through(&ep, r, e)?),
@@ -204,7 +205,7 @@ impl Registry {
     ) -> Result<()> {
         check_digest(digest).map_err(Error::InvalidInput)?;
         let mut last = None;
-        for (ep, creds) in self.pull_endpoints(r, creds).await {
+        for (ep, creds) in self.pull_endpoints(r, creds).await? {
             let mut written = 0u64;
             match self
                 .fetch_blob_at(&ep, r, digest, &creds, out, &mut written, &mut progress)
@@ -306,18 +307,15 @@ impl Registry {
         &self,
         r: &Reference,
         creds: &Credentials,
-    ) -> Vec<(Endpoint, Credentials)> {
+    ) -> Result<Vec<(Endpoint, Credentials)>> {
         let mut endpoints = Vec::new();
         if r.registry() == DOCKER_HUB {
             for mirror in &self.mirrors {
                 endpoints.push((mirror.clone(), Credentials::Anonymous));
             }
         }
-        match self.endpoint(r.registry()).await {
-            Ok(ep) => endpoints.push((ep, creds.clone())),
-            Err(e) => tracing::warn!(registry = r.registry(), "{e}"),
-        }
-        endpoints
+        endpoints.push((self.endpoint(r.registry()).await?, creds.clone()));
+        Ok(endpoints)
     }
 
     /// Keeps `e` to return if nothing else works when `ep` is a mirror; returns it at once
@@ -426,18 +424,7 @@ impl Registry {
     ) -> Error {
         match e {
             OciDistributionError::UnauthorizedError { url } => {
-                if let Ok(http) = self.http_client(ep) {
-                    if !creds.is_anonymous()
-                        && let Err(Error::Unauthorized(why)) = auth::check(ep, &http, creds).await
-                    {
-                        return Error::Unauthorized(format!("{what}: {why}"));
-                    }
-                    if let Ok(response) = http.get(&url).send().await {
-                        let why = auth::reason(response).await;
-                        return Error::Unauthorized(format!("{what}: {why}"));
-                    }
-                }
-                Error::Unauthorized(format!("{what}: unauthorized"))
+                self.unauthorized(ep, creds, what, &url).await
             }
             OciDistributionError::AuthenticationFailure(why) => {
                 Error::Unauthorized(format!("{what}: {}", why.trim()))
@@ -488,22 +475,10 @@ impl Registry {
                 match e.status().map(|s| s.as_u16()) {
                     Some(404) => Error::NotFound(message),
                     Some(401 | 403) => {
-                        Box::pin(
-                            self.explain(
-                                ep,
-                                creds,
-                                what,
-                                OciDistributionError::UnauthorizedError {
-                                    url: e
-                                        .url()
-                                        .map(|u| u.to_string())
-                                        .unwrap_or_else(|| ep.url("/v2/")),
-                                },
-                            ),
-                        )
-                        .await
+                        let url = e.url().map_or_else(|| ep.url("/v2/"), |u| u.to_string());
+                        self.unauthorized(ep, creds, what, &url).await
                     }
-                    Some(_) | None if e.is_status() => Error::Protocol(message),
+                    _ if e.is_status() => Error::Protocol(message),
                     _ => Error::Unreachable(message),
                 }
             }
@@ -512,6 +487,29 @@ impl Registry {
             }
             other => Error::Protocol(format!("{what}: {}", chain(&other))),
         }
+    }
+
+    /// A 401 with the registry's reason: why the credentials were refused (checked as `login`
+    /// does), else what the registry says to the request `url` without them.
+    async fn unauthorized(
+        &self,
+        ep: &Endpoint,
+        creds: &Credentials,
+        what: &str,
+        url: &str,
+    ) -> Error {
+        if let Ok(http) = self.http_client(ep) {
+            if !creds.is_anonymous()
+                && let Err(Error::Unauthorized(why)) = auth::check(ep, &http, creds).await
+            {
+                return Error::Unauthorized(format!("{what}: {why}"));
+            }
+            if let Ok(response) = http.get(url).send().await {
+                let why = auth::reason(response).await;
+                return Error::Unauthorized(format!("{what}: {why}"));
+            }
+        }
+        Error::Unauthorized(format!("{what}: unauthorized"))
     }
 }
 
