@@ -156,6 +156,18 @@ impl TestRegistry {
         root
     }
 
+    /// Where the registry keeps blob `digest` (distribution's filesystem driver layout), so a
+    /// test can damage what it serves.
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
     /// What the registry has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()

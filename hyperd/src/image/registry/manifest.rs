@@ -3,6 +3,8 @@
 //! the choice of the `linux/amd64` manifest, and the digests we accept (`sha256:` only).
 
 use super::{Error, Result};
+/// `sha256:` and 64 lowercase hex: digests become file names, so nothing else passes.
+pub(super) use crate::image::reference::check_digest;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -54,23 +56,6 @@ pub(super) fn sha256(bytes: &[u8]) -> String {
         "sha256:{}",
         hash.iter().map(|b| format!("{b:02x}")).collect::<String>()
     )
-}
-
-/// `sha256:` and 64 lowercase hex: digests become file names, so nothing else passes.
-pub(super) fn check_digest(digest: &str) -> std::result::Result<(), String> {
-    let ok = digest.strip_prefix("sha256:").is_some_and(|hex| {
-        hex.len() == 64
-            && hex
-                .chars()
-                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "digest {digest:?}: must be sha256: followed by 64 lowercase hex digits"
-        ))
-    }
 }
 
 /// The fields of a manifest or index we read (OCI image spec `manifest.md`, `image-index.md`;

@@ -393,7 +393,12 @@ impl Registry {
                     .get_ref()
                     .and_then(|inner| inner.downcast_ref::<oci_client::errors::DigestError>())
                 {
-                    Some(mismatch) => Error::Protocol(format!("{what}: {mismatch}")),
+                    Some(oci_client::errors::DigestError::VerificationError { actual, .. }) => {
+                        Error::Protocol(format!(
+                            "{what}: the registry sent content whose digest is {actual}"
+                        ))
+                    }
+                    Some(other) => Error::Protocol(format!("{what}: {other}")),
                     None => {
                         Error::Unreachable(format!("{what}: download broke off: {}", chain(&e)))
                     }

@@ -122,6 +122,35 @@ async fn resolves_and_fetches_an_oci_image_from_a_plain_registry() {
 }
 
 #[tokio::test]
+async fn a_blob_that_does_not_match_its_digest_is_refused() {
+    let reg = TestRegistry::start_plain();
+    let img = image("amd64", b"the real content");
+    reg.push(&img, "app:1", None);
+    let layer = img.layer_descriptors()[0].digest.clone();
+    let stored = reg.blob_path(&layer);
+    let mut damaged = std::fs::read(&stored).unwrap();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0xff;
+    std::fs::write(&stored, damaged).unwrap();
+
+    let certs = tempfile::tempdir().unwrap();
+    let err = fetch(
+        &registry(certs.path()),
+        &reference(&reg, "app:1"),
+        &layer,
+        &Credentials::Anonymous,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::Protocol(_)), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&layer) && msg.contains("the registry sent content whose digest is sha256:"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
 async fn resolves_docker_schema2_manifests() {
     let reg = TestRegistry::start_plain();
     let img = image("amd64", b"docker flavoured");
