@@ -374,6 +374,78 @@ async fn tls_registry_with_auth_checks_credentials() {
 }
 
 #[tokio::test]
+async fn token_auth_registry_checks_credentials_at_its_token_service() {
+    let reg = TestRegistry::start_token_auth("bob", "hunter2");
+    let img = image("amd64", b"behind a token");
+    reg.push(&img, "team/app:1", None);
+    let certs = tempfile::tempdir().unwrap();
+    let registry = registry(certs.path());
+    let good = basic("bob", "hunter2");
+    let wrong = basic("bob", "nope");
+
+    registry.login(&reg.host(), &good).await.unwrap();
+    let err = registry.login(&reg.host(), &wrong).await.unwrap_err();
+    assert!(matches!(err, Error::Unauthorized(_)), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!("login to {}: incorrect username or password", reg.host())
+    );
+
+    let r = reference(&reg, "team/app:1");
+    let resolved = registry.resolve(&r, &good).await.unwrap();
+    assert_eq!(resolved.digest, img.digest());
+    let (layer, _) = fetch(&registry, &r, &resolved.layers[0].digest, &good)
+        .await
+        .unwrap();
+    assert_eq!(layer, img.layers[0]);
+
+    let err = registry.resolve(&r, &wrong).await.unwrap_err();
+    assert!(matches!(err, Error::Unauthorized(_)), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!("manifest for {r}: incorrect username or password")
+    );
+    let err = registry
+        .resolve(&r, &Credentials::Anonymous)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unauthorized(_)), "{err:?}");
+    assert!(err.to_string().contains("authentication required"), "{err}");
+
+    let other = image("amd64", b"pushed with a token");
+    let pushed = reference(&reg, "team/pushed:1");
+    for (d, data) in [
+        (other.config_descriptor(), other.config.clone()),
+        (
+            other.layer_descriptors()[0].clone(),
+            other.layers[0].clone(),
+        ),
+    ] {
+        assert!(
+            !registry
+                .blob_exists(&pushed, &d.digest, &good)
+                .await
+                .unwrap()
+        );
+        registry
+            .push_blob(
+                &pushed,
+                &d.digest,
+                BlobSource::Bytes(data.into()),
+                &good,
+                |_| {},
+            )
+            .await
+            .unwrap();
+    }
+    registry
+        .push_manifest(&pushed, &other.manifest, OCI_MANIFEST, &good)
+        .await
+        .unwrap();
+    assert_eq!(reg.inspect_raw("team/pushed:1"), other.manifest);
+}
+
+#[tokio::test]
 async fn tls_is_verified_against_certs_d_when_it_has_a_ca_for_the_host() {
     let reg = TestRegistry::start_tls_auth("u", "p");
     let stranger = TestRegistry::start_tls_auth("u", "p");
