@@ -31,7 +31,7 @@ pub struct TestRegistry {
     tls: bool,
     credentials: Option<(String, String)>,
     /// Dropped after the registry (fields drop in order).
-    _tokens: Option<TokenService>,
+    tokens: Option<TokenService>,
 }
 
 impl TestRegistry {
@@ -93,10 +93,10 @@ impl TestRegistry {
                 process,
                 tls,
                 credentials: credentials.clone(),
-                _tokens: None,
+                tokens: None,
             };
             if registry.wait_ready() {
-                registry._tokens = tokens;
+                registry.tokens = tokens;
                 return registry;
             }
             last_log = registry.log();
@@ -151,6 +151,12 @@ impl TestRegistry {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The identity token the token service of a [`TestRegistry::start_token_auth`] registry
+    /// hands its user at a login that asks for an offline token.
+    pub fn identity_token(&self) -> Option<String> {
+        self.tokens.as_ref().map(|t| t.refresh_token.clone())
     }
 
     /// The user and password of a [`TestRegistry::start_tls_auth`] registry.
@@ -565,6 +571,7 @@ const TOKEN_ISSUER: &str = "hyper-test-issuer";
 pub struct TokenService {
     dir: tempfile::TempDir,
     port: u16,
+    refresh_token: String,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -596,11 +603,13 @@ impl TokenService {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind token service");
         let port = listener.local_addr().unwrap().port();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let refresh_token = format!("refresh-for-{user}");
         let signer = Signer {
             key: dir.path().join("token.key"),
             x5c: base64_std(&der),
             user: user.into(),
             password: password.into(),
+            refresh_token: refresh_token.clone(),
         };
         let thread = {
             let stop = stop.clone();
@@ -618,6 +627,7 @@ impl TokenService {
         Self {
             dir,
             port,
+            refresh_token,
             stop,
             thread: Some(thread),
         }
@@ -651,6 +661,7 @@ struct Signer {
     x5c: String,
     user: String,
     password: String,
+    refresh_token: String,
 }
 
 impl Signer {
@@ -663,28 +674,52 @@ impl Signer {
             return;
         }
         let mut authorization = None;
+        let mut content_length = 0usize;
         loop {
             let mut line = String::new();
             if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
                 break;
             }
-            if let Some((name, value)) = line.split_once(':')
-                && name.eq_ignore_ascii_case("authorization")
-            {
-                authorization = Some(value.trim().to_string());
+            if let Some((name, value)) = line.split_once(':') {
+                if name.eq_ignore_ascii_case("authorization") {
+                    authorization = Some(value.trim().to_string());
+                } else if name.eq_ignore_ascii_case("content-length") {
+                    content_length = value.trim().parse().unwrap_or(0);
+                }
             }
         }
+        let mut form = vec![0u8; content_length.min(64 * 1024)];
+        if std::io::Read::read_exact(&mut reader, &mut form).is_err() {
+            return;
+        }
+        let form = String::from_utf8_lossy(&form).into_owned();
         let target = request_line.split(' ').nth(1).unwrap_or_default();
         let query = target.split_once('?').map_or("", |(_, q)| q);
-        let (status, body) = match authorization {
-            None => ("200 OK", self.token(None, query)),
-            Some(auth) if auth == basic_header(&self.user, &self.password) => {
-                ("200 OK", self.token(Some(&self.user), query))
-            }
-            Some(_) => (
+        let refused = |details: &str| {
+            (
                 "401 Unauthorized",
-                r#"{"details":"incorrect username or password"}"#.to_string(),
-            ),
+                serde_json::json!({ "details": details }).to_string(),
+            )
+        };
+        let (status, body) = if request_line.starts_with("POST ") {
+            // OAuth2 refresh grant: the identity token stands for the user.
+            let grant = form_value(&form, "grant_type");
+            let token = form_value(&form, "refresh_token");
+            if grant.as_deref() == Some("refresh_token")
+                && token.as_deref() == Some(self.refresh_token.as_str())
+            {
+                ("200 OK", self.token(Some(&self.user), &form))
+            } else {
+                refused("invalid refresh token")
+            }
+        } else {
+            match authorization {
+                None => ("200 OK", self.token(None, query)),
+                Some(auth) if auth == basic_header(&self.user, &self.password) => {
+                    ("200 OK", self.token(Some(&self.user), query))
+                }
+                Some(_) => refused("incorrect username or password"),
+            }
         };
         let response = format!(
             "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
@@ -696,7 +731,8 @@ impl Signer {
         }
     }
 
-    /// `{"token", "access_token"}`: all requested actions for `user`, none for anonymous.
+    /// `{"token", "access_token"}`: all requested actions for `user`, none for anonymous;
+    /// with `refresh_token` when `user` asked for an offline token.
     fn token(&self, user: Option<&str>, query: &str) -> String {
         let mut access = Vec::new();
         for (key, value) in query.split('&').filter_map(|kv| kv.split_once('=')) {
@@ -735,7 +771,12 @@ impl Signer {
         );
         let signature = sign(&self.key, signing_input.as_bytes());
         let jwt = format!("{signing_input}.{}", base64_url(&signature));
-        serde_json::json!({ "token": jwt, "access_token": jwt, "expires_in": 300 }).to_string()
+        let mut answer =
+            serde_json::json!({ "token": jwt, "access_token": jwt, "expires_in": 300 });
+        if user.is_some() && form_value(query, "offline_token").as_deref() == Some("true") {
+            answer["refresh_token"] = self.refresh_token.clone().into();
+        }
+        answer.to_string()
     }
 }
 
@@ -780,6 +821,14 @@ fn base64_std(data: &[u8]) -> String {
 fn base64_url(data: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
+}
+
+/// The value of `key` in a query string or form body.
+fn form_value(form: &str, key: &str) -> Option<String> {
+    form.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| percent_decode(v))
 }
 
 /// `%XX` escapes and `+` of a query value.

@@ -228,6 +228,7 @@ impl Registry {
     ) -> Result<bool> {
         check_digest(digest).map_err(Error::InvalidInput)?;
         let ep = self.endpoint(r.registry()).await?;
+        let creds = &self.exchange(&ep, r, creds, false).await?;
         let client = self.client(&ep, creds).await?;
         let what = subject(&ep, r, format!("blob {digest} in {}", r.repo));
         match client.blob_exists(&ep.reference(r), digest).await {
@@ -249,6 +250,7 @@ impl Registry {
     ) -> Result<()> {
         check_digest(digest).map_err(Error::InvalidInput)?;
         let ep = self.endpoint(r.registry()).await?;
+        let creds = &self.exchange(&ep, r, creds, true).await?;
         let client = self.client(&ep, creds).await?;
         let (stream, size) = upload_stream(data, progress).await?;
         let what = subject(&ep, r, format!("push blob {digest} to {}", r.repo));
@@ -275,6 +277,7 @@ impl Registry {
             Error::InvalidInput(format!("media type {media_type:?}: not a header value"))
         })?;
         let ep = self.endpoint(r.registry()).await?;
+        let creds = &self.exchange(&ep, r, creds, true).await?;
         let client = self.client(&ep, creds).await?;
         let what = subject(&ep, r, format!("push manifest {r}"));
         match client
@@ -288,10 +291,11 @@ impl Registry {
 
     /// `POST /auth`: checks `creds` against the registry at `server_address` (`host[:port]`,
     /// optionally with a scheme and path as `https://index.docker.io/v1/`; empty is Docker
-    /// Hub), with Basic auth or the token flow it challenges with. Errors:
-    /// [`Error::Unauthorized`] with the registry's reason, [`Error::Unreachable`],
+    /// Hub), with Basic auth or the token flow it challenges with. Returns the identity token
+    /// the registry's token service issued (Docker's `IdentityToken`), if it issued one.
+    /// Errors: [`Error::Unauthorized`] with the registry's reason, [`Error::Unreachable`],
     /// [`Error::InvalidInput`] for a malformed address.
-    pub async fn login(&self, server_address: &str, creds: &Credentials) -> Result<()> {
+    pub async fn login(&self, server_address: &str, creds: &Credentials) -> Result<Option<String>> {
         let registry = login_registry(server_address)?;
         let ep = self.endpoint(&registry).await?;
         let http = self.http_client(&ep)?;
@@ -299,6 +303,31 @@ impl Registry {
             Error::Unauthorized(why) => Error::Unauthorized(format!("login to {}: {why}", ep.host)),
             e => e,
         })
+    }
+
+    /// `creds` as oci-client can send them: an identity token becomes a bearer token for
+    /// `r`'s repository (`pull`, or `pull,push`) from the registry's token service.
+    async fn exchange(
+        &self,
+        ep: &Endpoint,
+        r: &Reference,
+        creds: &Credentials,
+        push: bool,
+    ) -> Result<Credentials> {
+        let Credentials::IdentityToken(_) = creds else {
+            return Ok(creds.clone());
+        };
+        let http = self.http_client(ep)?;
+        let actions = if push { "pull,push" } else { "pull" };
+        let scope = format!("repository:{}:{actions}", r.repository());
+        match auth::access_token(ep, &http, creds, &scope).await {
+            Ok(token) => Ok(Credentials::RegistryToken(token)),
+            Err(Error::Unauthorized(why)) => Err(Error::Unauthorized(format!(
+                "{}: {why}",
+                subject(ep, r, format!("{actions} access to {}", r.repo))
+            ))),
+            Err(e) => Err(e),
+        }
     }
 
     /// The mirrors (anonymously: a mirror is not given Docker Hub credentials) for Docker Hub
@@ -335,6 +364,7 @@ impl Registry {
         r: &Reference,
         creds: &Credentials,
     ) -> Result<Resolved> {
+        let creds = &self.exchange(ep, r, creds, false).await?;
         let client = self.client(ep, creds).await?;
         let reference = ep.reference(r);
         let what = subject(ep, r, format!("manifest for {r}"));
@@ -381,6 +411,7 @@ impl Registry {
         written: &mut u64,
         progress: &mut impl FnMut(u64),
     ) -> Result<()> {
+        let creds = &self.exchange(ep, r, creds, false).await?;
         let client = self.client(ep, creds).await?;
         let what = subject(ep, r, format!("blob {digest} of {}", r.repo));
         let mut stream = match client.pull_blob_stream(&ep.reference(r), digest).await {

@@ -296,11 +296,20 @@ async fn tls_registry_with_auth_checks_credentials() {
     let registry = registry(&reg.certs_dir());
     let good = basic("alice", "s3cret");
 
-    registry.login(&reg.host(), &good).await.unwrap();
+    assert_eq!(registry.login(&reg.host(), &good).await.unwrap(), None);
     registry
         .login(&format!("https://{}/v1/", reg.host()), &good)
         .await
         .unwrap();
+    // Basic auth has no token service to exchange an identity token with.
+    let err = registry
+        .login(&reg.host(), &Credentials::IdentityToken("t".into()))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("does not use a token service"),
+        "{err}"
+    );
     let err = registry
         .login(&reg.host(), &basic("alice", "wrong"))
         .await
@@ -383,7 +392,11 @@ async fn token_auth_registry_checks_credentials_at_its_token_service() {
     let good = basic("bob", "hunter2");
     let wrong = basic("bob", "nope");
 
-    registry.login(&reg.host(), &good).await.unwrap();
+    // A password login hands out the token service's identity token.
+    let identity = registry.login(&reg.host(), &good).await.unwrap();
+    assert_eq!(identity, reg.identity_token());
+    let identity = Credentials::IdentityToken(identity.unwrap());
+    assert_eq!(registry.login(&reg.host(), &identity).await.unwrap(), None);
     let err = registry.login(&reg.host(), &wrong).await.unwrap_err();
     assert!(matches!(err, Error::Unauthorized(_)), "{err:?}");
     assert_eq!(
@@ -398,6 +411,20 @@ async fn token_auth_registry_checks_credentials_at_its_token_service() {
         .await
         .unwrap();
     assert_eq!(layer, img.layers[0]);
+
+    // An identity token is exchanged for a bearer token per repository.
+    assert_eq!(
+        registry.resolve(&r, &identity).await.unwrap().digest,
+        img.digest()
+    );
+    let stale = Credentials::IdentityToken("stale".into());
+    let err = registry.resolve(&r, &stale).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("pull access to {}: invalid refresh token", r.repo)
+    );
+    let err = registry.login(&reg.host(), &stale).await.unwrap_err();
+    assert!(matches!(err, Error::Unauthorized(_)), "{err:?}");
 
     let err = registry.resolve(&r, &wrong).await.unwrap_err();
     assert!(matches!(err, Error::Unauthorized(_)), "{err:?}");
@@ -439,7 +466,7 @@ async fn token_auth_registry_checks_credentials_at_its_token_service() {
             .unwrap();
     }
     registry
-        .push_manifest(&pushed, &other.manifest, OCI_MANIFEST, &good)
+        .push_manifest(&pushed, &other.manifest, OCI_MANIFEST, &identity)
         .await
         .unwrap();
     assert_eq!(reg.inspect_raw("team/pushed:1"), other.manifest);
