@@ -1,6 +1,8 @@
-//! Credentials for a registry: from Docker's `AuthConfig` and its `X-Registry-Auth` header, and
-//! the check `POST /auth` makes (the distribution spec's `GET /v2/`, then Basic auth or the
-//! Docker token flow it challenges with). Never logs a secret.
+//! Credentials for a registry: from Docker's `AuthConfig` and its `X-Registry-Auth` header;
+//! the check `POST /auth` makes (the distribution spec's `GET /v2/`, then Basic auth or
+//! Docker's token flow it challenges with: `GET realm` with Basic auth, or the OAuth2 refresh
+//! grant `POST realm` for an identity token); and the registry's reason when it refuses.
+//! Never logs a secret.
 
 use std::fmt;
 
@@ -220,18 +222,18 @@ pub(super) fn docker_code(code: &str) -> String {
 /// The `client_id` we give token services, as Docker gives `docker`.
 const CLIENT_ID: &str = "hyperd";
 
-/// What `GET /v2/` asks for: nothing (`None`), Basic auth, or a token from a realm.
+/// `GET /v2/` and what it asks for: nothing (`None`), Basic auth, or a token from a realm.
 async fn challenge(
     ep: &Endpoint,
     http: &reqwest::Client,
-) -> Result<(StatusCode, Option<Challenge>, reqwest::Response)> {
+) -> Result<(Option<Challenge>, reqwest::Response)> {
     let response = http
         .get(ep.url("/v2/"))
         .send()
         .await
         .map_err(|e| ep.unreachable(&e))?;
     let challenge = parse_challenge(&response);
-    Ok((response.status(), challenge, response))
+    Ok((challenge, response))
 }
 
 /// A token service's answer (Docker's token spec: `token` or `access_token`, and a
@@ -317,8 +319,8 @@ pub(super) async fn check(
     http: &reqwest::Client,
     creds: &Credentials,
 ) -> Result<Option<String>> {
-    let (status, challenge, response) = challenge(ep, http).await?;
-    if status != StatusCode::UNAUTHORIZED {
+    let (challenge, response) = challenge(ep, http).await?;
+    if response.status() != StatusCode::UNAUTHORIZED {
         return ok_or_reason(ep, response).await.map(|()| None);
     }
     let v2 = ep.url("/v2/");
@@ -365,7 +367,7 @@ pub(super) async fn access_token(
     creds: &Credentials,
     scope: &str,
 ) -> Result<String> {
-    let (_, challenge, _) = challenge(ep, http).await?;
+    let (challenge, _) = challenge(ep, http).await?;
     let Some(Challenge::Bearer { realm, service }) = challenge else {
         return Err(Error::Unauthorized(
             "the registry does not use a token service, so an identity token cannot be used; \
