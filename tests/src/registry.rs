@@ -1,6 +1,8 @@
 //! A real registry for tests: Debian's `docker-registry` (distribution 2.8) on 127.0.0.1 with a
-//! free port and its own storage, plain HTTP or TLS with htpasswd auth, killed and reaped when
-//! its handle drops (and with the test's thread, through `PR_SET_PDEATHSIG`). Also small OCI
+//! free port and its own storage: plain HTTP, TLS with htpasswd (Basic) auth, or plain HTTP
+//! with Docker's token auth served by a small token service in the test ([`TokenService`]).
+//! The registry is killed and reaped when its handle drops (and with the test's thread,
+//! through `PR_SET_PDEATHSIG`). Also small OCI
 //! images built by the test (a real tar layer, a config, a manifest, optionally an index over
 //! several platforms) and pushed into the registry with `skopeo copy` from an `oci:` layout.
 
@@ -28,37 +30,54 @@ pub struct TestRegistry {
     process: Child,
     tls: bool,
     credentials: Option<(String, String)>,
+    /// Dropped after the registry (fields drop in order).
+    tokens: Option<TokenService>,
 }
 
 impl TestRegistry {
     /// Plain HTTP, no auth.
     pub fn start_plain() -> Self {
-        Self::start(None)
+        Self::start(None, None)
     }
 
     /// TLS with a certificate for IP 127.0.0.1 signed by a CA made for this registry, and
     /// htpasswd (bcrypt) basic auth with one user.
     pub fn start_tls_auth(user: &str, password: &str) -> Self {
-        Self::start(Some((user.to_string(), password.to_string())))
+        Self::start(Some((user.to_string(), password.to_string())), None)
     }
 
-    fn start(credentials: Option<(String, String)>) -> Self {
+    /// Plain HTTP with Docker's token auth (`WWW-Authenticate: Bearer realm=…`): a token
+    /// service on another loopback port hands out signed tokens for `user:password` (all
+    /// actions) and anonymous ones that grant nothing; a wrong password gets 401
+    /// `{"details":"incorrect username or password"}`.
+    pub fn start_token_auth(user: &str, password: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tokens = TokenService::start(dir, user, password);
+        Self::start(Some((user.to_string(), password.to_string())), Some(tokens))
+    }
+
+    fn start(credentials: Option<(String, String)>, tokens: Option<TokenService>) -> Self {
         let mut dir = tempfile::Builder::new()
             .prefix("hyt-reg-")
             .tempdir()
             .expect("temp dir");
-        let tls = credentials.is_some();
-        if let Some((user, password)) = &credentials {
-            make_certificates(dir.path());
-            let out = run(Command::new("htpasswd").args(["-Bbn", user, password]));
-            std::fs::write(dir.path().join("htpasswd"), out).unwrap();
-        }
+        let tls = credentials.is_some() && tokens.is_none();
+        let auth = match (&credentials, &tokens) {
+            (Some(_), Some(tokens)) => Auth::Token(tokens),
+            (Some((user, password)), None) => {
+                make_certificates(dir.path());
+                let out = run(Command::new("htpasswd").args(["-Bbn", user, password]));
+                std::fs::write(dir.path().join("htpasswd"), out).unwrap();
+                Auth::Htpasswd
+            }
+            (None, _) => Auth::None,
+        };
         // The port is free when asked, but another test may take it before the registry
         // binds it: then the registry exits at once and we try another.
         let mut last_log = String::new();
         for _ in 0..5 {
             let port = free_port();
-            write_config(dir.path(), port, tls);
+            write_config(dir.path(), port, &auth);
             let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
             let process = dies_with_test(&mut Command::new("docker-registry"))
                 .arg("serve")
@@ -74,8 +93,10 @@ impl TestRegistry {
                 process,
                 tls,
                 credentials: credentials.clone(),
+                tokens: None,
             };
             if registry.wait_ready() {
+                registry.tokens = tokens;
                 return registry;
             }
             last_log = registry.log();
@@ -132,6 +153,12 @@ impl TestRegistry {
         self.port
     }
 
+    /// The identity token the token service of a [`TestRegistry::start_token_auth`] registry
+    /// hands its user at a login that asks for an offline token.
+    pub fn identity_token(&self) -> Option<String> {
+        self.tokens.as_ref().map(|t| t.refresh_token.clone())
+    }
+
     /// The user and password of a [`TestRegistry::start_tls_auth`] registry.
     pub fn credentials(&self) -> Option<(&str, &str)> {
         self.credentials
@@ -154,6 +181,18 @@ impl TestRegistry {
             std::fs::copy(self.ca_cert_path(), host_dir.join("ca.crt")).unwrap();
         }
         root
+    }
+
+    /// Where the registry keeps blob `digest` (distribution's filesystem driver layout), so a
+    /// test can damage what it serves.
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
     }
 
     /// What the registry has logged so far.
@@ -251,7 +290,13 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn write_config(dir: &Path, port: u16, tls: bool) {
+enum Auth<'a> {
+    None,
+    Htpasswd,
+    Token(&'a TokenService),
+}
+
+fn write_config(dir: &Path, port: u16, auth: &Auth) {
     let d = dir.display();
     let mut yml = format!(
         "version: 0.1\n\
@@ -259,11 +304,18 @@ fn write_config(dir: &Path, port: u16, tls: bool) {
          storage:\n  filesystem:\n    rootdirectory: {d}/data\n  delete:\n    enabled: true\n\
          http:\n  addr: 127.0.0.1:{port}\n"
     );
-    if tls {
-        yml.push_str(&format!(
+    match auth {
+        Auth::None => {}
+        Auth::Htpasswd => yml.push_str(&format!(
             "  tls:\n    certificate: {d}/server.crt\n    key: {d}/server.key\n\
              auth:\n  htpasswd:\n    realm: hyper-test\n    path: {d}/htpasswd\n"
-        ));
+        )),
+        Auth::Token(tokens) => yml.push_str(&format!(
+            "auth:\n  token:\n    realm: {}\n    service: {TOKEN_SERVICE}\n\
+             \x20   issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+            tokens.realm(),
+            tokens.certificate().display()
+        )),
     }
     std::fs::write(dir.join("config.yml"), yml).unwrap();
 }
@@ -506,4 +558,301 @@ fn write_layout<'a>(dir: &Path, top: &Descriptor, blobs: impl IntoIterator<Item 
     entry["annotations"] = serde_json::json!({ "org.opencontainers.image.ref.name": REF_NAME });
     let index = serde_json::json!({ "schemaVersion": 2, "manifests": [entry] });
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+/// The `service` and `issuer` a [`TokenService`] signs tokens for.
+const TOKEN_SERVICE: &str = "hyper-test-registry";
+const TOKEN_ISSUER: &str = "hyper-test-issuer";
+
+/// Docker's token service, small: `GET /token?service=…&scope=repository:NAME:ACTIONS…` with
+/// Basic auth answers `{"token": JWT}`, the JWT signed RS256 by `openssl` with a key whose
+/// self-signed certificate the registry trusts (`rootcertbundle`) and sends in `x5c`.
+/// Serves on its own thread until dropped.
+pub struct TokenService {
+    dir: tempfile::TempDir,
+    port: u16,
+    refresh_token: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TokenService {
+    fn start(dir: tempfile::TempDir, user: &str, password: &str) -> Self {
+        run(Command::new("openssl").current_dir(dir.path()).args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=hyper-test-token",
+            "-keyout",
+            "token.key",
+            "-out",
+            "token.crt",
+        ]));
+        let der = run(Command::new("openssl").current_dir(dir.path()).args([
+            "x509",
+            "-in",
+            "token.crt",
+            "-outform",
+            "DER",
+        ]));
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind token service");
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let refresh_token = format!("refresh-for-{user}");
+        let signer = Signer {
+            key: dir.path().join("token.key"),
+            x5c: base64_std(&der),
+            user: user.into(),
+            password: password.into(),
+            refresh_token: refresh_token.clone(),
+        };
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    if let Ok(conn) = conn {
+                        signer.answer(conn);
+                    }
+                }
+            })
+        };
+        Self {
+            dir,
+            port,
+            refresh_token,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT/token`.
+    pub fn realm(&self) -> String {
+        format!("http://127.0.0.1:{}/token", self.port)
+    }
+
+    fn certificate(&self) -> PathBuf {
+        self.dir.path().join("token.crt")
+    }
+}
+
+impl Drop for TokenService {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accept loop so it sees the flag.
+        if TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_ok()
+            && let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            eprintln!("token service thread panicked");
+        }
+    }
+}
+
+struct Signer {
+    key: PathBuf,
+    x5c: String,
+    user: String,
+    password: String,
+    refresh_token: String,
+}
+
+impl Signer {
+    /// One HTTP/1.1 request, one answer, connection closed.
+    fn answer(&self, mut conn: TcpStream) {
+        use std::io::{BufRead as _, BufReader, Write as _};
+        let mut reader = BufReader::new(conn.try_clone().expect("clone stream"));
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).is_err() {
+            return;
+        }
+        let mut authorization = None;
+        let mut content_length = 0usize;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                if name.eq_ignore_ascii_case("authorization") {
+                    authorization = Some(value.trim().to_string());
+                } else if name.eq_ignore_ascii_case("content-length") {
+                    content_length = value.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut form = vec![0u8; content_length.min(64 * 1024)];
+        if std::io::Read::read_exact(&mut reader, &mut form).is_err() {
+            return;
+        }
+        let form = String::from_utf8_lossy(&form).into_owned();
+        let target = request_line.split(' ').nth(1).unwrap_or_default();
+        let query = target.split_once('?').map_or("", |(_, q)| q);
+        let refused = |details: &str| {
+            (
+                "401 Unauthorized",
+                serde_json::json!({ "details": details }).to_string(),
+            )
+        };
+        let (status, body) = if request_line.starts_with("POST ") {
+            // OAuth2 refresh grant: the identity token stands for the user.
+            let grant = form_value(&form, "grant_type");
+            let token = form_value(&form, "refresh_token");
+            if grant.as_deref() == Some("refresh_token")
+                && token.as_deref() == Some(self.refresh_token.as_str())
+            {
+                ("200 OK", self.token(Some(&self.user), &form))
+            } else {
+                refused("invalid refresh token")
+            }
+        } else {
+            match authorization {
+                None => ("200 OK", self.token(None, query)),
+                Some(auth) if auth == basic_header(&self.user, &self.password) => {
+                    ("200 OK", self.token(Some(&self.user), query))
+                }
+                Some(_) => refused("incorrect username or password"),
+            }
+        };
+        let response = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        );
+        if let Err(e) = conn.write_all(response.as_bytes()) {
+            eprintln!("token service: {e}");
+        }
+    }
+
+    /// `{"token", "access_token"}`: all requested actions for `user`, none for anonymous;
+    /// with `refresh_token` when `user` asked for an offline token.
+    fn token(&self, user: Option<&str>, query: &str) -> String {
+        let mut access = Vec::new();
+        for (key, value) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+            if key != "scope" || user.is_none() {
+                continue;
+            }
+            let scope = percent_decode(value);
+            let mut parts = scope.splitn(2, ':');
+            let kind = parts.next().unwrap_or_default().to_string();
+            let rest = parts.next().unwrap_or_default();
+            let (name, actions) = rest.rsplit_once(':').unwrap_or((rest, ""));
+            access.push(serde_json::json!({
+                "type": kind,
+                "name": name,
+                "actions": actions.split(',').filter(|a| !a.is_empty()).collect::<Vec<_>>(),
+            }));
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        let header = serde_json::json!({ "typ": "JWT", "alg": "RS256", "x5c": [self.x5c] });
+        let claims = serde_json::json!({
+            "iss": TOKEN_ISSUER,
+            "sub": user.unwrap_or(""),
+            "aud": TOKEN_SERVICE,
+            "exp": now.as_secs() + 300,
+            "nbf": now.as_secs() - 10,
+            "iat": now.as_secs(),
+            "jti": format!("{}", now.as_nanos()),
+            "access": access,
+        });
+        let signing_input = format!(
+            "{}.{}",
+            base64_url(&serde_json::to_vec(&header).unwrap()),
+            base64_url(&serde_json::to_vec(&claims).unwrap())
+        );
+        let signature = sign(&self.key, signing_input.as_bytes());
+        let jwt = format!("{signing_input}.{}", base64_url(&signature));
+        let mut answer =
+            serde_json::json!({ "token": jwt, "access_token": jwt, "expires_in": 300 });
+        if user.is_some() && form_value(query, "offline_token").as_deref() == Some("true") {
+            answer["refresh_token"] = self.refresh_token.clone().into();
+        }
+        answer.to_string()
+    }
+}
+
+/// RSASSA-PKCS1-v1_5 with SHA-256 of `data`, by `openssl dgst`.
+fn sign(key: &Path, data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut child = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run openssl dgst");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(data)
+        .expect("write to openssl");
+    let out = child.wait_with_output().expect("openssl dgst");
+    assert!(
+        out.status.success(),
+        "openssl dgst: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn basic_header(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64_std(format!("{user}:{password}").as_bytes())
+    )
+}
+
+fn base64_std(data: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+fn base64_url(data: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
+}
+
+/// The value of `key` in a query string or form body.
+fn form_value(form: &str, key: &str) -> Option<String> {
+    form.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| percent_decode(v))
+}
+
+/// `%XX` escapes and `+` of a query value.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

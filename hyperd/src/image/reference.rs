@@ -249,7 +249,7 @@ fn check_tag(tag: &str) -> std::result::Result<(), String> {
 }
 
 /// `sha256:` and 64 lowercase hex digits: the only digest algorithm images use.
-fn check_digest(digest: &str) -> std::result::Result<(), String> {
+pub(super) fn check_digest(digest: &str) -> std::result::Result<(), String> {
     let ok = digest.strip_prefix("sha256:").is_some_and(|hex| {
         hex.len() == 64
             && hex
