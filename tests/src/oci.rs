@@ -312,7 +312,7 @@ impl Compression {
 }
 
 /// The layers' digests and blobs, computed once per image.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Blobs {
     diff_ids: Vec<String>,
     layers: Vec<Vec<u8>>,
@@ -320,7 +320,7 @@ struct Blobs {
 
 /// An image: layers (base first) and the config a runtime honours. `linux/amd64`, gzip layers
 /// and an empty config (no Entrypoint, Cmd, Env…) unless set.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TestImage {
     layers: Vec<TestLayer>,
     compression: Compression,

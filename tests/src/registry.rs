@@ -78,15 +78,7 @@ impl TestRegistry {
         for _ in 0..5 {
             let port = free_port();
             write_config(dir.path(), port, &auth);
-            let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-            let process = dies_with_test(&mut Command::new("docker-registry"))
-                .arg("serve")
-                .arg(dir.path().join("config.yml"))
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("start docker-registry (apt-get install docker-registry)");
+            let process = spawn_registry(dir.path());
             let mut registry = TestRegistry {
                 dir,
                 port,
@@ -104,6 +96,22 @@ impl TestRegistry {
             dir = std::mem::replace(&mut registry.dir, tempfile::tempdir().unwrap());
         }
         panic!("docker-registry did not start; its log:\n{last_log}");
+    }
+
+    /// Stops the registry (its storage and port stay for [`TestRegistry::resume`]).
+    pub fn stop(&mut self) {
+        self.kill();
+    }
+
+    /// Starts the registry again on the same port with the same storage.
+    pub fn resume(&mut self) {
+        self.process = spawn_registry(self.dir.path());
+        assert!(
+            self.wait_ready(),
+            "docker-registry did not come back on port {}:\n{}",
+            self.port,
+            self.log()
+        );
     }
 
     /// Waits until `GET /v2/` answers (any status: 401 is an answer); false if the process
@@ -210,6 +218,21 @@ impl TestRegistry {
         self.skopeo_copy(layout.path(), name_tag, format, false);
     }
 
+    /// Pushes a [`crate::oci::TestImage`] as `<host>/<name_tag>`, its OCI manifest kept (so
+    /// the registry serves [`crate::oci::TestImage::manifest_digest`]).
+    pub fn push_image(&self, image: &crate::oci::TestImage, name_tag: &str) {
+        let layout = tempfile::tempdir().unwrap();
+        image.write_oci_layout(layout.path(), REF_NAME);
+        self.skopeo_copy(layout.path(), name_tag, None, false);
+    }
+
+    /// Pushes an index over `images` (one manifest per platform) as `<host>/<name_tag>`.
+    pub fn push_images(&self, images: &[crate::oci::TestImage], name_tag: &str) {
+        let layout = tempfile::tempdir().unwrap();
+        crate::oci::TestImage::write_oci_index(images, layout.path(), REF_NAME);
+        self.skopeo_copy(layout.path(), name_tag, None, true);
+    }
+
     /// Pushes an image index over `images` (one manifest per platform) as `<host>/<name_tag>`,
     /// all platforms included (`skopeo copy --all`).
     pub fn push_index(&self, index: &OciIndex, name_tag: &str) {
@@ -283,6 +306,23 @@ impl Drop for TestRegistry {
 const REF_NAME: &str = "img";
 
 /// A free TCP port on 127.0.0.1 (free when asked).
+/// `docker-registry serve <dir>/config.yml`, logging (appending) to `<dir>/registry.log`.
+fn spawn_registry(dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("registry.log"))
+        .unwrap();
+    dies_with_test(&mut Command::new("docker-registry"))
+        .arg("serve")
+        .arg(dir.join("config.yml"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start docker-registry (apt-get install docker-registry)")
+}
+
 fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())

@@ -350,7 +350,8 @@ impl Images {
     }
 
     /// `POST /auth`: checks the credentials against the registry they name.
-    pub async fn login(&self, auth: &rest::AuthConfig) -> Result<()> {
+    /// Returns the identity token the registry's token service issued, if it did.
+    pub async fn login(&self, auth: &rest::AuthConfig) -> Result<Option<String>> {
         let creds = registry::Credentials::from_auth_config(auth)?;
         Ok(self.registry.login(&auth.serveraddress, &creds).await?)
     }

@@ -81,7 +81,7 @@ impl Registry {
     /// How `registry` (`host[:port]` or `docker.io`) is reached.
     pub(super) async fn endpoint(&self, registry: &str) -> Result<Endpoint> {
         let host = if registry == DOCKER_HUB {
-            DOCKER_HUB_HOST
+            self.config.docker_hub_host.as_str()
         } else {
             registry
         };

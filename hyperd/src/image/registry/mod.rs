@@ -36,13 +36,9 @@ pub use manifest::{
 
 /// Docker's default: `/etc/docker/certs.d/<host:port>/ca.crt`.
 pub const DEFAULT_CERTS_DIR: &str = "/etc/docker/certs.d";
-/// Where `docker.io` names are pulled from and pushed to. Unit tests get a dead loopback port
-/// instead, so that no bug can send them off the machine.
-const DOCKER_HUB_HOST: &str = if cfg!(test) {
-    "127.0.0.1:1"
-} else {
-    "registry-1.docker.io"
-};
+/// Docker Hub's registry API: where `docker.io` names go unless
+/// [`RegistryConfig::docker_hub_host`] says otherwise.
+pub const DOCKER_HUB_HOST: &str = "registry-1.docker.io";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Per read, not per transfer: a big layer may take long, a stalled one may not.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -94,7 +90,8 @@ pub enum Error {
 impl Error {
     pub fn kind(&self) -> Kind {
         match self {
-            Error::Unauthorized(_) | Error::InvalidInput(_) => Kind::InvalidInput,
+            Error::Unauthorized(_) => Kind::Unauthorized,
+            Error::InvalidInput(_) => Kind::InvalidInput,
             Error::NotFound(_) | Error::Platform(_) => Kind::NotFound,
             Error::Unreachable(_) => Kind::Unavailable,
             Error::Protocol(_) | Error::Write { .. } | Error::Read { .. } => Kind::Internal,
@@ -113,6 +110,8 @@ pub struct RegistryConfig {
     pub mirrors: Vec<String>,
     /// Docker's `certs.d` layout: `<certs_dir>/<host[:port]>/*.crt` are trusted roots.
     pub certs_dir: PathBuf,
+    /// `host[:port]` that `docker.io` names are pulled from and pushed to.
+    pub docker_hub_host: String,
 }
 
 impl Default for RegistryConfig {
@@ -121,6 +120,12 @@ impl Default for RegistryConfig {
             insecure: Vec::new(),
             mirrors: Vec::new(),
             certs_dir: DEFAULT_CERTS_DIR.into(),
+            // Unit tests get a closed loopback port, so that no bug can send them off the machine.
+            docker_hub_host: if cfg!(test) {
+                "127.0.0.1:1".into()
+            } else {
+                DOCKER_HUB_HOST.into()
+            },
         }
     }
 }

@@ -11,6 +11,7 @@ fn registry(certs_dir: &Path) -> Registry {
         insecure: vec![],
         mirrors: vec![],
         certs_dir: certs_dir.into(),
+        ..RegistryConfig::default()
     })
     .unwrap()
 }
@@ -508,6 +509,7 @@ async fn tls_is_verified_against_certs_d_when_it_has_a_ca_for_the_host() {
         insecure: vec![reg.host()],
         mirrors: vec![],
         certs_dir: wrong.path().into(),
+        ..RegistryConfig::default()
     })
     .unwrap();
     insecure.login(&reg.host(), &creds).await.unwrap();
@@ -524,6 +526,7 @@ async fn docker_hub_names_go_to_the_mirrors_in_order() {
         insecure: vec![],
         mirrors: vec![dead, format!("http://{}/", mirror.host())],
         certs_dir: certs.path().into(),
+        ..RegistryConfig::default()
     })
     .unwrap();
     let anon = Credentials::Anonymous;
