@@ -360,10 +360,11 @@ impl Images {
     /// a unique id prefix.
     pub fn resolve(&self, reference: &str) -> Result<ImageRecord> {
         let id = reference.strip_prefix("sha256:").unwrap_or(reference);
-        if id.len() == 64 && id.chars().all(|c| c.is_ascii_hexdigit()) {
-            if let Some(img) = self.store.read(|c| store::get_image(c, id))? {
-                return Ok(img);
-            }
+        if id.len() == 64
+            && id.chars().all(|c| c.is_ascii_hexdigit())
+            && let Some(img) = self.store.read(|c| store::get_image(c, id))?
+        {
+            return Ok(img);
         }
         if let Ok(r) = Reference::parse(reference) {
             let found = match &r.digest {
