@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod oci;
+pub mod proxy;
 pub mod registry;
 
 use std::os::unix::fs::symlink;

@@ -8,6 +8,7 @@ use std::path::Path;
 use hyper_tests::busybox_rootfs;
 use hyper_tests::daemon::{CmdOutput, TestDaemon};
 use hyper_tests::oci::{TestImage, TestLayer};
+use hyper_tests::proxy::CuttingProxy;
 use hyper_tests::registry::TestRegistry;
 
 /// The busybox rootfs as one layer.
@@ -233,6 +234,38 @@ fn registry_faults_leave_no_partial_image_and_a_retry_succeeds() {
     reg.resume();
     let out = d.ok(&["pull", &name]);
     assert!(out.contains("Already exists"), "{out}");
+    assert_eq!(inspect(&d, &name)["Id"], image.config_digest());
+}
+
+#[test]
+fn a_transfer_cut_halfway_is_an_error_and_the_next_pull_completes() {
+    let reg = TestRegistry::start_plain();
+    // The proxy's port is another host to hyperd: plain HTTP is fine, it is loopback.
+    let proxy = CuttingProxy::start(&reg.host(), 1_000_000);
+    let d = TestDaemon::start();
+    // 3 MB of data no compressor can shrink, so the cut falls inside the layer blob.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let noise: Vec<u8> = (0..3_000_000)
+        .map(|_| {
+            // xorshift64: bytes gzip cannot shrink.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let image = TestImage::new(vec![TestLayer::new().file("noise", &noise, 0o644, 0, 0)]);
+    reg.push_image(&image, "big:1");
+    let name = format!("{}/big:1", proxy.host());
+
+    let out = d.hyperctl(&["pull", &name]);
+    assert_eq!(out.code, 255, "{out:?}");
+    assert!(proxy.cuts() > 0, "the proxy never cut a transfer");
+    assert!(d.ok(&["images", "-q", "-a"]).trim().is_empty());
+    assert_eq!(d.curl("GET", "/_ping", None).status, 200);
+
+    proxy.heal();
+    d.ok(&["pull", &name]);
     assert_eq!(inspect(&d, &name)["Id"], image.config_digest());
 }
 

@@ -278,3 +278,25 @@ async fn an_archive_that_is_not_one_is_refused_and_leaves_nothing() {
         .unwrap_err();
     assert_eq!(err.kind(), Kind::NotFound, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_imports_of_the_same_content_make_one_intact_image() {
+    let (dir, images) = images();
+    let tar = tarball(&[("bin/a", &[1u8; 200_000]), ("bin/b", &[2u8; 200_000])]);
+    let (a, b) = tokio::join!(
+        images.import(body(tar.clone()), "same", "1"),
+        images.import(body(tar.clone()), "same", "2"),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.layers[0].diff_id, b.layers[0].diff_id);
+    // One layer on disk, whole.
+    assert_eq!(entries(&dir.path().join("snapshots")).len(), 1);
+    let lower = &images.lower_dirs(&a)[0];
+    assert_eq!(
+        std::fs::read(Path::new(lower).join("bin/a")).unwrap(),
+        vec![1u8; 200_000]
+    );
+    assert_eq!(images.resolve("same:1").unwrap().layers, a.layers);
+    assert_eq!(images.resolve("same:2").unwrap().layers, b.layers);
+    assert!(entries(&dir.path().join("content/ingest")).is_empty());
+}
