@@ -401,6 +401,24 @@ impl Images {
             .map_err(|e| Error::BadContent(format!("image {} config: {e}", image.id)))
     }
 
+    /// The image's manifest: its digest, its exact bytes and what they say. `what` names the
+    /// operation for images from before manifests existed, which have none.
+    fn manifest_of(&self, image: &ImageRecord, what: &str) -> Result<(Digest, Vec<u8>, Manifest)> {
+        if image.manifest.is_empty() {
+            return Err(Error::Invalid(format!(
+                "image {} was imported before images had manifests: import it again to {what} it",
+                &image.id[..12]
+            )));
+        }
+        let digest: Digest = image
+            .manifest
+            .parse()
+            .map_err(|e: digest::InvalidDigest| Error::BadContent(e.to_string()))?;
+        let bytes = self.content.read(&digest)?;
+        let manifest = Manifest::parse(&bytes).map_err(Error::BadContent)?;
+        Ok((digest, bytes, manifest))
+    }
+
     /// The overlayfs lower dirs of an image's rootfs, topmost first.
     pub fn lower_dirs(&self, image: &ImageRecord) -> Vec<String> {
         if image.layers.is_empty() {
