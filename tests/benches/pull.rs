@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hyper_tests::daemon::TestDaemon;
-use hyper_tests::oci::{TestImage, TestLayer, skopeo_push};
+use hyper_tests::oci::{PushOptions, TestImage, TestLayer, skopeo_push};
 use hyper_tests::registry::TestRegistry;
 
 const LAYERS: usize = 5;
@@ -90,7 +90,7 @@ fn main() {
         .sum();
     let registry = TestRegistry::start_plain();
     let reference = format!("{}/bench:1", registry.host());
-    skopeo_push(layout.path(), "1", &reference);
+    skopeo_push(layout.path(), "1", &reference, PushOptions::default());
 
     let mut hyperd = Vec::new();
     let mut skopeo = Vec::new();

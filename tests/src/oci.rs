@@ -2,7 +2,8 @@
 //! made in memory ([`TestLayer`]: files with their owner and mode, directories, symlinks,
 //! hardlinks, whiteouts), and images over them ([`TestImage`]: an image config, an OCI
 //! manifest) written as an OCI image layout (single image or multi-platform index) or as a
-//! `docker save` archive. [`skopeo_push`] puts a layout into a registry.
+//! `docker save` archive. [`skopeo_push`] puts a layout into a registry (plain HTTP, or TLS
+//! with a CA and credentials).
 //!
 //! Follows the OCI image spec v1.1 (image layout, manifest, index, config, layer changesets with
 //! whiteouts) and Docker's image archive format (`manifest.json`). Builders panic on a bad
@@ -490,7 +491,13 @@ impl TestImage {
 
     /// The digests of the layer blobs as the manifest lists them (compressed), base first.
     pub fn layer_digests(&self) -> Vec<String> {
-        self.blobs().layers.iter().map(|l| sha256(l)).collect()
+        self.layer_blobs().iter().map(|l| sha256(l)).collect()
+    }
+
+    /// The layer blobs as a layout holds them and a registry serves them (compressed as
+    /// [`TestImage::compression`] says), base first.
+    pub fn layer_blobs(&self) -> &[Vec<u8>] {
+        &self.blobs().layers
     }
 
     fn platform_json(&self) -> Value {
@@ -554,7 +561,8 @@ impl TestImage {
         config
     }
 
-    fn config_bytes(&self) -> Vec<u8> {
+    /// The config blob: [`TestImage::config`] as the manifest's config descriptor names it.
+    pub fn config_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(&self.config()).unwrap()
     }
 
@@ -684,19 +692,39 @@ impl TestImage {
     }
 }
 
+/// How [`skopeo_push`] reaches a registry and what it sends. The default: plain HTTP (or TLS
+/// unverified), anonymous, the manifest and its digests kept.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PushOptions<'a> {
+    /// A directory holding the registry's CA as `ca.crt` (`--dest-cert-dir`): TLS verified
+    /// against it. `None`: `--dest-tls-verify=false`, which also allows plain HTTP.
+    pub cert_dir: Option<&'a Path>,
+    /// `(user, password)` for the registry (`--dest-creds`).
+    pub credentials: Option<(&'a str, &'a str)>,
+    /// A manifest format to convert to (`--format`, e.g. `v2s2` for Docker's schema 2): the
+    /// manifest, and so its digest, changes. `None`: digests preserved (`--preserve-digests`).
+    pub format: Option<&'a str>,
+}
+
 /// Copies `oci:<layout>:<tag>` (an image or an index, every platform) to
-/// `docker://<dest>` over plain HTTP, digests preserved; `dest` is `<host>/<repo>:<tag>`.
-/// Panics with skopeo's stderr if the copy fails.
-pub fn skopeo_push(layout: &Path, tag: &str, dest: &str) {
-    let out = Command::new("skopeo")
-        .args([
-            "--insecure-policy",
-            "copy",
-            "--quiet",
-            "--all",
-            "--preserve-digests",
-        ])
-        .arg("--dest-tls-verify=false")
+/// `docker://<dest>`; `dest` is `<host>/<repo>:<tag>`. Panics with skopeo's stderr if the
+/// copy fails.
+pub fn skopeo_push(layout: &Path, tag: &str, dest: &str, options: PushOptions) {
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["--insecure-policy", "copy", "--quiet", "--all"]);
+    match options.format {
+        // skopeo refuses to preserve digests it has to change.
+        Some(format) => cmd.args(["--format", format]),
+        None => cmd.arg("--preserve-digests"),
+    };
+    match options.cert_dir {
+        Some(dir) => cmd.arg("--dest-cert-dir").arg(dir),
+        None => cmd.arg("--dest-tls-verify=false"),
+    };
+    if let Some((user, password)) = options.credentials {
+        cmd.arg(format!("--dest-creds={user}:{password}"));
+    }
+    let out = cmd
         .arg(format!("oci:{}:{tag}", layout.display()))
         .arg(format!("docker://{}", dest.trim_start_matches("docker://")))
         .stdin(Stdio::null())

@@ -2,26 +2,19 @@
 //! free port and its own storage: plain HTTP, TLS with htpasswd (Basic) auth, or plain HTTP
 //! with Docker's token auth served by a small token service in the test ([`TokenService`]).
 //! The registry is killed and reaped when its handle drops (and with the test's thread,
-//! through `PR_SET_PDEATHSIG`). Also small OCI
-//! images built by the test (a real tar layer, a config, a manifest, optionally an index over
-//! several platforms) and pushed into the registry with `skopeo copy` from an `oci:` layout.
+//! through `PR_SET_PDEATHSIG`). Images built with [`crate::oci`] are pushed into it by
+//! [`crate::oci::skopeo_push`] from an `oci:` layout.
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
 use crate::dies_with_test;
+use crate::oci::{PushOptions, TestImage, skopeo_push};
 
 /// How long the registry may take to answer its first request.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
-
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 /// A running `docker-registry serve`.
 pub struct TestRegistry {
@@ -208,65 +201,46 @@ impl TestRegistry {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
 
-    /// Pushes `image` as `<host>/<name_tag>` with `skopeo copy` from an `oci:` layout.
-    /// `format` `None` keeps the OCI manifest (and so its digest); `Some("v2s2")` converts it to
-    /// Docker's schema 2.
-    pub fn push(&self, image: &OciImage, name_tag: &str, format: Option<&str>) {
+    /// Pushes `image` as `<host>/<name_tag>`, its OCI manifest kept (so the registry serves
+    /// [`TestImage::manifest_digest`]).
+    pub fn push_image(&self, image: &TestImage, name_tag: &str) {
         let layout = tempfile::tempdir().unwrap();
-        let top = Descriptor::of(OCI_MANIFEST, &image.manifest);
-        write_layout(layout.path(), &top, image.blobs());
-        self.skopeo_copy(layout.path(), name_tag, format, false);
+        image.write_oci_layout(layout.path(), LAYOUT_TAG);
+        self.copy(layout.path(), name_tag, None);
     }
 
-    /// Pushes a [`crate::oci::TestImage`] as `<host>/<name_tag>`, its OCI manifest kept (so
-    /// the registry serves [`crate::oci::TestImage::manifest_digest`]).
-    pub fn push_image(&self, image: &crate::oci::TestImage, name_tag: &str) {
+    /// Pushes `image` as `<host>/<name_tag>` converted by skopeo to manifest `format`
+    /// (`v2s2`: Docker's schema 2); the registry serves another digest than
+    /// [`TestImage::manifest_digest`].
+    pub fn push_image_as(&self, image: &TestImage, name_tag: &str, format: &str) {
         let layout = tempfile::tempdir().unwrap();
-        image.write_oci_layout(layout.path(), REF_NAME);
-        self.skopeo_copy(layout.path(), name_tag, None, false);
+        image.write_oci_layout(layout.path(), LAYOUT_TAG);
+        self.copy(layout.path(), name_tag, Some(format));
     }
 
-    /// Pushes an index over `images` (one manifest per platform) as `<host>/<name_tag>`.
-    pub fn push_images(&self, images: &[crate::oci::TestImage], name_tag: &str) {
+    /// Pushes an index over `images` (one manifest per platform, see
+    /// [`TestImage::index_digest`]) as `<host>/<name_tag>`, every platform included.
+    pub fn push_images(&self, images: &[TestImage], name_tag: &str) {
         let layout = tempfile::tempdir().unwrap();
-        crate::oci::TestImage::write_oci_index(images, layout.path(), REF_NAME);
-        self.skopeo_copy(layout.path(), name_tag, None, true);
+        TestImage::write_oci_index(images, layout.path(), LAYOUT_TAG);
+        self.copy(layout.path(), name_tag, None);
     }
 
-    /// Pushes an image index over `images` (one manifest per platform) as `<host>/<name_tag>`,
-    /// all platforms included (`skopeo copy --all`).
-    pub fn push_index(&self, index: &OciIndex, name_tag: &str) {
-        let layout = tempfile::tempdir().unwrap();
-        let top = Descriptor::of(OCI_INDEX, &index.bytes);
-        let mut blobs: Vec<&[u8]> = vec![&index.bytes];
-        for image in &index.images {
-            blobs.extend(image.blobs());
-        }
-        write_layout(layout.path(), &top, blobs);
-        self.skopeo_copy(layout.path(), name_tag, None, true);
-    }
-
-    fn skopeo_copy(&self, layout: &Path, name_tag: &str, format: Option<&str>, all: bool) {
-        let mut cmd = Command::new("skopeo");
-        cmd.args(["--insecure-policy", "copy", "--quiet"]);
-        if all {
-            cmd.arg("--all");
-        }
-        if let Some(format) = format {
-            cmd.args(["--format", format]);
-        }
-        if self.tls {
-            cmd.arg("--dest-cert-dir")
-                .arg(self.certs_dir().join(self.host()));
-        } else {
-            cmd.arg("--dest-tls-verify=false");
-        }
-        if let Some((user, password)) = self.credentials() {
-            cmd.arg(format!("--dest-creds={user}:{password}"));
-        }
-        cmd.arg(format!("oci:{}:{REF_NAME}", layout.display()))
-            .arg(format!("docker://{}/{name_tag}", self.host()));
-        run(&mut cmd);
+    /// `skopeo copy` of the layout's [`LAYOUT_TAG`] to `<host>/<name_tag>`, trusting this
+    /// registry's CA and with its credentials.
+    fn copy(&self, layout: &Path, name_tag: &str, format: Option<&str>) {
+        let cert_dir = self.tls.then(|| self.certs_dir().join(self.host()));
+        let options = PushOptions {
+            cert_dir: cert_dir.as_deref(),
+            credentials: self.credentials(),
+            format,
+        };
+        skopeo_push(
+            layout,
+            LAYOUT_TAG,
+            &format!("{}/{name_tag}", self.host()),
+            options,
+        );
     }
 
     /// `skopeo inspect --raw` of `<host>/<name_ref>`: the manifest bytes the registry serves.
@@ -302,10 +276,9 @@ impl Drop for TestRegistry {
     }
 }
 
-/// The ref name the layouts we write tag their one top-level manifest with.
-const REF_NAME: &str = "img";
+/// The tag the layouts we push name their one top-level manifest or index with.
+const LAYOUT_TAG: &str = "img";
 
-/// A free TCP port on 127.0.0.1 (free when asked).
 /// `docker-registry serve <dir>/config.yml`, logging (appending) to `<dir>/registry.log`.
 fn spawn_registry(dir: &Path) -> Child {
     let log = std::fs::OpenOptions::new()
@@ -323,6 +296,7 @@ fn spawn_registry(dir: &Path) -> Child {
         .expect("start docker-registry (apt-get install docker-registry)")
 }
 
+/// A free TCP port on 127.0.0.1 (free when asked).
 fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
@@ -425,179 +399,6 @@ fn run(cmd: &mut Command) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
-}
-
-/// `sha256:<hex>` of `data`.
-pub fn sha256(data: &[u8]) -> String {
-    let hash = Sha256::digest(data);
-    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
-}
-
-/// An uncompressed tar archive of regular files (mode 0644; parents are implied).
-pub fn tar_layer(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (path, data) in files {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(1_700_000_000);
-        h.set_cksum();
-        b.append_data(&mut h, path, *data).expect("tar entry");
-    }
-    b.into_inner().expect("tar archive")
-}
-
-/// `data` gzip-compressed. Layers are pushed compressed: skopeo would compress an
-/// uncompressed one on the way, and the manifest would no longer be ours.
-pub fn gzip(data: &[u8]) -> Vec<u8> {
-    use std::io::Write as _;
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    encoder.write_all(data).expect("gzip");
-    encoder.finish().expect("gzip")
-}
-
-/// A content descriptor as OCI writes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Descriptor {
-    pub media_type: String,
-    pub digest: String,
-    pub size: u64,
-}
-
-impl Descriptor {
-    pub fn of(media_type: &str, data: &[u8]) -> Self {
-        Self {
-            media_type: media_type.into(),
-            digest: sha256(data),
-            size: data.len() as u64,
-        }
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "mediaType": self.media_type,
-            "digest": self.digest,
-            "size": self.size,
-        })
-    }
-}
-
-/// A single-platform OCI image: its config, gzipped tar layers and manifest, as bytes.
-#[derive(Debug, Clone)]
-pub struct OciImage {
-    pub os: String,
-    pub architecture: String,
-    pub config: Vec<u8>,
-    /// The layer blobs (gzip), base first.
-    pub layers: Vec<Vec<u8>>,
-    /// The uncompressed tar archives: their digests are the config's `diff_ids`.
-    pub tars: Vec<Vec<u8>>,
-    pub manifest: Vec<u8>,
-}
-
-impl OciImage {
-    /// A `linux/<architecture>` image of `tars` (tar archives, see [`tar_layer`]; pushed
-    /// gzipped) whose config runs `cmd`.
-    pub fn new(architecture: &str, tars: Vec<Vec<u8>>, cmd: &[&str]) -> Self {
-        let diff_ids: Vec<String> = tars.iter().map(|t| sha256(t)).collect();
-        let layers: Vec<Vec<u8>> = tars.iter().map(|t| gzip(t)).collect();
-        let config = serde_json::to_vec(&serde_json::json!({
-            "architecture": architecture,
-            "os": "linux",
-            "config": { "Cmd": cmd, "Env": ["PATH=/bin"] },
-            "rootfs": { "type": "layers", "diff_ids": diff_ids },
-        }))
-        .unwrap();
-        let manifest = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": Descriptor::of(OCI_CONFIG, &config).json(),
-            "layers": layers
-                .iter()
-                .map(|l| Descriptor::of(OCI_LAYER_GZIP, l).json())
-                .collect::<Vec<_>>(),
-        }))
-        .unwrap();
-        Self {
-            os: "linux".into(),
-            architecture: architecture.into(),
-            config,
-            layers,
-            tars,
-            manifest,
-        }
-    }
-
-    /// `sha256:` of the manifest bytes: what the registry serves it under.
-    pub fn digest(&self) -> String {
-        sha256(&self.manifest)
-    }
-
-    pub fn config_descriptor(&self) -> Descriptor {
-        Descriptor::of(OCI_CONFIG, &self.config)
-    }
-
-    pub fn layer_descriptors(&self) -> Vec<Descriptor> {
-        self.layers
-            .iter()
-            .map(|l| Descriptor::of(OCI_LAYER_GZIP, l))
-            .collect()
-    }
-
-    fn blobs(&self) -> Vec<&[u8]> {
-        let mut blobs: Vec<&[u8]> = vec![&self.manifest, &self.config];
-        blobs.extend(self.layers.iter().map(Vec::as_slice));
-        blobs
-    }
-}
-
-/// An OCI image index over single-platform images.
-#[derive(Debug, Clone)]
-pub struct OciIndex {
-    pub images: Vec<OciImage>,
-    pub bytes: Vec<u8>,
-}
-
-impl OciIndex {
-    pub fn new(images: Vec<OciImage>) -> Self {
-        let manifests: Vec<serde_json::Value> = images
-            .iter()
-            .map(|i| {
-                let mut d = Descriptor::of(OCI_MANIFEST, &i.manifest).json();
-                d["platform"] = serde_json::json!({ "os": i.os, "architecture": i.architecture });
-                d
-            })
-            .collect();
-        let bytes = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
-            "manifests": manifests,
-        }))
-        .unwrap();
-        Self { images, bytes }
-    }
-
-    pub fn digest(&self) -> String {
-        sha256(&self.bytes)
-    }
-}
-
-/// An OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/`) whose index names `top`
-/// with the ref name [`REF_NAME`].
-fn write_layout<'a>(dir: &Path, top: &Descriptor, blobs: impl IntoIterator<Item = &'a [u8]>) {
-    let blob_dir = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blob_dir).unwrap();
-    for blob in blobs {
-        let digest = sha256(blob);
-        let hex = digest.trim_start_matches("sha256:");
-        std::fs::write(blob_dir.join(hex), blob).unwrap();
-    }
-    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    let mut entry = top.json();
-    entry["annotations"] = serde_json::json!({ "org.opencontainers.image.ref.name": REF_NAME });
-    let index = serde_json::json!({ "schemaVersion": 2, "manifests": [entry] });
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
 }
 
 /// The `service` and `issuer` a [`TokenService`] signs tokens for.

@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use hyper_tests::registry::{self as harness, OciImage, OciIndex, TestRegistry, tar_layer};
+use hyper_tests::oci::{Compression, TestImage, TestLayer, sha256};
+use hyper_tests::registry::TestRegistry;
 
 use super::*;
 
@@ -20,20 +21,36 @@ fn reference(reg: &TestRegistry, name: &str) -> Reference {
     Reference::parse(&format!("{}/{name}", reg.host())).unwrap()
 }
 
-fn image(arch: &str, content: &[u8]) -> OciImage {
-    OciImage::new(
-        arch,
-        vec![tar_layer(&[("etc/hello", content)])],
-        &["/bin/sh"],
+/// A `linux/<arch>` image of one gzip layer holding `/etc/hello` with `content`.
+fn image(arch: &str, content: &[u8]) -> TestImage {
+    let layer = TestLayer::new().file("etc/hello", content, 0o644, 0, 0);
+    TestImage::new(vec![layer])
+        .platform("linux", arch)
+        .cmd(&["/bin/sh"])
+        .env(&["PATH=/bin"])
+}
+
+/// The descriptor a manifest gives `data`, as the test computes it.
+fn descriptor(media_type: &str, data: &[u8]) -> Descriptor {
+    Descriptor {
+        media_type: media_type.into(),
+        digest: sha256(data),
+        size: data.len() as u64,
+    }
+}
+
+fn config_descriptor(img: &TestImage) -> Descriptor {
+    descriptor(
+        "application/vnd.oci.image.config.v1+json",
+        &img.config_bytes(),
     )
 }
 
-fn ours(d: &harness::Descriptor) -> Descriptor {
-    Descriptor {
-        media_type: d.media_type.clone(),
-        digest: d.digest.clone(),
-        size: d.size,
-    }
+fn layer_descriptors(img: &TestImage) -> Vec<Descriptor> {
+    img.layer_blobs()
+        .iter()
+        .map(|l| descriptor(Compression::Gzip.media_type(), l))
+        .collect()
 }
 
 fn basic(user: &str, password: &str) -> Credentials {
@@ -61,37 +78,40 @@ async fn fetch(
 async fn resolves_and_fetches_an_oci_image_from_a_plain_registry() {
     let reg = TestRegistry::start_plain();
     let img = image("amd64", b"hello from the layer");
-    reg.push(&img, "app:1", None);
+    reg.push_image(&img, "app:1");
     let certs = tempfile::tempdir().unwrap();
     let registry = registry(certs.path());
     let anon = Credentials::Anonymous;
 
     let r = reference(&reg, "app:1");
     let resolved = registry.resolve(&r, &anon).await.unwrap();
-    assert_eq!(resolved.digest, img.digest());
+    assert_eq!(resolved.digest, img.manifest_digest());
     assert_eq!(resolved.media_type, OCI_MANIFEST);
-    assert_eq!(resolved.bytes, img.manifest);
-    assert_eq!(resolved.config, ours(&img.config_descriptor()));
-    let layers: Vec<Descriptor> = img.layer_descriptors().iter().map(ours).collect();
+    assert_eq!(resolved.bytes, img.manifest());
+    assert_eq!(resolved.config, config_descriptor(&img));
+    let layers = layer_descriptors(&img);
     assert_eq!(resolved.layers, layers);
     assert_eq!(resolved.index_digest, None);
 
     // By digest, the same manifest.
-    let pinned = reference(&reg, &format!("app@{}", img.digest()));
+    let pinned = reference(&reg, &format!("app@{}", img.manifest_digest()));
     assert_eq!(
         registry.resolve(&pinned, &anon).await.unwrap().bytes,
-        img.manifest
+        img.manifest()
     );
 
     let (layer, progress) = fetch(&registry, &r, &layers[0].digest, &anon)
         .await
         .unwrap();
-    assert_eq!(layer, img.layers[0]);
-    assert_eq!(progress.last().copied(), Some(img.layers[0].len() as u64));
+    assert_eq!(layer, img.layer_blobs()[0]);
+    assert_eq!(
+        progress.last().copied(),
+        Some(img.layer_blobs()[0].len() as u64)
+    );
     let (config, _) = fetch(&registry, &r, &resolved.config.digest, &anon)
         .await
         .unwrap();
-    assert_eq!(config, img.config);
+    assert_eq!(config, img.config_bytes());
 
     let err = registry
         .resolve(&reference(&reg, "app:nope"), &anon)
@@ -110,7 +130,7 @@ async fn resolves_and_fetches_an_oci_image_from_a_plain_registry() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::NotFound(_)), "{err:?}");
-    let missing = harness::sha256(b"no such blob");
+    let missing = sha256(b"no such blob");
     let err = fetch(&registry, &r, &missing, &anon).await.unwrap_err();
     assert!(matches!(err, Error::NotFound(_)), "{err:?}");
     assert!(err.to_string().contains(&missing), "{err}");
@@ -126,8 +146,8 @@ async fn resolves_and_fetches_an_oci_image_from_a_plain_registry() {
 async fn a_blob_that_does_not_match_its_digest_is_refused() {
     let reg = TestRegistry::start_plain();
     let img = image("amd64", b"the real content");
-    reg.push(&img, "app:1", None);
-    let layer = img.layer_descriptors()[0].digest.clone();
+    reg.push_image(&img, "app:1");
+    let layer = layer_descriptors(&img)[0].digest.clone();
     let stored = reg.blob_path(&layer);
     let mut damaged = std::fs::read(&stored).unwrap();
     let last = damaged.len() - 1;
@@ -155,13 +175,13 @@ async fn a_blob_that_does_not_match_its_digest_is_refused() {
 async fn resolves_docker_schema2_manifests() {
     let reg = TestRegistry::start_plain();
     let img = image("amd64", b"docker flavoured");
-    reg.push(&img, "docker:1", Some("v2s2"));
+    reg.push_image_as(&img, "docker:1", "v2s2");
     let certs = tempfile::tempdir().unwrap();
     let registry = registry(certs.path());
     let r = reference(&reg, "docker:1");
     let resolved = registry.resolve(&r, &Credentials::Anonymous).await.unwrap();
     assert_eq!(resolved.media_type, DOCKER_MANIFEST);
-    assert_eq!(resolved.digest, harness::sha256(&resolved.bytes));
+    assert_eq!(resolved.digest, sha256(&resolved.bytes));
     assert_eq!(resolved.layers.len(), 1);
     let (config, _) = fetch(
         &registry,
@@ -183,8 +203,8 @@ async fn pushes_blobs_and_a_manifest_that_skopeo_reads_back() {
     let registry = registry(certs.path());
     let anon = Credentials::Anonymous;
     let r = reference(&reg, "pushed/app:v1");
-    let layer = &img.layer_descriptors()[0];
-    let config = img.config_descriptor();
+    let layer = &layer_descriptors(&img)[0];
+    let config = config_descriptor(&img);
 
     assert!(
         !registry
@@ -194,7 +214,7 @@ async fn pushes_blobs_and_a_manifest_that_skopeo_reads_back() {
     );
     // A manifest whose blobs the registry lacks is refused with its reason.
     let err = registry
-        .push_manifest(&r, &img.manifest, OCI_MANIFEST, &anon)
+        .push_manifest(&r, &img.manifest(), OCI_MANIFEST, &anon)
         .await
         .unwrap_err();
     assert_eq!(
@@ -203,7 +223,7 @@ async fn pushes_blobs_and_a_manifest_that_skopeo_reads_back() {
     );
 
     let file = certs.path().join("layer.tar");
-    std::fs::write(&file, &img.layers[0]).unwrap();
+    std::fs::write(&file, &img.layer_blobs()[0]).unwrap();
     let sent = std::sync::Arc::new(std::sync::Mutex::new(0u64));
     let progress = {
         let sent = sent.clone();
@@ -218,7 +238,7 @@ async fn pushes_blobs_and_a_manifest_that_skopeo_reads_back() {
         .push_blob(
             &r,
             &config.digest,
-            BlobSource::Bytes(img.config.clone().into()),
+            BlobSource::Bytes(img.config_bytes().into()),
             &anon,
             |_| {},
         )
@@ -241,7 +261,7 @@ async fn pushes_blobs_and_a_manifest_that_skopeo_reads_back() {
     let err = registry
         .push_blob(
             &r,
-            &harness::sha256(b"other"),
+            &sha256(b"other"),
             BlobSource::Bytes("this".into()),
             &anon,
             |_| {},
@@ -251,11 +271,11 @@ async fn pushes_blobs_and_a_manifest_that_skopeo_reads_back() {
     assert!(matches!(err, Error::Protocol(_)), "{err:?}");
 
     let digest = registry
-        .push_manifest(&r, &img.manifest, OCI_MANIFEST, &anon)
+        .push_manifest(&r, &img.manifest(), OCI_MANIFEST, &anon)
         .await
         .unwrap();
-    assert_eq!(digest, img.digest());
-    assert_eq!(reg.inspect_raw("pushed/app:v1"), img.manifest);
+    assert_eq!(digest, img.manifest_digest());
+    assert_eq!(reg.inspect_raw("pushed/app:v1"), img.manifest());
 }
 
 #[tokio::test]
@@ -263,8 +283,8 @@ async fn multi_arch_indexes_resolve_to_linux_amd64() {
     let reg = TestRegistry::start_plain();
     let amd64 = image("amd64", b"x86");
     let arm64 = image("arm64", b"arm");
-    let index = OciIndex::new(vec![arm64.clone(), amd64.clone()]);
-    reg.push_index(&index, "multi:1");
+    let both = [arm64.clone(), amd64.clone()];
+    reg.push_images(&both, "multi:1");
     let certs = tempfile::tempdir().unwrap();
     let registry = registry(certs.path());
 
@@ -272,11 +292,11 @@ async fn multi_arch_indexes_resolve_to_linux_amd64() {
         .resolve(&reference(&reg, "multi:1"), &Credentials::Anonymous)
         .await
         .unwrap();
-    assert_eq!(resolved.digest, amd64.digest());
-    assert_eq!(resolved.config, ours(&amd64.config_descriptor()));
-    assert_eq!(resolved.index_digest, Some(index.digest()));
+    assert_eq!(resolved.digest, amd64.manifest_digest());
+    assert_eq!(resolved.config, config_descriptor(&amd64));
+    assert_eq!(resolved.index_digest, Some(TestImage::index_digest(&both)));
 
-    reg.push_index(&OciIndex::new(vec![arm64]), "armonly:1");
+    reg.push_images(&[arm64], "armonly:1");
     let err = registry
         .resolve(&reference(&reg, "armonly:1"), &Credentials::Anonymous)
         .await
@@ -293,7 +313,7 @@ async fn multi_arch_indexes_resolve_to_linux_amd64() {
 async fn tls_registry_with_auth_checks_credentials() {
     let reg = TestRegistry::start_tls_auth("alice", "s3cret");
     let img = image("amd64", b"private");
-    reg.push(&img, "private/app:1", None);
+    reg.push_image(&img, "private/app:1");
     let registry = registry(&reg.certs_dir());
     let good = basic("alice", "s3cret");
 
@@ -332,11 +352,11 @@ async fn tls_registry_with_auth_checks_credentials() {
 
     let r = reference(&reg, "private/app:1");
     let resolved = registry.resolve(&r, &good).await.unwrap();
-    assert_eq!(resolved.digest, img.digest());
+    assert_eq!(resolved.digest, img.manifest_digest());
     let (layer, _) = fetch(&registry, &r, &resolved.layers[0].digest, &good)
         .await
         .unwrap();
-    assert_eq!(layer, img.layers[0]);
+    assert_eq!(layer, img.layer_blobs()[0]);
     assert!(
         registry
             .blob_exists(&r, &resolved.layers[0].digest, &good)
@@ -359,10 +379,10 @@ async fn tls_registry_with_auth_checks_credentials() {
     let other = image("amd64", b"pushed over tls");
     let pushed = reference(&reg, "private/pushed:1");
     for (d, data) in [
-        (other.config_descriptor(), other.config.clone()),
+        (config_descriptor(&other), other.config_bytes()),
         (
-            other.layer_descriptors()[0].clone(),
-            other.layers[0].clone(),
+            layer_descriptors(&other)[0].clone(),
+            other.layer_blobs()[0].clone(),
         ),
     ] {
         registry
@@ -377,17 +397,17 @@ async fn tls_registry_with_auth_checks_credentials() {
             .unwrap();
     }
     registry
-        .push_manifest(&pushed, &other.manifest, OCI_MANIFEST, &good)
+        .push_manifest(&pushed, &other.manifest(), OCI_MANIFEST, &good)
         .await
         .unwrap();
-    assert_eq!(reg.inspect_raw("private/pushed:1"), other.manifest);
+    assert_eq!(reg.inspect_raw("private/pushed:1"), other.manifest());
 }
 
 #[tokio::test]
 async fn token_auth_registry_checks_credentials_at_its_token_service() {
     let reg = TestRegistry::start_token_auth("bob", "hunter2");
     let img = image("amd64", b"behind a token");
-    reg.push(&img, "team/app:1", None);
+    reg.push_image(&img, "team/app:1");
     let certs = tempfile::tempdir().unwrap();
     let registry = registry(certs.path());
     let good = basic("bob", "hunter2");
@@ -407,16 +427,16 @@ async fn token_auth_registry_checks_credentials_at_its_token_service() {
 
     let r = reference(&reg, "team/app:1");
     let resolved = registry.resolve(&r, &good).await.unwrap();
-    assert_eq!(resolved.digest, img.digest());
+    assert_eq!(resolved.digest, img.manifest_digest());
     let (layer, _) = fetch(&registry, &r, &resolved.layers[0].digest, &good)
         .await
         .unwrap();
-    assert_eq!(layer, img.layers[0]);
+    assert_eq!(layer, img.layer_blobs()[0]);
 
     // An identity token is exchanged for a bearer token per repository.
     assert_eq!(
         registry.resolve(&r, &identity).await.unwrap().digest,
-        img.digest()
+        img.manifest_digest()
     );
     let stale = Credentials::IdentityToken("stale".into());
     let err = registry.resolve(&r, &stale).await.unwrap_err();
@@ -443,10 +463,10 @@ async fn token_auth_registry_checks_credentials_at_its_token_service() {
     let other = image("amd64", b"pushed with a token");
     let pushed = reference(&reg, "team/pushed:1");
     for (d, data) in [
-        (other.config_descriptor(), other.config.clone()),
+        (config_descriptor(&other), other.config_bytes()),
         (
-            other.layer_descriptors()[0].clone(),
-            other.layers[0].clone(),
+            layer_descriptors(&other)[0].clone(),
+            other.layer_blobs()[0].clone(),
         ),
     ] {
         assert!(
@@ -467,10 +487,10 @@ async fn token_auth_registry_checks_credentials_at_its_token_service() {
             .unwrap();
     }
     registry
-        .push_manifest(&pushed, &other.manifest, OCI_MANIFEST, &identity)
+        .push_manifest(&pushed, &other.manifest(), OCI_MANIFEST, &identity)
         .await
         .unwrap();
-    assert_eq!(reg.inspect_raw("team/pushed:1"), other.manifest);
+    assert_eq!(reg.inspect_raw("team/pushed:1"), other.manifest());
 }
 
 #[tokio::test]
@@ -519,7 +539,7 @@ async fn tls_is_verified_against_certs_d_when_it_has_a_ca_for_the_host() {
 async fn docker_hub_names_go_to_the_mirrors_in_order() {
     let mirror = TestRegistry::start_plain();
     let img = image("amd64", b"from the mirror");
-    mirror.push(&img, "library/busybox:1", None);
+    mirror.push_image(&img, "library/busybox:1");
     let certs = tempfile::tempdir().unwrap();
     let dead = format!("http://127.0.0.1:{}", free_port());
     let registry = Registry::new(RegistryConfig {
@@ -532,11 +552,11 @@ async fn docker_hub_names_go_to_the_mirrors_in_order() {
     let anon = Credentials::Anonymous;
     let r = Reference::parse("busybox:1").unwrap();
     let resolved = registry.resolve(&r, &anon).await.unwrap();
-    assert_eq!(resolved.digest, img.digest());
+    assert_eq!(resolved.digest, img.manifest_digest());
     let (layer, _) = fetch(&registry, &r, &resolved.layers[0].digest, &anon)
         .await
         .unwrap();
-    assert_eq!(layer, img.layers[0]);
+    assert_eq!(layer, img.layer_blobs()[0]);
 
     assert!(matches!(
         Registry::new(RegistryConfig {
@@ -562,7 +582,7 @@ fn the_registry_is_shared_across_tasks() {
     let registry = registry(Path::new("/nonexistent"));
     send_sync(&registry);
     let (r, c) = (Reference::parse("x").unwrap(), Credentials::Anonymous);
-    let digest = harness::sha256(b"");
+    let digest = sha256(b"");
     let mut out = Vec::new();
     send(registry.resolve(&r, &c));
     send(registry.fetch_blob(&r, &digest, &c, &mut out, |_| {}));
