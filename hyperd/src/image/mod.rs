@@ -21,7 +21,7 @@ mod snapshot;
 mod transfer;
 pub mod unpack;
 
-use std::io::{Read, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -674,10 +674,7 @@ fn snapshot_blob(
     expected_diff_id: Option<&Digest>,
     name: &str,
 ) -> Result<(Digest, Digest, u64)> {
-    let chain_of = |diff_id: &Digest| match parent_chain {
-        None => diff_id.clone(),
-        Some(parent) => Digest::of(format!("{parent} {diff_id}").as_bytes()),
-    };
+    let chain_of = |diff_id: &Digest| digest::chain_id(parent_chain, diff_id);
     if let Some(diff_id) = expected_diff_id {
         let chain = chain_of(diff_id);
         if snapshots.contains(&chain) {
@@ -686,10 +683,7 @@ fn snapshot_blob(
     }
     let file = content.open_blob(blob)?;
     let (_, reader) = compression::decompress(file).map_err(|e| Error::io("read the layer", e))?;
-    let mut hashing = HashingReader {
-        inner: reader,
-        hasher: sha2::Sha256::default(),
-    };
+    let mut hashing = digest::HashingReader::new(reader);
     let staging = snapshots.staging()?;
     let stats =
         unpack::unpack_layer(&mut hashing, &staging.fs()).map_err(|source| Error::BadLayer {
@@ -699,7 +693,7 @@ fn snapshot_blob(
     // The tar's end-of-archive padding counts towards the diff id too.
     std::io::copy(&mut hashing, &mut std::io::sink())
         .map_err(|e| Error::BadContent(format!("layer {name}: {e}")))?;
-    let diff_id = Digest::from_sha256(sha2::Digest::finalize(hashing.hasher).as_slice());
+    let (diff_id, _) = hashing.finish();
     if let Some(expected) = expected_diff_id
         && *expected != diff_id
     {
@@ -710,20 +704,6 @@ fn snapshot_blob(
     let chain = chain_of(&diff_id);
     snapshots.commit(staging, &chain, stats.size)?;
     Ok((diff_id, chain, stats.size))
-}
-
-/// A reader that hashes what passes through it.
-struct HashingReader<R> {
-    inner: R,
-    hasher: sha2::Sha256,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        sha2::Digest::update(&mut self.hasher, &buf[..n]);
-        Ok(n)
-    }
 }
 
 #[cfg(test)]

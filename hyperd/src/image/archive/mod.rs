@@ -18,9 +18,8 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
 
-use sha2::{Digest as _, Sha256};
-
 use crate::error::Kind;
+use crate::image::digest::{Digest, HashingReader, HashingWriter};
 
 pub use docker::write_docker_archive;
 pub use oci::write_oci_archive;
@@ -401,15 +400,11 @@ fn digest_hex<'a>(digest: &'a str, named_by: &str) -> Result<&'a str> {
 }
 
 fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    Digest::from_hex(s).is_ok()
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    to_hex(&Sha256::digest(bytes))
+    Digest::of(bytes).hex().to_owned()
 }
 
 /// Reads a metadata file whole (at most [`MAX_METADATA_BYTES`]).
@@ -435,8 +430,8 @@ fn hash_file(path: &Path) -> Result<(String, u64)> {
     let mut hashing = HashingWriter::new(io::sink());
     io::copy(&mut file, &mut hashing)
         .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
-    let (hex, len, _) = hashing.finish();
-    Ok((hex, len))
+    let (digest, len, _) = hashing.finish();
+    Ok((digest.hex().to_owned(), len))
 }
 
 /// Checks `actual_hex` against `expected` (`sha256:<hex>`).
@@ -493,71 +488,6 @@ fn check_layer_count(
     Ok(())
 }
 
-/// A writer that hashes what passes through it.
-struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    len: u64,
-}
-
-impl<W: Write> HashingWriter<W> {
-    fn new(inner: W) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::new(),
-            len: 0,
-        }
-    }
-
-    /// The sha256 hex and byte count of everything written, and the writer.
-    fn finish(self) -> (String, u64, W) {
-        (to_hex(&self.hasher.finalize()), self.len, self.inner)
-    }
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// A reader that hashes what it hands out.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-    len: u64,
-}
-
-impl<R: Read> HashingReader<R> {
-    fn new(inner: R) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::new(),
-            len: 0,
-        }
-    }
-
-    fn finish(self) -> (String, u64) {
-        (to_hex(&self.hasher.finalize()), self.len)
-    }
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
-}
-
 /// Appends one regular file of `size` bytes read from `data`, checking that exactly `size` bytes
 /// came and that their sha256 is `digest` (a tar header states the size before the content, so
 /// a short or changed blob would otherwise make a corrupt archive).
@@ -572,7 +502,7 @@ fn append_blob<W: Write>(
     let mut reader = HashingReader::new(data.take(size));
     tar.append_data(&mut header, name, &mut reader)
         .map_err(|e| Error::io(format!("write {name} to the archive"), e))?;
-    let (hex, len) = reader.finish();
+    let (actual, len) = reader.finish();
     if len != size {
         return Err(Error::SizeMismatch {
             name: digest.to_string(),
@@ -580,7 +510,7 @@ fn append_blob<W: Write>(
             actual: len,
         });
     }
-    check_digest(digest, digest, &hex)
+    check_digest(digest, digest, actual.hex())
 }
 
 /// Appends a small file held in memory.

@@ -49,15 +49,6 @@ pub struct Resolved {
     pub index_digest: Option<String>,
 }
 
-pub(super) fn sha256(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    let hash = sha2::Sha256::digest(bytes);
-    format!(
-        "sha256:{}",
-        hash.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    )
-}
-
 /// The fields of a manifest or index we read (OCI image spec `manifest.md`, `image-index.md`;
 /// Docker's schema 2 has the same shape).
 #[derive(serde::Deserialize)]

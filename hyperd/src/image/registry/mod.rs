@@ -28,7 +28,7 @@ use super::reference::DOCKER_HUB;
 use crate::error::Kind;
 pub use auth::Credentials;
 use endpoint::{ClientKey, Endpoint, Scheme, login_registry, parse_mirror, subject};
-use manifest::{ACCEPTED_MANIFESTS, check_digest, parse_manifest, sha256};
+use manifest::{ACCEPTED_MANIFESTS, check_digest, parse_manifest};
 pub use manifest::{
     DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Descriptor, OCI_INDEX, OCI_MANIFEST, PLATFORM_ARCH,
     PLATFORM_OS, Resolved,
@@ -289,7 +289,7 @@ impl Registry {
             .push_manifest_raw(&ep.reference(r), bytes.to_vec(), content_type)
             .await
         {
-            Ok(_) => Ok(sha256(bytes)),
+            Ok(_) => Ok(crate::image::Digest::of(bytes).to_string()),
             Err(e) => Err(self.explain(&ep, creds, &what, e).await),
         }
     }
