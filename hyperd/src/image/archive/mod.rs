@@ -550,27 +550,18 @@ mod tests {
     use std::io::Seek;
     use std::process::Command;
 
+    use hyper_tests::oci::TestLayer;
+
     use super::*;
 
     const GZIP_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
     const PLAIN_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 
-    /// A layer tar holding `files`.
-    fn layer_tar(files: &[(&str, &str)]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (name, data) in files {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            b.append_data(&mut h, name, data.as_bytes()).unwrap();
-        }
-        b.into_inner().unwrap()
-    }
-
-    fn gzip(bytes: &[u8]) -> Vec<u8> {
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        enc.write_all(bytes).unwrap();
-        enc.finish().unwrap()
+    /// A layer holding regular files `files` (name, content).
+    fn layer(files: &[(&str, &str)]) -> TestLayer {
+        files.iter().fold(TestLayer::new(), |l, (name, data)| {
+            l.file(name, data.as_bytes(), 0o644, 0, 0)
+        })
     }
 
     fn digest_of(bytes: &[u8]) -> String {
@@ -615,20 +606,26 @@ mod tests {
         }
     }
 
-    /// An image whose layers are `layers` (plain tars), each stored gzipped when its flag says
-    /// so; its config, manifest and layers go into `blobs`.
-    fn image(blobs: &DirBlobs, layers: &[(&[u8], bool)], tags: &[&str], cmd: &str) -> ImageToSave {
+    /// An image whose layers are `layers`, each stored gzipped when its flag says so, else as
+    /// a plain tar; its config, manifest and layers go into `blobs`.
+    fn image(
+        blobs: &DirBlobs,
+        layers: &[(&TestLayer, bool)],
+        tags: &[&str],
+        cmd: &str,
+    ) -> ImageToSave {
         let layers: Vec<LayerToSave> = layers
             .iter()
-            .map(|(plain, compressed)| {
+            .map(|(layer, compressed)| {
+                let plain = layer.tar();
                 let stored = if *compressed {
-                    gzip(plain)
+                    layer.gzip()
                 } else {
-                    plain.to_vec()
+                    plain.clone()
                 };
                 LayerToSave {
                     digest: blobs.put(&stored),
-                    diff_id: digest_of(plain),
+                    diff_id: digest_of(&plain),
                     media_type: if *compressed { GZIP_LAYER } else { PLAIN_LAYER }.into(),
                     size: stored.len() as u64,
                 }
@@ -662,9 +659,9 @@ mod tests {
 
     /// Two images sharing a gzipped base layer, each with a plain top layer of its own.
     fn two_images(blobs: &DirBlobs) -> Vec<ImageToSave> {
-        let base = layer_tar(&[("etc/os-release", "ID=test\n"), ("bin/sh", "#!sh")]);
-        let one = layer_tar(&[("app/one", "1")]);
-        let two = layer_tar(&[("app/two", "22")]);
+        let base = layer(&[("etc/os-release", "ID=test\n"), ("bin/sh", "#!sh")]);
+        let one = layer(&[("app/one", "1")]);
+        let two = layer(&[("app/two", "22")]);
         vec![
             image(
                 blobs,
@@ -1111,7 +1108,7 @@ mod tests {
 
     #[test]
     fn read_refuses_a_manifest_naming_a_missing_file() {
-        let layer = layer_tar(&[("a", "a")]);
+        let layer = layer(&[("a", "a")]).tar();
         let config = serde_json::to_vec(&serde_json::json!({
             "rootfs": {"type": "layers", "diff_ids": [digest_of(&layer), digest_of(b"gone")]},
         }))
@@ -1141,7 +1138,7 @@ mod tests {
     #[test]
     fn reads_a_legacy_docker_archive_with_linked_layers() {
         // Docker ≤24: `<id>/layer.tar`, a layer repeated in one image linked to the first copy.
-        let layer = layer_tar(&[("a", "a")]);
+        let layer = layer(&[("a", "a")]).tar();
         let diff = digest_of(&layer);
         let config = serde_json::to_vec(&serde_json::json!({
             "rootfs": {"type": "layers", "diff_ids": [diff, diff]},

@@ -74,6 +74,38 @@ async fn fetch(
     Ok((out, seen))
 }
 
+/// Pushes `img` to `<reg>/<name>` as hyperd does, blob by blob (each absent before) with
+/// `creds`, then the manifest with `manifest_creds`; skopeo reads back the same manifest.
+async fn push_blobs_and_manifest(
+    registry: &Registry,
+    reg: &TestRegistry,
+    name: &str,
+    img: &TestImage,
+    creds: &Credentials,
+    manifest_creds: &Credentials,
+) {
+    let r = reference(reg, name);
+    let blobs = [
+        (config_descriptor(img), img.config_bytes()),
+        (
+            layer_descriptors(img)[0].clone(),
+            img.layer_blobs()[0].clone(),
+        ),
+    ];
+    for (d, data) in blobs {
+        assert!(!registry.blob_exists(&r, &d.digest, creds).await.unwrap());
+        registry
+            .push_blob(&r, &d.digest, BlobSource::Bytes(data.into()), creds, |_| {})
+            .await
+            .unwrap();
+    }
+    registry
+        .push_manifest(&r, &img.manifest(), OCI_MANIFEST, manifest_creds)
+        .await
+        .unwrap();
+    assert_eq!(reg.inspect_raw(name), img.manifest());
+}
+
 #[tokio::test]
 async fn resolves_and_fetches_an_oci_image_from_a_plain_registry() {
     let reg = TestRegistry::start_plain();
@@ -377,30 +409,7 @@ async fn tls_registry_with_auth_checks_credentials() {
 
     // Push with credentials, and the registry serves what we pushed.
     let other = image("amd64", b"pushed over tls");
-    let pushed = reference(&reg, "private/pushed:1");
-    for (d, data) in [
-        (config_descriptor(&other), other.config_bytes()),
-        (
-            layer_descriptors(&other)[0].clone(),
-            other.layer_blobs()[0].clone(),
-        ),
-    ] {
-        registry
-            .push_blob(
-                &pushed,
-                &d.digest,
-                BlobSource::Bytes(data.into()),
-                &good,
-                |_| {},
-            )
-            .await
-            .unwrap();
-    }
-    registry
-        .push_manifest(&pushed, &other.manifest(), OCI_MANIFEST, &good)
-        .await
-        .unwrap();
-    assert_eq!(reg.inspect_raw("private/pushed:1"), other.manifest());
+    push_blobs_and_manifest(&registry, &reg, "private/pushed:1", &other, &good, &good).await;
 }
 
 #[tokio::test]
@@ -460,37 +469,9 @@ async fn token_auth_registry_checks_credentials_at_its_token_service() {
     assert!(matches!(err, Error::Unauthorized(_)), "{err:?}");
     assert!(err.to_string().contains("authentication required"), "{err}");
 
+    // Blobs pushed with the password, the manifest with the identity token.
     let other = image("amd64", b"pushed with a token");
-    let pushed = reference(&reg, "team/pushed:1");
-    for (d, data) in [
-        (config_descriptor(&other), other.config_bytes()),
-        (
-            layer_descriptors(&other)[0].clone(),
-            other.layer_blobs()[0].clone(),
-        ),
-    ] {
-        assert!(
-            !registry
-                .blob_exists(&pushed, &d.digest, &good)
-                .await
-                .unwrap()
-        );
-        registry
-            .push_blob(
-                &pushed,
-                &d.digest,
-                BlobSource::Bytes(data.into()),
-                &good,
-                |_| {},
-            )
-            .await
-            .unwrap();
-    }
-    registry
-        .push_manifest(&pushed, &other.manifest(), OCI_MANIFEST, &identity)
-        .await
-        .unwrap();
-    assert_eq!(reg.inspect_raw("team/pushed:1"), other.manifest());
+    push_blobs_and_manifest(&registry, &reg, "team/pushed:1", &other, &good, &identity).await;
 }
 
 #[tokio::test]
