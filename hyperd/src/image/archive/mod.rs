@@ -710,6 +710,25 @@ mod tests {
             .collect()
     }
 
+    /// The shared base layer `blob` (`sha256:<hex>`) is in `archive` once, as
+    /// `blobs/sha256/<hex>`; returns the archive's entry names.
+    fn assert_written_once(archive: &Path, blob: &str) -> Vec<String> {
+        let names = entry_names(archive);
+        let entry = format!("blobs/sha256/{}", &blob["sha256:".len()..]);
+        assert_eq!(
+            names.iter().filter(|n| **n == entry).count(),
+            1,
+            "{entry} in {names:?}"
+        );
+        names
+    }
+
+    fn assert_same_config_and_tags(written: &ImageToSave, read: &ArchivedImage) {
+        assert_eq!(read.config, written.config);
+        assert_eq!(read.config_digest, written.config_digest);
+        assert_eq!(read.repo_tags, written.repo_tags);
+    }
+
     fn extract_and_read(archive: &Path) -> (tempfile::TempDir, Vec<ArchivedImage>) {
         let dir = tempfile::tempdir().unwrap();
         extract(File::open(archive).unwrap(), dir.path()).unwrap();
@@ -749,22 +768,14 @@ mod tests {
         images.pop();
         images[0].repo_tags.push("example.com/one:again".into());
 
-        let base = &images[0].layers[0].diff_id;
-        let names = entry_names(&file);
-        let base_entry = format!("blobs/sha256/{}", &base[7..]);
-        assert_eq!(
-            names.iter().filter(|n| **n == base_entry).count(),
-            1,
-            "{names:?}"
-        );
+        // docker-archive layers are plain tars, under their diff ids.
+        let names = assert_written_once(&file, &images[0].layers[0].diff_id);
         assert!(names.contains(&"manifest.json".to_string()), "{names:?}");
 
         let (_dir, read) = extract_and_read(&file);
         assert_eq!(read.len(), 2);
         for (written, read) in images.iter().zip(&read) {
-            assert_eq!(read.config, written.config);
-            assert_eq!(read.config_digest, written.config_digest);
-            assert_eq!(read.repo_tags, written.repo_tags);
+            assert_same_config_and_tags(written, read);
             assert!(read.manifest.is_none());
             // docker-archive layers are plain tars: their digest is the diff id.
             let layer_digests: Vec<&str> = read.layers.iter().map(|l| l.digest.as_str()).collect();
@@ -780,21 +791,12 @@ mod tests {
         let file = work.path().join("images.tar");
         write_oci_archive(File::create(&file).unwrap(), &images, &blobs).unwrap();
 
-        let base = &images[0].layers[0].digest;
-        let names = entry_names(&file);
-        let base_entry = format!("blobs/sha256/{}", &base[7..]);
-        assert_eq!(
-            names.iter().filter(|n| **n == base_entry).count(),
-            1,
-            "{names:?}"
-        );
+        assert_written_once(&file, &images[0].layers[0].digest);
 
         let (_dir, read) = extract_and_read(&file);
         assert_eq!(read.len(), 2);
         for (written, read) in images.iter().zip(&read) {
-            assert_eq!(read.config, written.config);
-            assert_eq!(read.config_digest, written.config_digest);
-            assert_eq!(read.repo_tags, written.repo_tags);
+            assert_same_config_and_tags(written, read);
             let manifest = read.manifest.as_ref().unwrap();
             assert_eq!(manifest.bytes, written.manifest);
             assert_eq!(manifest.digest, written.manifest_digest);

@@ -74,6 +74,22 @@ async fn fetch(
     Ok((out, seen))
 }
 
+/// Resolves `r` with `creds` and fetches its first layer: both are `img`'s, as pushed.
+async fn pulls_back(
+    registry: &Registry,
+    r: &Reference,
+    img: &TestImage,
+    creds: &Credentials,
+) -> Resolved {
+    let resolved = registry.resolve(r, creds).await.unwrap();
+    assert_eq!(resolved.digest, img.manifest_digest());
+    let (layer, _) = fetch(registry, r, &resolved.layers[0].digest, creds)
+        .await
+        .unwrap();
+    assert_eq!(layer, img.layer_blobs()[0]);
+    resolved
+}
+
 /// Pushes `img` to `<reg>/<name>` as hyperd does, blob by blob (each absent before) with
 /// `creds`, then the manifest with `manifest_creds`; skopeo reads back the same manifest.
 async fn push_blobs_and_manifest(
@@ -383,12 +399,7 @@ async fn tls_registry_with_auth_checks_credentials() {
     assert!(matches!(err, Error::Unauthorized(_)), "{err:?}");
 
     let r = reference(&reg, "private/app:1");
-    let resolved = registry.resolve(&r, &good).await.unwrap();
-    assert_eq!(resolved.digest, img.manifest_digest());
-    let (layer, _) = fetch(&registry, &r, &resolved.layers[0].digest, &good)
-        .await
-        .unwrap();
-    assert_eq!(layer, img.layer_blobs()[0]);
+    let resolved = pulls_back(&registry, &r, &img, &good).await;
     assert!(
         registry
             .blob_exists(&r, &resolved.layers[0].digest, &good)
@@ -435,12 +446,7 @@ async fn token_auth_registry_checks_credentials_at_its_token_service() {
     );
 
     let r = reference(&reg, "team/app:1");
-    let resolved = registry.resolve(&r, &good).await.unwrap();
-    assert_eq!(resolved.digest, img.manifest_digest());
-    let (layer, _) = fetch(&registry, &r, &resolved.layers[0].digest, &good)
-        .await
-        .unwrap();
-    assert_eq!(layer, img.layer_blobs()[0]);
+    pulls_back(&registry, &r, &img, &good).await;
 
     // An identity token is exchanged for a bearer token per repository.
     assert_eq!(
@@ -532,12 +538,7 @@ async fn docker_hub_names_go_to_the_mirrors_in_order() {
     .unwrap();
     let anon = Credentials::Anonymous;
     let r = Reference::parse("busybox:1").unwrap();
-    let resolved = registry.resolve(&r, &anon).await.unwrap();
-    assert_eq!(resolved.digest, img.manifest_digest());
-    let (layer, _) = fetch(&registry, &r, &resolved.layers[0].digest, &anon)
-        .await
-        .unwrap();
-    assert_eq!(layer, img.layer_blobs()[0]);
+    pulls_back(&registry, &r, &img, &anon).await;
 
     assert!(matches!(
         Registry::new(RegistryConfig {
