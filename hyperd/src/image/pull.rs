@@ -11,7 +11,7 @@ use tokio_util::io::SyncIoBridge;
 use super::registry::{self, Credentials};
 use super::{
     Digest, Error, ImageConfigFile, ImageRecord, Images, LayerRecord, Progress, Reference, Result,
-    blocking, snapshot_blob,
+    blocking, digest, snapshot_blob,
 };
 use crate::ids;
 use crate::store::{self, ImageTag};
@@ -55,69 +55,60 @@ impl Images {
             )));
         }
 
-        // Downloads, a few at a time; each layer reports under its short digest.
+        // Each layer is downloaded and then unpacked on its own, a few at a time: a snapshot
+        // holds only its layer's changes, and its chain id comes from the config's diff ids, so
+        // no layer waits for another. Each reports under its short digest.
         let blobs: Vec<Digest> = resolved
             .layers
             .iter()
             .map(|l| parse_digest(&l.digest))
             .collect::<Result<_>>()?;
+        let chains = digest::chain_ids(&config.rootfs.diff_ids);
         let slots = tokio::sync::Semaphore::new(CONCURRENT_DOWNLOADS);
-        let downloads: Vec<_> = resolved
-            .layers
-            .iter()
-            .zip(&blobs)
-            .map(|(layer, digest)| {
-                let slots = &slots;
-                async move {
-                    let _slot = slots.acquire().await;
-                    self.download(r, creds, digest, layer.size, Some(progress))
-                        .await
-                }
-            })
-            .collect();
-        futures::future::try_join_all(downloads).await?;
-
-        // Unpacks, bottom up: each snapshot sits on its parent's chain id.
-        let mut layers = Vec::with_capacity(blobs.len());
-        let mut size = 0;
-        let mut parent: Option<Digest> = None;
-        for ((descriptor, blob), diff_id) in resolved
+        let layer_work: Vec<_> = resolved
             .layers
             .iter()
             .zip(&blobs)
             .zip(&config.rootfs.diff_ids)
-        {
-            let id = blob.short().to_string();
-            progress.status("Extracting", &id);
-            let (content, snapshots) = (Arc::clone(&self.content), Arc::clone(&self.snapshots));
-            let (blob_c, parent_c, diff_c, name) = (
-                blob.clone(),
-                parent.clone(),
-                diff_id.clone(),
-                blob.to_string(),
-            );
-            let (diff_id, chain_id, unpacked) = blocking(move || {
-                snapshot_blob(
-                    &content,
-                    &snapshots,
-                    &blob_c,
-                    parent_c.as_ref(),
-                    Some(&diff_c),
-                    &name,
-                )
+            .enumerate()
+            .map(|(i, ((descriptor, blob), diff_id))| {
+                let slots = &slots;
+                let parent = i.checked_sub(1).map(|p| chains[p].clone());
+                async move {
+                    let _slot = slots.acquire().await;
+                    self.download(r, creds, blob, descriptor.size, Some(progress))
+                        .await?;
+                    let id = blob.short().to_string();
+                    progress.status("Extracting", &id);
+                    let (content, snapshots) =
+                        (Arc::clone(&self.content), Arc::clone(&self.snapshots));
+                    let (blob_c, diff_c, name) = (blob.clone(), diff_id.clone(), blob.to_string());
+                    let (diff_id, chain_id, unpacked) = blocking(move || {
+                        snapshot_blob(
+                            &content,
+                            &snapshots,
+                            &blob_c,
+                            parent.as_ref(),
+                            Some(&diff_c),
+                            &name,
+                        )
+                    })
+                    .await?;
+                    progress.status("Pull complete", &id);
+                    let layer = LayerRecord {
+                        digest: blob.clone(),
+                        diff_id,
+                        chain_id,
+                        media_type: descriptor.media_type.clone(),
+                        size: descriptor.size,
+                    };
+                    Ok::<_, Error>((layer, unpacked))
+                }
             })
-            .await?;
-            progress.status("Pull complete", &id);
-            size += unpacked;
-            parent = Some(chain_id.clone());
-            layers.push(LayerRecord {
-                digest: blob.clone(),
-                diff_id,
-                chain_id,
-                media_type: descriptor.media_type.clone(),
-                size: descriptor.size,
-            });
-        }
+            .collect();
+        let done = futures::future::try_join_all(layer_work).await?;
+        let size = done.iter().map(|(_, unpacked)| unpacked).sum();
+        let layers = done.into_iter().map(|(layer, _)| layer).collect();
 
         let existed = self.resolve(&r.to_string()).ok().map(|i| i.id);
         let image = self.record_image(
