@@ -475,15 +475,22 @@ impl Store {
 }
 
 /// The `X-Registry-Auth` header for `image` from this user's store ([`Store::from_env`]);
-/// without a config directory (no `$HOME`), the anonymous header.
+/// the anonymous header without a config directory (no `$HOME`) or when the store cannot be
+/// read, as Docker goes on (with a warning on stderr) past a broken `config.json`.
 pub fn registry_auth(image: &ImageRef) -> Result<String, Error> {
-    match Store::from_env() {
-        Ok(store) => store.registry_auth(image),
-        Err(Error::NoConfigDir) => Ok(encode_auth(&AuthConfig {
+    let anonymous = || {
+        encode_auth(&AuthConfig {
             serveraddress: registry_key(image),
             ..AuthConfig::default()
-        })),
-        Err(e) => Err(e),
+        })
+    };
+    match Store::from_env().and_then(|store| store.registry_auth(image)) {
+        Ok(header) => Ok(header),
+        Err(Error::NoConfigDir) => Ok(anonymous()),
+        Err(e) => {
+            eprintln!("WARNING: no credentials for {}: {e}", registry_key(image));
+            Ok(anonymous())
+        }
     }
 }
 

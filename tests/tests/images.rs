@@ -222,6 +222,13 @@ fn registry_faults_leave_no_partial_image_and_a_retry_succeeds() {
     assert_eq!(out.code, 255, "{out:?}");
     nothing_listed(&d);
 
+    // More bytes than the manifest gives: cut off there, never stored.
+    let mut long = good.clone();
+    long.extend_from_slice(&[0u8; 4096]);
+    std::fs::write(&blob, &long).unwrap();
+    assert_fails(&d.hyperctl(&["pull", &name]), "more than");
+    nothing_listed(&d);
+
     // The registry gone.
     std::fs::write(&blob, &good).unwrap();
     reg.stop();
@@ -432,8 +439,19 @@ fn bad_image_requests_are_4xx_and_leave_nothing() {
     let resp = d.curl("DELETE", "/image?imageId=busybox", None);
     assert_eq!(resp.status, 409, "{resp:?}");
     assert!(resp.body.contains("user"), "{resp:?}");
+    // With force the name goes but the image stays for its container; then there is
+    // nothing left to untag, and force or not the answer says who uses it.
+    let id = inspect(&d, "busybox")["Id"].as_str().unwrap().to_string();
+    d.ok(&["rmi", "-f", "busybox"]);
+    let resp = d.curl("DELETE", &format!("/image?imageId={id}&force=1"), None);
+    assert_eq!(resp.status, 409, "{resp:?}");
+    assert!(resp.body.contains("user"), "{resp:?}");
     d.ok(&["rm", "user"]);
-    assert_eq!(d.curl("DELETE", "/image?imageId=busybox", None).status, 200);
+    assert_eq!(
+        d.curl("DELETE", &format!("/image?imageId={id}"), None)
+            .status,
+        200
+    );
     // Nothing of the image remains on disk.
     for sub in ["snapshots", "content/blobs/sha256", "tmp"] {
         let left: Vec<_> = std::fs::read_dir(d.root.join(sub)).unwrap().collect();

@@ -76,6 +76,19 @@ pub async fn create(
 
 /// `imageName` plus `tag`, which may be a tag or a digest (`sha256:…`).
 fn pull_reference(name: &str, tag: &str) -> ApiResult<Reference> {
+    if !tag.is_empty() {
+        let named = Reference::parse(name)?;
+        let has_tag = name
+            .rsplit('/')
+            .next()
+            .is_some_and(|last| last.contains(':'));
+        if has_tag || named.digest.is_some() {
+            return Err(Error::InvalidInput(format!(
+                "imageName {name:?} already names a tag or digest; give tag {tag:?} in one place"
+            ))
+            .into());
+        }
+    }
     let full = match tag {
         "" => name.to_string(),
         t if t.starts_with("sha256:") => format!("{name}@{t}"),

@@ -379,7 +379,12 @@ impl Images {
                 return Ok(img);
             }
         }
-        if id.len() >= 4 && id.chars().all(|c| c.is_ascii_hexdigit()) {
+        let hex = id.chars().all(|c| c.is_ascii_hexdigit());
+        if !hex && let Err(e) = Reference::parse(reference) {
+            // Neither an id nor a valid name: say what is wrong with it.
+            return Err(e);
+        }
+        if id.len() >= 4 && hex {
             let mut found = self.store.read(|c| store::images_by_id_prefix(c, id))?;
             match found.len() {
                 1 => return Ok(found.remove(0)),
@@ -495,6 +500,11 @@ impl Images {
     pub fn tag(&self, source: &str, repo: &str, tag: &str) -> Result<Reference> {
         let image = self.resolve(source)?;
         let target = Reference::for_import(repo, tag)?;
+        if target.repo == "sha256" && Digest::from_hex(&target.tag).is_ok() {
+            return Err(Error::Invalid(format!(
+                "{target}: a name that reads as an image id"
+            )));
+        }
         self.store.write(|tx| {
             store::tag_image(
                 tx,
@@ -508,30 +518,60 @@ impl Images {
         Ok(target)
     }
 
-    /// Removes `reference` as Docker's `rmi` does: a tag is untagged, and the image goes with
-    /// its last tag; an id removes every tag (only with `force` when there are several). An
-    /// image that containers use is never deleted: without `force` that is a conflict, with
-    /// it only the tags go.
+    /// Removes `reference` as Docker's `rmi` does. `repo:tag` removes that tag (and the
+    /// repo's digest references once its last tag there goes); `repo@digest` removes that
+    /// digest reference; an id removes every name (only with `force` when it has several
+    /// tags). The image itself goes with its last name. An image that containers use is
+    /// never deleted: without `force` that is a conflict; with it only the names go.
     pub async fn remove(&self, reference: &str, force: bool) -> Result<Removed> {
         let image = self.resolve(reference)?;
-        let (tags, users) = self.store.read(|c| {
+        let (tags, digests, users) = self.store.read(|c| {
             Ok((
                 store::tags_of_image(c, &image.id)?,
+                store::digests_of_image(c, &image.id)?,
                 store::containers_using_image(c, &image.id)?,
             ))
         })?;
-        let by_tag = Reference::parse(reference).ok().filter(|r| {
+        let named = Reference::parse(reference).ok();
+        let by_digest = named.as_ref().and_then(|r| {
+            let d = r.digest.as_ref()?;
+            digests
+                .iter()
+                .find(|(repo, digest)| *repo == r.repo && digest == d)
+                .cloned()
+        });
+        let by_tag = named.as_ref().filter(|r| {
             r.digest.is_none() && tags.iter().any(|t| t.repo == r.repo && t.tag == r.tag)
         });
-        let mut removed = Removed::default();
-        let untag: Vec<ImageTag> = match &by_tag {
-            Some(r) if tags.len() > 1 => {
-                // One of several names: only that name goes.
-                tags.into_iter()
+        let in_use = || {
+            Error::Conflict(format!(
+                "image {} is used by container {}: remove the container first",
+                &image.id[..12],
+                users.join(", ")
+            ))
+        };
+        let (untag, undigest): (Vec<ImageTag>, Vec<(String, String)>) = match (by_tag, by_digest) {
+            (Some(r), _) => {
+                let untag: Vec<ImageTag> = tags
+                    .iter()
                     .filter(|t| t.repo == r.repo && t.tag == r.tag)
-                    .collect()
+                    .cloned()
+                    .collect();
+                // The repo's last tag here takes the repo's digest references with it.
+                let repo_keeps_a_tag = tags.iter().any(|t| t.repo == r.repo && t.tag != r.tag);
+                let undigest = if repo_keeps_a_tag {
+                    Vec::new()
+                } else {
+                    digests
+                        .iter()
+                        .filter(|(repo, _)| *repo == r.repo)
+                        .cloned()
+                        .collect()
+                };
+                (untag, undigest)
             }
-            _ => {
+            (None, Some(d)) => (Vec::new(), vec![d]),
+            (None, None) => {
                 if tags.len() > 1 && !force {
                     return Err(Error::Conflict(format!(
                         "image {} is tagged as {}: remove the tags one by one, or use force",
@@ -543,31 +583,39 @@ impl Images {
                     )));
                 }
                 if !users.is_empty() && !force {
-                    return Err(Error::Conflict(format!(
-                        "image {} is used by container {}: remove the container first, or use force",
-                        &image.id[..12],
-                        users.join(", ")
-                    )));
+                    return Err(in_use());
                 }
-                tags
+                (tags.clone(), digests.clone())
             }
         };
-        let delete = by_tag.is_none() || untag.len() == self.tag_count(&image.id)?;
-        let delete = delete && users.is_empty();
+        let left = tags.len() - untag.len() + digests.len() - undigest.len();
+        if !users.is_empty() && left == 0 && (!force || (untag.is_empty() && undigest.is_empty())) {
+            // The image would lose its last name while containers use it; with force that is
+            // allowed unless there is no name left to remove at all: then say why.
+            return Err(in_use());
+        }
+        let delete = left == 0 && users.is_empty();
         let _gc = self.gc_lock.write().await;
         self.store.write(|tx| {
             for t in &untag {
                 store::untag_image(tx, &t.repo, &t.tag)?;
+            }
+            for (repo, digest) in &undigest {
+                store::remove_repo_digest(tx, repo, digest)?;
             }
             if delete {
                 store::delete_image(tx, &image.id)?;
             }
             Ok(())
         })?;
-        removed.untagged = untag
-            .iter()
-            .map(|t| format!("{}:{}", t.repo, t.tag))
-            .collect();
+        let mut removed = Removed {
+            untagged: untag
+                .iter()
+                .map(|t| format!("{}:{}", t.repo, t.tag))
+                .chain(undigest.iter().map(|(repo, d)| format!("{repo}@{d}")))
+                .collect(),
+            deleted: Vec::new(),
+        };
         if delete {
             removed.deleted.push(format!("sha256:{}", image.id));
             if !image.rootfs.is_empty() {
@@ -583,13 +631,6 @@ impl Images {
         }
         tracing::info!(image_id = %image.id, ?removed, "image removed");
         Ok(removed)
-    }
-
-    fn tag_count(&self, image_id: &str) -> Result<usize> {
-        Ok(self
-            .store
-            .read(|c| store::tags_of_image(c, image_id))?
-            .len())
     }
 
     /// Deletes every blob and snapshot that no image record names. The caller holds the gc
@@ -675,13 +716,27 @@ fn snapshot_blob(
     name: &str,
 ) -> Result<(Digest, Digest, u64)> {
     let chain_of = |diff_id: &Digest| digest::chain_id(parent_chain, diff_id);
-    if let Some(diff_id) = expected_diff_id {
-        let chain = chain_of(diff_id);
+    let file = content.open_blob(blob)?;
+    if let Some(expected) = expected_diff_id {
+        let chain = chain_of(expected);
         if snapshots.contains(&chain) {
-            return Ok((diff_id.clone(), chain.clone(), snapshots.size(&chain)));
+            // Unpacked before, but this blob may not be what it claims: its content must
+            // still hash to the diff id, or an archive or registry could pair a layer with
+            // another image's snapshot.
+            let (_, reader) =
+                compression::decompress(file).map_err(|e| Error::io("read the layer", e))?;
+            let mut hashing = digest::HashingReader::new(reader);
+            std::io::copy(&mut hashing, &mut std::io::sink())
+                .map_err(|e| Error::BadContent(format!("layer {name}: {e}")))?;
+            let (diff_id, _) = hashing.finish();
+            if diff_id != *expected {
+                return Err(Error::BadContent(format!(
+                    "layer {name}: uncompressed content has digest {diff_id}, the image config says {expected}"
+                )));
+            }
+            return Ok((diff_id, chain.clone(), snapshots.size(&chain)));
         }
     }
-    let file = content.open_blob(blob)?;
     let (_, reader) = compression::decompress(file).map_err(|e| Error::io("read the layer", e))?;
     let mut hashing = digest::HashingReader::new(reader);
     let staging = snapshots.staging()?;

@@ -171,9 +171,17 @@ impl Images {
         let expected = digest.clone();
         let store_task = tokio::task::spawn_blocking(move || {
             let mut ingest = ingest;
-            let mut reader = SyncIoBridge::new(reader);
+            // Never more than the manifest announced (and one byte to know it was more): a
+            // registry that streams on forever is cut off here, and dropping the reader ends
+            // the transfer.
+            let mut reader = std::io::Read::take(SyncIoBridge::new(reader), size + 1);
             std::io::copy(&mut reader, &mut ingest)
                 .map_err(|e| Error::io(format!("store blob {expected}"), e))?;
+            if ingest.written() > size {
+                return Err(Error::BadContent(format!(
+                    "blob {expected}: the registry sent more than the {size} bytes its manifest gives"
+                )));
+            }
             Ok::<_, Error>(ingest.commit(Some((&expected, Some(size))))?)
         });
         let fetched = self
@@ -188,9 +196,13 @@ impl Images {
         let stored = store_task
             .await
             .map_err(|e| Error::io("store blob", std::io::Error::other(e.to_string())))?;
-        // The transfer's own error says more than the short blob it left behind.
-        fetched?;
-        stored?;
+        // The transfer's own error says more than the short blob it left behind, unless the
+        // store refused it first (too long: then the transfer only saw a closed pipe).
+        match (fetched, stored) {
+            (_, Err(e @ Error::BadContent(_))) => return Err(e),
+            (Err(e), _) => return Err(e.into()),
+            (Ok(()), stored) => stored?,
+        };
         if let Some(p) = progress {
             p.status("Download complete", &id);
         }

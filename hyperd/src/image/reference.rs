@@ -135,6 +135,12 @@ fn familiar_name(name: &str) -> std::result::Result<String, String> {
     if name.is_empty() {
         return Err("the repository name is empty".into());
     }
+    // Such a name would read as an image id (Docker refuses it for the same reason).
+    if name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(
+            "a repository name cannot be 64 hexadecimal digits: that is an image id".into(),
+        );
+    }
     if name.len() > NAME_MAX {
         return Err(format!(
             "the repository name is longer than {NAME_MAX} characters"

@@ -293,3 +293,102 @@ async fn concurrent_imports_of_the_same_content_make_one_intact_image() {
     assert_eq!(images.resolve("same:2").unwrap().layers, b.layers);
     assert!(entries(&dir.path().join("content/ingest")).is_empty());
 }
+
+#[tokio::test]
+async fn a_digest_reference_is_removed_alone_and_goes_with_its_repos_last_tag() {
+    let (_d, images) = images();
+    let img = images
+        .import(body(tarball(&[("a", b"a")])), "reg:5000/app", "1")
+        .await
+        .unwrap();
+    let digest = format!("sha256:{}", "d".repeat(64));
+    images
+        .store
+        .write(|tx| store::add_repo_digest(tx, "reg:5000/app", &digest, &img.id))
+        .unwrap();
+    images.tag("reg:5000/app:1", "other", "1").unwrap();
+
+    // By digest: only that reference goes.
+    let removed = images
+        .remove(&format!("reg:5000/app@{digest}"), false)
+        .await
+        .unwrap();
+    assert_eq!(removed.untagged, [format!("reg:5000/app@{digest}")]);
+    assert!(removed.deleted.is_empty());
+    assert_eq!(images.resolve("reg:5000/app:1").unwrap().id, img.id);
+
+    // A repo's last tag takes its digest references along; the image stays for `other`.
+    images
+        .store
+        .write(|tx| store::add_repo_digest(tx, "reg:5000/app", &digest, &img.id))
+        .unwrap();
+    let removed = images.remove("reg:5000/app:1", false).await.unwrap();
+    assert_eq!(
+        removed.untagged,
+        [
+            "reg:5000/app:1".to_string(),
+            format!("reg:5000/app@{digest}")
+        ]
+    );
+    assert!(removed.deleted.is_empty());
+    let removed = images.remove("other:1", false).await.unwrap();
+    assert_eq!(removed.deleted, [format!("sha256:{}", img.id)]);
+}
+
+#[tokio::test]
+async fn names_that_read_as_image_ids_are_refused() {
+    let (_d, images) = images();
+    let img = images
+        .import(body(tarball(&[("a", b"a")])), "a", "1")
+        .await
+        .unwrap();
+    for (repo, tag) in [(img.id.as_str(), "latest"), ("sha256", img.id.as_str())] {
+        let err = images.tag("a:1", repo, tag).unwrap_err();
+        assert_eq!(err.kind(), Kind::InvalidInput, "{repo}:{tag}: {err}");
+    }
+    // A name that is not valid is a 400 naming it, not "no such image".
+    let err = images.resolve("UPPER").unwrap_err();
+    assert_eq!(err.kind(), Kind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("UPPER"), "{err}");
+}
+
+#[tokio::test]
+async fn a_loaded_layer_must_match_its_diff_id_even_when_that_layer_is_unpacked_already() {
+    let (dir, images) = images();
+    let real = tarball(&[("real", b"the real layer")]);
+    images
+        .import(body(real.clone()), "base", "1")
+        .await
+        .unwrap();
+
+    // A docker-archive whose config names the real layer but whose tar is another one.
+    let fake = tarball(&[("fake", b"something else")]);
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [Digest::of(&real).to_string()]}
+    })
+    .to_string();
+    let manifest = serde_json::json!([
+        {"Config": "config.json", "RepoTags": ["evil:8"], "Layers": ["layer.tar"]}
+    ])
+    .to_string();
+    let mut archive = tar::Builder::new(Vec::new());
+    for (name, data) in [
+        ("manifest.json", manifest.as_bytes()),
+        ("config.json", config.as_bytes()),
+        ("layer.tar", &fake[..]),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        archive.append_data(&mut h, name, data).unwrap();
+    }
+    let err = images
+        .load(body(archive.into_inner().unwrap()), &Progress::discard())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("the image config says"), "{err}");
+    assert!(images.resolve("evil:8").is_err());
+    assert!(entries(&dir.path().join("tmp")).is_empty());
+}

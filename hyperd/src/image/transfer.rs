@@ -104,7 +104,9 @@ impl Images {
             for tag in &image.repo_tags {
                 match Reference::parse(tag) {
                     Ok(r) if !r.tag.is_empty() && r.digest.is_none() => names.push(r),
-                    _ => tracing::warn!(tag, "load: not a repo:tag name, left untagged"),
+                    _ => progress.line(format!(
+                        "Skipped the name {tag:?}: not a repo:tag name; the image stays untagged"
+                    )),
                 }
             }
             self.store.write(|tx| {

@@ -155,6 +155,14 @@ pub fn add_repo_digest(c: &Connection, repo: &str, digest: &str, image_id: &str)
     Ok(())
 }
 
+pub fn remove_repo_digest(c: &Connection, repo: &str, digest: &str) -> Result<()> {
+    c.execute(
+        "DELETE FROM image_digests WHERE repo = ?1 AND digest = ?2",
+        [repo, digest],
+    )?;
+    Ok(())
+}
+
 pub fn tags_of_image(c: &Connection, image_id: &str) -> Result<Vec<ImageTag>> {
     let mut stmt = c.prepare(
         "SELECT repo, tag, image_id FROM image_tags WHERE image_id = ?1 ORDER BY repo, tag",
