@@ -1,22 +1,60 @@
-//! The HTTP client of hyperd's REST API, over a unix socket or TCP: plain requests, and
-//! hijacked ones (`101 UPGRADED`, then a raw stream). Non-2xx answers become errors carrying
-//! the daemon's message.
+//! The HTTP client of hyperd's REST API, over a unix socket or TCP: plain requests, streamed
+//! ones (a request body read from a file, an answer read as it arrives), and hijacked ones
+//! (`101 UPGRADED`, then a raw stream). Non-2xx answers become [`Error::Refused`], carrying the
+//! status and the daemon's message.
 
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result, bail};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyDataStream, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
+use tokio_stream::StreamExt as _;
+use tokio_util::io::{ReaderStream, StreamReader};
 
 /// hyperctl's API prefix (any `/v<digits.dots>` works).
 const API_PREFIX: &str = "/v1.1.0";
+
+/// A request body: bytes in memory, or a file or stdin read as it is sent (chunked).
+pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The daemon answered with a non-2xx status; `message` is its body (or the status' reason
+    /// when the body is empty).
+    #[error("{message}")]
+    Refused { status: StatusCode, message: String },
+}
+
+/// The HTTP status of a refused request, if `e` is one.
+pub fn refused_status(e: &anyhow::Error) -> Option<StatusCode> {
+    e.downcast_ref::<Error>()
+        .map(|Error::Refused { status, .. }| *status)
+}
+
+/// A body holding `bytes`.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A body streamed from `reader` as it is sent.
+pub fn streamed(reader: impl AsyncRead + Send + 'static) -> Body {
+    StreamBody::new(ReaderStream::new(reader).map(|chunk| chunk.map(Frame::data))).boxed_unsync()
+}
+
+/// An answer's body as a buffered reader (for line-by-line JSON streams).
+pub fn reader(body: Incoming) -> impl AsyncBufRead + Unpin {
+    StreamReader::new(BodyDataStream::new(body).map(|chunk| chunk.map_err(std::io::Error::other)))
+}
 
 #[derive(Debug, Clone)]
 pub enum Host {
@@ -120,7 +158,7 @@ impl Client {
         })
     }
 
-    async fn send(&self, req: Request<Full<Bytes>>, upgrade: bool) -> Result<Response<Incoming>> {
+    async fn send(&self, req: Request<Body>, upgrade: bool) -> Result<Response<Incoming>> {
         let io = TokioIo::new(self.connect().await?);
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
         tokio::spawn(async move {
@@ -138,8 +176,8 @@ impl Client {
         method: Method,
         path: &str,
         content_type: Option<&str>,
-        body: Bytes,
-    ) -> Result<Request<Full<Bytes>>> {
+        body: Body,
+    ) -> Result<Request<Body>> {
         let mut b = Request::builder()
             .method(method)
             .uri(format!("{API_PREFIX}{path}"))
@@ -151,7 +189,7 @@ impl Client {
         if let Some(ct) = content_type {
             b = b.header("content-type", ct);
         }
-        Ok(b.body(Full::new(body))?)
+        Ok(b.body(body)?)
     }
 
     /// Sends a request; a non-2xx answer is an error with the daemon's message.
@@ -163,12 +201,39 @@ impl Client {
         body: Bytes,
     ) -> Result<Bytes> {
         let resp = self
-            .send(Self::request(method, path, content_type, body)?, false)
+            .send(
+                Self::request(method, path, content_type, full(body))?,
+                false,
+            )
             .await?;
         let status = resp.status();
         let body = resp.into_body().collect().await?.to_bytes();
         check(status, &body)?;
         Ok(body)
+    }
+
+    /// Sends a request with extra `headers` and returns the answer's body unread, for answers
+    /// that stream (progress messages, a tar archive). A non-2xx answer is read whole and
+    /// becomes an error with the daemon's message.
+    pub async fn open(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&'static str, String)],
+        content_type: Option<&str>,
+        body: Body,
+    ) -> Result<Incoming> {
+        let mut req = Self::request(method, path, content_type, body)?;
+        for (name, value) in headers {
+            req.headers_mut().insert(*name, value.parse()?);
+        }
+        let resp = self.send(req, false).await?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp.into_body());
+        }
+        let body = resp.into_body().collect().await?.to_bytes();
+        Err(refused(status, &body))
     }
 
     pub async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
@@ -194,7 +259,7 @@ impl Client {
 
     /// A hijacked request: after `101 UPGRADED` the connection is a raw stream.
     pub async fn hijack(&self, path: &str) -> Result<Hijacked> {
-        let mut req = Self::request(Method::POST, path, Some("text/plain"), Bytes::new())?;
+        let mut req = Self::request(Method::POST, path, Some("text/plain"), full(Bytes::new()))?;
         req.headers_mut().insert("connection", "Upgrade".parse()?);
         req.headers_mut().insert("upgrade", "tcp".parse()?);
         let resp = self.send(req, true).await?;
@@ -212,10 +277,18 @@ fn check(status: StatusCode, body: &[u8]) -> Result<()> {
     if status.is_success() {
         return Ok(());
     }
+    Err(refused(status, body))
+}
+
+fn refused(status: StatusCode, body: &[u8]) -> anyhow::Error {
     let msg = String::from_utf8_lossy(body).trim().to_string();
-    Err(anyhow!(if msg.is_empty() {
-        status.to_string()
-    } else {
-        msg
-    }))
+    Error::Refused {
+        status,
+        message: if msg.is_empty() {
+            status.to_string()
+        } else {
+            msg
+        },
+    }
+    .into()
 }

@@ -4,6 +4,9 @@
 
 mod client;
 mod commands;
+mod credentials;
+mod progress;
+mod reference;
 mod stdcopy;
 mod table;
 
@@ -51,4 +54,158 @@ fn main() {
 fn fail(e: anyhow::Error) -> ! {
     eprintln!("hyperctl ERROR: {e:#}");
     std::process::exit(255)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::Command;
+
+    fn parse(args: &[&str]) -> Command {
+        let argv = std::iter::once("hyperctl").chain(args.iter().copied());
+        match Cli::try_parse_from(argv) {
+            Ok(cli) => cli.command,
+            Err(e) => panic!("{args:?}: {e}"),
+        }
+    }
+
+    fn rejects(args: &[&str]) -> String {
+        let argv = std::iter::once("hyperctl").chain(args.iter().copied());
+        match Cli::try_parse_from(argv) {
+            Ok(cli) => panic!("{args:?} parsed as {:?}", cli.command),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn pull_and_push_take_one_image() {
+        let Command::Pull(a) = parse(&["pull", "127.0.0.1:5000/app@sha256:abc"]) else {
+            panic!()
+        };
+        assert_eq!(a.image, "127.0.0.1:5000/app@sha256:abc");
+        let Command::Push(a) = parse(&["push", "127.0.0.1:5000/app:1"]) else {
+            panic!()
+        };
+        assert_eq!(a.image, "127.0.0.1:5000/app:1");
+        rejects(&["pull"]);
+        rejects(&["push", "a", "b"]);
+    }
+
+    #[test]
+    fn login_flags() {
+        let Command::Login(a) = parse(&["login", "-u", "alice", "-p", "pw", "127.0.0.1:5000"])
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                a.username.as_deref(),
+                a.password.as_deref(),
+                a.password_stdin
+            ),
+            (Some("alice"), Some("pw"), false)
+        );
+        assert_eq!(a.server.as_deref(), Some("127.0.0.1:5000"));
+        let Command::Login(a) = parse(&["login", "--username", "bob", "--password-stdin"]) else {
+            panic!()
+        };
+        assert!(a.password_stdin && a.server.is_none());
+        let Command::Login(a) = parse(&["login"]) else {
+            panic!()
+        };
+        assert!(a.username.is_none() && a.password.is_none());
+        // A password twice, and --password-stdin without a username, are refused.
+        assert!(
+            rejects(&["login", "-u", "a", "-p", "x", "--password-stdin"])
+                .contains("cannot be used with")
+        );
+        assert!(rejects(&["login", "--password-stdin"]).contains("--username"));
+    }
+
+    #[test]
+    fn logout_takes_an_optional_server() {
+        let Command::Logout(a) = parse(&["logout"]) else {
+            panic!()
+        };
+        assert!(a.server.is_none());
+        let Command::Logout(a) = parse(&["logout", "reg:5000"]) else {
+            panic!()
+        };
+        assert_eq!(a.server.as_deref(), Some("reg:5000"));
+    }
+
+    #[test]
+    fn images_flags() {
+        let Command::Images(a) = parse(&["images", "-a", "-q", "--digests"]) else {
+            panic!()
+        };
+        assert!(a.all && a.quiet && a.digests);
+        let Command::Images(a) = parse(&["images"]) else {
+            panic!()
+        };
+        assert!(!a.all && !a.quiet && !a.digests);
+    }
+
+    #[test]
+    fn rmi_flags_and_images() {
+        let Command::Rmi(a) = parse(&["rmi", "-f", "--no-prune", "busybox", "sha256:abc"]) else {
+            panic!()
+        };
+        assert!(a.force && a.no_prune);
+        assert_eq!(a.images, ["busybox", "sha256:abc"]);
+        let Command::Rmi(a) = parse(&["rmi", "busybox"]) else {
+            panic!()
+        };
+        assert!(!a.force && !a.no_prune);
+        rejects(&["rmi"]);
+    }
+
+    #[test]
+    fn save_flags() {
+        let Command::Save(a) = parse(&["save", "-o", "/tmp/x.tar", "busybox", "alpine:3"]) else {
+            panic!()
+        };
+        assert_eq!(
+            a.output.as_deref(),
+            Some(std::path::Path::new("/tmp/x.tar"))
+        );
+        assert_eq!(a.format, commands::save::Format::Docker);
+        assert_eq!(a.images, ["busybox", "alpine:3"]);
+        let Command::Save(a) = parse(&["save", "--format", "oci", "busybox"]) else {
+            panic!()
+        };
+        assert_eq!(a.format, commands::save::Format::Oci);
+        assert!(a.output.is_none());
+        assert!(rejects(&["save", "--format", "zip", "busybox"]).contains("invalid value"));
+        rejects(&["save", "-o", "x.tar"]);
+    }
+
+    #[test]
+    fn load_reads_a_file_or_stdin() {
+        let Command::Load(a) = parse(&["load", "-i", "x.tar.gz"]) else {
+            panic!()
+        };
+        assert_eq!(a.input.as_deref(), Some(std::path::Path::new("x.tar.gz")));
+        let Command::Load(a) = parse(&["load"]) else {
+            panic!()
+        };
+        assert!(a.input.is_none());
+    }
+
+    #[test]
+    fn tag_and_inspect() {
+        let Command::Tag(a) = parse(&["tag", "busybox", "127.0.0.1:5000/bb:1"]) else {
+            panic!()
+        };
+        assert_eq!(
+            (a.source.as_str(), a.target.as_str()),
+            ("busybox", "127.0.0.1:5000/bb:1")
+        );
+        rejects(&["tag", "busybox"]);
+        let Command::Inspect(a) = parse(&["inspect", "busybox", "alpine"]) else {
+            panic!()
+        };
+        assert_eq!(a.images, ["busybox", "alpine"]);
+        rejects(&["inspect"]);
+    }
 }

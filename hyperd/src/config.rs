@@ -10,6 +10,10 @@ pub const DEFAULT_HOST: &str = "unix:///var/run/hyper.sock";
 pub const DEFAULT_ROOT: &str = "/var/lib/hyper";
 pub const DEFAULT_RUN_DIR: &str = "/run/hyper";
 pub const DEFAULT_LOG: &str = "info";
+/// Docker's place for registry CA certificates: `<dir>/<host[:port]>/ca.crt`.
+pub const DEFAULT_CERTS_DIR: &str = "/etc/docker/certs.d";
+/// Docker Hub's registry API.
+pub const DEFAULT_DOCKER_HUB_HOST: &str = "registry-1.docker.io";
 /// Unix socket paths must fit sun_path (108 bytes with the NUL).
 pub const MAX_SOCKET_PATH: usize = 107;
 
@@ -52,7 +56,7 @@ pub struct Args {
     #[arg(long, value_enum)]
     pub vmm: Option<VmmChoice>,
     /// A JSON config file with the same keys as the flags (hosts, root, runDir, vmm, log,
-    /// shim, guestDir).
+    /// shim, guestDir, insecureRegistries, registryMirrors, certsDir, dockerHubHost).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Log filter (tracing syntax, e.g. info or hyperd=debug) [default: info].
@@ -65,6 +69,22 @@ pub struct Args {
     /// shim's own default].
     #[arg(long)]
     pub guest_dir: Option<PathBuf>,
+    /// A registry (host[:port]) reached over plain HTTP, or HTTPS without verifying its
+    /// certificate (repeatable). localhost and 127.0.0.0/8 are always insecure.
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
+    /// A mirror of Docker Hub (http[s]://host[:port]) tried before it (repeatable).
+    #[arg(long = "registry-mirror")]
+    pub registry_mirrors: Vec<String>,
+    /// Registry CA certificates, laid out as <dir>/<host[:port]>/ca.crt
+    /// [default: /etc/docker/certs.d].
+    #[arg(long)]
+    pub certs_dir: Option<PathBuf>,
+    /// Where names without a registry (busybox, docker.io/...) are pulled from and pushed to
+    /// [default: registry-1.docker.io]. Tests point it at a closed loopback port so that nothing
+    /// they do can reach the internet.
+    #[arg(long)]
+    pub docker_hub_host: Option<String>,
 }
 
 /// The config file: every key optional; unknown keys are an error (a typo must not pass).
@@ -78,6 +98,10 @@ struct FileConfig {
     log: Option<String>,
     shim: Option<PathBuf>,
     guest_dir: Option<PathBuf>,
+    insecure_registries: Vec<String>,
+    registry_mirrors: Vec<String>,
+    certs_dir: Option<PathBuf>,
+    docker_hub_host: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +128,10 @@ pub struct Config {
     pub log: String,
     pub shim: PathBuf,
     pub guest_dir: Option<PathBuf>,
+    pub insecure_registries: Vec<String>,
+    pub registry_mirrors: Vec<String>,
+    pub certs_dir: PathBuf,
+    pub docker_hub_host: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -185,12 +213,30 @@ impl Config {
             log: args.log.or(file.log).unwrap_or_else(|| DEFAULT_LOG.into()),
             shim: find_shim(args.shim.or(file.shim))?,
             guest_dir: args.guest_dir.or(file.guest_dir),
+            insecure_registries: first_non_empty(
+                args.insecure_registries,
+                file.insecure_registries,
+            ),
+            registry_mirrors: first_non_empty(args.registry_mirrors, file.registry_mirrors),
+            certs_dir: args
+                .certs_dir
+                .or(file.certs_dir)
+                .unwrap_or_else(|| DEFAULT_CERTS_DIR.into()),
+            docker_hub_host: args
+                .docker_hub_host
+                .or(file.docker_hub_host)
+                .unwrap_or_else(|| DEFAULT_DOCKER_HUB_HOST.into()),
         })
     }
 
     pub fn db_path(&self) -> PathBuf {
         self.root.join("hyperd.db")
     }
+}
+
+/// The flag's list when given, else the file's.
+fn first_non_empty(flag: Vec<String>, file: Vec<String>) -> Vec<String> {
+    if flag.is_empty() { file } else { flag }
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {

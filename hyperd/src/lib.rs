@@ -160,10 +160,21 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     for dir in [&config.root, &config.run_dir] {
         std::fs::create_dir_all(dir).map_err(|e| io(format!("mkdir {}", dir.display()), e))?;
     }
+    // The root holds credentials, pod environments and image content: owner only.
+    std::fs::set_permissions(&config.root, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| io(format!("chmod {}", config.root.display()), e))?;
     let _lock = lock_root(&config.root)?;
     let config = Arc::new(config);
     let store = Arc::new(Store::open(&config.db_path()).map_err(error::Error::from)?);
-    let images = Arc::new(Images::new(&config.root, store.clone()).map_err(error::Error::from)?);
+    let registry = image::registry::Registry::new(image::registry::RegistryConfig {
+        insecure: config.insecure_registries.clone(),
+        mirrors: config.registry_mirrors.clone(),
+        certs_dir: config.certs_dir.clone(),
+        docker_hub_host: config.docker_hub_host.clone(),
+    })
+    .map_err(|e| error::Error::from(image::Error::from(e)))?;
+    let images =
+        Arc::new(Images::new(&config.root, store.clone(), registry).map_err(error::Error::from)?);
     let (died_tx, mut died_rx) = mpsc::unbounded_channel();
     let vms = Vms::new(config.clone(), store.clone(), died_tx);
     let (changes, _) = watch::channel(0u64);

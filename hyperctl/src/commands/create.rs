@@ -1,10 +1,17 @@
-//! `hyperctl create`: the pod flags shared with `run`, and `POST /pod/create`.
+//! `hyperctl create`: the pod flags shared with `run`, and `POST /pod/create` (pulling the
+//! pod's missing images first when the daemon says one is missing, as hyperctl 1.1 did).
 
 use anyhow::{Context, Result, bail};
+use hyper::StatusCode;
 
-use hyper_proto::rest::{EnvironmentVar, IdResponse, UserContainer, UserPod, UserResource};
+use hyper_proto::rest::{
+    EnvironmentVar, IdResponse, ImageInspect, UserContainer, UserPod, UserResource,
+};
 
-use crate::client::Client;
+use super::pull::pull;
+use crate::client::{Client, enc, refused_status};
+use crate::progress::Output;
+use crate::reference::{DEFAULT_TAG, ImageRef};
 
 #[derive(Debug, clap::Args)]
 pub struct PodFlags {
@@ -108,9 +115,55 @@ impl PodFlags {
     }
 }
 
+/// `POST /pod/create`. When the daemon answers 404 and some of the pod's images are missing
+/// (`GET /image/inspect` says 404), pulls them (progress on stderr, so a container's output on
+/// stdout stays clean) and creates the pod once more.
 pub async fn create_pod(client: &Client, flags: &PodFlags) -> Result<String> {
-    let resp: IdResponse = client.post_json("/pod/create", flags.spec()?).await?;
+    let spec = flags.spec()?;
+    let refused = match client
+        .post_json::<IdResponse>("/pod/create", spec.clone())
+        .await
+    {
+        Ok(resp) => return Ok(resp.id),
+        Err(e) => e,
+    };
+    if refused_status(&refused) != Some(StatusCode::NOT_FOUND) {
+        return Err(refused);
+    }
+    let missing = missing_images(client, &spec).await?;
+    if missing.is_empty() {
+        return Err(refused);
+    }
+    for image in &missing {
+        let shown = match ImageRef::parse(image) {
+            Ok(r) if r.is_untagged() => format!("{image}:{DEFAULT_TAG}"),
+            _ => image.clone(),
+        };
+        eprintln!("Unable to find image '{shown}' locally");
+        pull(client, image, Output::Stderr).await?;
+    }
+    let resp: IdResponse = client.post_json("/pod/create", spec).await?;
     Ok(resp.id)
+}
+
+/// The images of the pod spec `spec` that the daemon does not have, each once.
+async fn missing_images(client: &Client, spec: &[u8]) -> Result<Vec<String>> {
+    let pod: UserPod = serde_json::from_slice(spec).context("read the pod spec")?;
+    let mut missing: Vec<String> = Vec::new();
+    for image in pod.containers.iter().map(|c| &c.image) {
+        if image.is_empty() || missing.contains(image) {
+            continue;
+        }
+        let path = format!("/image/inspect?imageId={}", enc(image));
+        match client.get::<ImageInspect>(&path).await {
+            Ok(_) => {}
+            Err(e) if refused_status(&e) == Some(StatusCode::NOT_FOUND) => {
+                missing.push(image.clone());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(missing)
 }
 
 #[derive(Debug, clap::Args)]

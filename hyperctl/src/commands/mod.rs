@@ -6,11 +6,20 @@ mod exec;
 mod images;
 mod import;
 mod info;
+mod inspect;
 mod list;
+mod load;
+mod login;
+mod logout;
+mod pull;
+mod push;
 mod rm;
+mod rmi;
 mod run;
+pub mod save;
 mod start;
 mod stop;
+mod tag;
 mod version;
 mod vm;
 
@@ -43,6 +52,24 @@ pub enum Command {
     Images(images::Args),
     /// Import a rootfs tarball as an image.
     Import(import::Args),
+    /// Pull an image from a registry.
+    Pull(pull::Args),
+    /// Push an image to a registry.
+    Push(push::Args),
+    /// Log in to a registry (credentials kept in Docker's ~/.docker/config.json).
+    Login(login::Args),
+    /// Log out from a registry.
+    Logout(logout::Args),
+    /// Remove images.
+    Rmi(rmi::Args),
+    /// Save images to a tar archive.
+    Save(save::Args),
+    /// Load images from a tar archive.
+    Load(load::Args),
+    /// Give an image another name.
+    Tag(tag::Args),
+    /// Show images' details as JSON.
+    Inspect(inspect::Args),
     /// Manage idle VMs that pods can start in.
     #[command(subcommand)]
     Vm(vm::Command),
@@ -61,6 +88,15 @@ pub async fn run(client: &Client, command: Command) -> Result<i32> {
         Command::Exec(a) => exec::run(client, a).await,
         Command::Images(a) => images::run(client, a).await,
         Command::Import(a) => import::run(client, a).await,
+        Command::Pull(a) => pull::run(client, a).await,
+        Command::Push(a) => push::run(client, a).await,
+        Command::Login(a) => login::run(client, a).await,
+        Command::Logout(a) => logout::run(a),
+        Command::Rmi(a) => rmi::run(client, a).await,
+        Command::Save(a) => save::run(client, a).await,
+        Command::Load(a) => load::run(client, a).await,
+        Command::Tag(a) => tag::run(client, a).await,
+        Command::Inspect(a) => inspect::run(client, a).await,
         Command::Vm(c) => vm::run(client, c).await,
     }
 }

@@ -15,6 +15,7 @@ use hyper_proto::rest::UserContainer;
 use hyper_proto::types::Process;
 
 use crate::error::Kind;
+use crate::image::config::RunConfig;
 use crate::store::{self, ContainerRecord, Store};
 
 /// The PATH a container gets when its spec sets none.
@@ -80,37 +81,55 @@ pub struct ProcessSpec {
 }
 
 impl ProcessSpec {
-    /// The spec's entrypoint and command, environment, workdir and user. Imported rootfs
-    /// images carry no config, so a container without a command is refused.
-    pub fn from_spec(index: usize, c: &UserContainer) -> Result<Self, Error> {
-        let args: Vec<String> = c.entrypoint.iter().chain(&c.command).cloned().collect();
+    /// The process of container `index` of a pod spec over its image's defaults, by Docker's
+    /// rules: the spec's `entrypoint` replaces the image's ENTRYPOINT (and then drops the
+    /// image's CMD); its `command` replaces CMD; `envs` are added to the image's ENV (a name
+    /// given in both takes the spec's value); `workdir` and `user` replace WORKDIR and USER.
+    /// With neither an entrypoint nor a command from either side there is nothing to run.
+    pub fn from_spec(index: usize, c: &UserContainer, image: &RunConfig) -> Result<Self, Error> {
+        let entrypoint = if c.entrypoint.is_empty() {
+            &image.entrypoint
+        } else {
+            &c.entrypoint
+        };
+        let cmd: &[String] = if !c.command.is_empty() {
+            &c.command
+        } else if !c.entrypoint.is_empty() {
+            &[]
+        } else {
+            &image.cmd
+        };
+        let args: Vec<String> = entrypoint.iter().chain(cmd).cloned().collect();
         if args.is_empty() {
             return Err(Error::NoCommand {
                 field: format!("containers[{index}].command"),
                 image: c.image.clone(),
             });
         }
-        let mut env: Vec<String> = c
-            .envs
-            .iter()
-            .map(|e| format!("{}={}", e.env, e.value))
-            .collect();
-        if !c.envs.iter().any(|e| e.env == "PATH") {
+        let mut env: Vec<String> = Vec::new();
+        let overridden = |entry: &str| {
+            let name = entry.split_once('=').map_or(entry, |(n, _)| n);
+            c.envs.iter().any(|e| e.env == name)
+        };
+        env.extend(image.env.iter().filter(|e| !overridden(e)).cloned());
+        env.extend(c.envs.iter().map(|e| format!("{}={}", e.env, e.value)));
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
             env.insert(0, DEFAULT_PATH.to_string());
         }
         let user = match &c.user {
             Some(u) if !u.group.is_empty() => format!("{}:{}", u.name, u.group),
-            Some(u) => u.name.clone(),
-            None => String::new(),
+            Some(u) if !u.name.is_empty() => u.name.clone(),
+            _ => image.user.clone(),
         };
+        let cwd = [&c.workdir, &image.working_dir]
+            .into_iter()
+            .find(|d| !d.is_empty())
+            .cloned()
+            .unwrap_or_else(|| "/".into());
         Ok(Self {
             args,
             env,
-            cwd: if c.workdir.is_empty() {
-                "/".into()
-            } else {
-                c.workdir.clone()
-            },
+            cwd,
             user,
             tty: c.tty,
         })
@@ -223,7 +242,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let p = ProcessSpec::from_spec(0, &c).unwrap();
+        let p = ProcessSpec::from_spec(0, &c, &RunConfig::default()).unwrap();
         assert_eq!(p.args, ["sh", "-c", "echo hi"]);
         assert_eq!(p.env, [DEFAULT_PATH, "A=1"]);
         assert_eq!((p.cwd.as_str(), p.user.as_str()), ("/", "app:staff"));
@@ -231,11 +250,66 @@ mod tests {
             image: "busybox".into(),
             ..Default::default()
         };
-        let e = ProcessSpec::from_spec(2, &none).unwrap_err();
+        let e = ProcessSpec::from_spec(2, &none, &RunConfig::default()).unwrap_err();
         assert_eq!(
             e.to_string(),
             "containers[2].command: no command given and image busybox has no default command"
         );
         assert_eq!(e.kind(), Kind::InvalidInput);
+    }
+
+    #[test]
+    fn the_spec_overrides_the_image_as_docker_does() {
+        let image = RunConfig {
+            entrypoint: vec!["/entry".into()],
+            cmd: vec!["default".into()],
+            env: vec!["PATH=/image/bin".into(), "A=image".into(), "B=image".into()],
+            working_dir: "/srv".into(),
+            user: "1000:1000".into(),
+            ..Default::default()
+        };
+        let run = |c: UserContainer| ProcessSpec::from_spec(0, &c, &image).unwrap();
+        let bare = UserContainer {
+            image: "app".into(),
+            ..Default::default()
+        };
+        let p = run(bare.clone());
+        assert_eq!(p.args, ["/entry", "default"]);
+        assert_eq!(p.env, ["PATH=/image/bin", "A=image", "B=image"]);
+        assert_eq!((p.cwd.as_str(), p.user.as_str()), ("/srv", "1000:1000"));
+
+        // A command replaces CMD only.
+        let p = run(UserContainer {
+            command: vec!["other".into()],
+            ..bare.clone()
+        });
+        assert_eq!(p.args, ["/entry", "other"]);
+        // An entrypoint replaces ENTRYPOINT and drops CMD.
+        let p = run(UserContainer {
+            entrypoint: vec!["sh".into()],
+            ..bare.clone()
+        });
+        assert_eq!(p.args, ["sh"]);
+        // envs override by name and add; workdir and user replace.
+        let p = run(UserContainer {
+            envs: vec![
+                EnvironmentVar {
+                    env: "A".into(),
+                    value: "spec".into(),
+                },
+                EnvironmentVar {
+                    env: "C".into(),
+                    value: "spec".into(),
+                },
+            ],
+            workdir: "/w".into(),
+            user: Some(UserUser {
+                name: "root".into(),
+                ..Default::default()
+            }),
+            ..bare
+        });
+        assert_eq!(p.env, ["PATH=/image/bin", "B=image", "A=spec", "C=spec"]);
+        assert_eq!((p.cwd.as_str(), p.user.as_str()), ("/w", "root"));
     }
 }

@@ -154,7 +154,8 @@ impl Pods {
         let mut containers = Vec::new();
         for (i, c) in pod.containers.iter().enumerate() {
             let image = self.images.resolve(&c.image)?;
-            let process = ProcessSpec::from_spec(i, c)?;
+            let config = self.images.config_of(&image)?;
+            let process = ProcessSpec::from_spec(i, c, &config.config)?;
             let id = ids::container_id();
             containers.push(ContainerRecord {
                 dir: self.containers_dir.join(&id).to_string_lossy().into_owned(),
@@ -266,7 +267,7 @@ impl Pods {
                 context: format!("mkdir {}", dir.display()),
                 source: e,
             })?;
-            let overlay = rootfs::overlay(Path::new(&image.rootfs), dir);
+            let overlay = rootfs::overlay(self.images.lower_dirs(&image), dir);
             let mut client = shim.client.clone();
             client
                 .add_container(AddContainerRequest {

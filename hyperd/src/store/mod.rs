@@ -17,6 +17,8 @@ pub enum Error {
     Sqlite(#[from] rusqlite::Error),
     #[error("state database: record {what} is corrupt: {message}")]
     Corrupt { what: String, message: String },
+    #[error("state database: {0}: {1}")]
+    Io(String, #[source] std::io::Error),
     #[error("state database schema version {found} is newer than this hyperd ({known})")]
     TooNew { found: i64, known: i64 },
 }
@@ -80,6 +82,15 @@ const MIGRATIONS: &[&str] = &[
         command TEXT NOT NULL,
         exit_code INTEGER
     );",
+    // 2: images in the content store: manifest and layers per image, and registry digests.
+    "ALTER TABLE images ADD COLUMN manifest TEXT NOT NULL DEFAULT '';
+    ALTER TABLE images ADD COLUMN layers TEXT NOT NULL DEFAULT '[]';
+    CREATE TABLE image_digests (
+        repo TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        image_id TEXT NOT NULL REFERENCES images(id),
+        PRIMARY KEY (repo, digest)
+    );",
 ];
 
 pub struct Store {
@@ -87,7 +98,20 @@ pub struct Store {
 }
 
 impl Store {
+    /// Opens (creating) the database at `path`. A new file is created 0600 (SQLite gives its
+    /// `-wal` and `-shm` files the same mode), and an existing one is narrowed to 0600: it holds
+    /// every pod's environment.
     pub fn open(path: &Path) -> Result<Self> {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| Error::Io(format!("open {}", path.display()), e))?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::Io(format!("chmod {}", path.display()), e))?;
+        drop(file);
         let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -153,6 +177,9 @@ mod tests {
             .read(|c| Ok(c.pragma_query_value(None, "user_version", |r| r.get(0))?))
             .unwrap();
         assert_eq!(v, SCHEMA_VERSION);
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
         drop(store);
         Store::open(&path).unwrap();
     }

@@ -7,16 +7,24 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{Error, Result};
 use crate::container::{ContainerState, ProcessSpec};
+use crate::image::LayerRecord;
 use crate::pod::PodState;
 use crate::vm::VmState;
 use hyper_proto::rest::UserPod;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageRecord {
+    /// The hex sha256 of the image config (of the tarball, for images imported before v2).
     pub id: String,
     pub created: i64,
+    /// Bytes of unpacked file content.
     pub size: i64,
+    /// Images imported before the content store: their one unpacked rootfs dir; else empty.
     pub rootfs: String,
+    /// `sha256:…` of the manifest blob; empty for the old rootfs images.
+    pub manifest: String,
+    /// Bottom layer first.
+    pub layers: Vec<LayerRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -96,11 +104,29 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
 
 // ---- images --------------------------------------------------------------------------------
 
+const IMAGE_COLUMNS: &str = "id, created, size, rootfs, manifest, layers";
+
 pub fn insert_image(c: &Connection, img: &ImageRecord) -> Result<()> {
     c.execute(
-        "INSERT OR REPLACE INTO images (id, created, size, rootfs) VALUES (?1, ?2, ?3, ?4)",
-        params![img.id, img.created, img.size, img.rootfs],
+        "INSERT OR REPLACE INTO images (id, created, size, rootfs, manifest, layers)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            img.id,
+            img.created,
+            img.size,
+            img.rootfs,
+            img.manifest,
+            to_json(&img.layers)
+        ],
     )?;
+    Ok(())
+}
+
+/// Removes an image with its tags and repo digests.
+pub fn delete_image(c: &Connection, id: &str) -> Result<()> {
+    c.execute("DELETE FROM image_tags WHERE image_id = ?1", [id])?;
+    c.execute("DELETE FROM image_digests WHERE image_id = ?1", [id])?;
+    c.execute("DELETE FROM images WHERE id = ?1", [id])?;
     Ok(())
 }
 
@@ -112,18 +138,71 @@ pub fn tag_image(c: &Connection, t: &ImageTag) -> Result<()> {
     Ok(())
 }
 
+pub fn untag_image(c: &Connection, repo: &str, tag: &str) -> Result<()> {
+    c.execute(
+        "DELETE FROM image_tags WHERE repo = ?1 AND tag = ?2",
+        [repo, tag],
+    )?;
+    Ok(())
+}
+
+/// Records that `image_id` is `repo@digest` in a registry (a pull or a push).
+pub fn add_repo_digest(c: &Connection, repo: &str, digest: &str, image_id: &str) -> Result<()> {
+    c.execute(
+        "INSERT OR REPLACE INTO image_digests (repo, digest, image_id) VALUES (?1, ?2, ?3)",
+        [repo, digest, image_id],
+    )?;
+    Ok(())
+}
+
+pub fn remove_repo_digest(c: &Connection, repo: &str, digest: &str) -> Result<()> {
+    c.execute(
+        "DELETE FROM image_digests WHERE repo = ?1 AND digest = ?2",
+        [repo, digest],
+    )?;
+    Ok(())
+}
+
+pub fn tags_of_image(c: &Connection, image_id: &str) -> Result<Vec<ImageTag>> {
+    let mut stmt = c.prepare(
+        "SELECT repo, tag, image_id FROM image_tags WHERE image_id = ?1 ORDER BY repo, tag",
+    )?;
+    let rows = stmt.query_map([image_id], |r| {
+        Ok(ImageTag {
+            repo: r.get(0)?,
+            tag: r.get(1)?,
+            image_id: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// `(repo, digest)` pairs of an image.
+pub fn digests_of_image(c: &Connection, image_id: &str) -> Result<Vec<(String, String)>> {
+    let mut stmt = c.prepare(
+        "SELECT repo, digest FROM image_digests WHERE image_id = ?1 ORDER BY repo, digest",
+    )?;
+    let rows = stmt.query_map([image_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 fn image_row(r: &Row) -> rusqlite::Result<ImageRecord> {
+    let layers: String = r.get(5)?;
     Ok(ImageRecord {
         id: r.get(0)?,
         created: r.get(1)?,
         size: r.get(2)?,
         rootfs: r.get(3)?,
+        manifest: r.get(4)?,
+        layers: serde_json::from_str(&layers).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, Box::new(e))
+        })?,
     })
 }
 
 pub fn get_image(c: &Connection, id: &str) -> Result<Option<ImageRecord>> {
     Ok(c.query_row(
-        "SELECT id, created, size, rootfs FROM images WHERE id = ?1",
+        &format!("SELECT {IMAGE_COLUMNS} FROM images WHERE id = ?1"),
         [id],
         image_row,
     )
@@ -132,9 +211,23 @@ pub fn get_image(c: &Connection, id: &str) -> Result<Option<ImageRecord>> {
 
 pub fn image_by_tag(c: &Connection, repo: &str, tag: &str) -> Result<Option<ImageRecord>> {
     Ok(c.query_row(
-        "SELECT i.id, i.created, i.size, i.rootfs FROM images i
-         JOIN image_tags t ON t.image_id = i.id WHERE t.repo = ?1 AND t.tag = ?2",
+        &format!(
+            "SELECT {IMAGE_COLUMNS} FROM images WHERE id =
+             (SELECT image_id FROM image_tags WHERE repo = ?1 AND tag = ?2)"
+        ),
         [repo, tag],
+        image_row,
+    )
+    .optional()?)
+}
+
+pub fn image_by_digest(c: &Connection, repo: &str, digest: &str) -> Result<Option<ImageRecord>> {
+    Ok(c.query_row(
+        &format!(
+            "SELECT {IMAGE_COLUMNS} FROM images WHERE id =
+             (SELECT image_id FROM image_digests WHERE repo = ?1 AND digest = ?2)"
+        ),
+        [repo, digest],
         image_row,
     )
     .optional()?)
@@ -142,38 +235,31 @@ pub fn image_by_tag(c: &Connection, repo: &str, tag: &str) -> Result<Option<Imag
 
 /// Images whose id starts with `prefix`.
 pub fn images_by_id_prefix(c: &Connection, prefix: &str) -> Result<Vec<ImageRecord>> {
-    let mut stmt =
-        c.prepare("SELECT id, created, size, rootfs FROM images WHERE substr(id, 1, ?2) = ?1")?;
+    let mut stmt = c.prepare(&format!(
+        "SELECT {IMAGE_COLUMNS} FROM images WHERE substr(id, 1, ?2) = ?1"
+    ))?;
     let rows = stmt.query_map(params![prefix, prefix.len() as i64], image_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// Every tag with its image.
-pub fn list_image_tags(c: &Connection) -> Result<Vec<(ImageTag, ImageRecord)>> {
-    let mut stmt = c.prepare(
-        "SELECT t.repo, t.tag, i.id, i.created, i.size, i.rootfs FROM image_tags t
-         JOIN images i ON t.image_id = i.id ORDER BY i.created DESC, t.repo, t.tag",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            ImageTag {
-                repo: r.get(0)?,
-                tag: r.get(1)?,
-                image_id: r.get(2)?,
-            },
-            ImageRecord {
-                id: r.get(2)?,
-                created: r.get(3)?,
-                size: r.get(4)?,
-                rootfs: r.get(5)?,
-            },
-        ))
-    })?;
+/// Every image, newest first.
+pub fn list_images(c: &Connection) -> Result<Vec<ImageRecord>> {
+    let mut stmt = c.prepare(&format!(
+        "SELECT {IMAGE_COLUMNS} FROM images ORDER BY created DESC, id"
+    ))?;
+    let rows = stmt.query_map([], image_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 pub fn count_images(c: &Connection) -> Result<u64> {
     Ok(c.query_row("SELECT count(*) FROM images", [], |r| r.get::<_, i64>(0))? as u64)
+}
+
+/// Names of the containers whose rootfs is made from `image_id`.
+pub fn containers_using_image(c: &Connection, image_id: &str) -> Result<Vec<String>> {
+    let mut stmt = c.prepare("SELECT name FROM containers WHERE image_id = ?1 ORDER BY name")?;
+    let rows = stmt.query_map([image_id], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 // ---- vms -------------------------------------------------------------------------------------

@@ -1,0 +1,48 @@
+//! Progress of long image work (pull, push, load) as Docker's JSON messages, sent to whoever
+//! streams them to the client. A client that goes away does not stop the work: a pull that
+//! finishes is still an image, and a later pull would redo it otherwise.
+
+use hyper_proto::rest::JsonMessage;
+use tokio::sync::mpsc;
+
+#[derive(Clone)]
+pub struct Progress {
+    tx: Option<mpsc::UnboundedSender<JsonMessage>>,
+}
+
+impl Progress {
+    /// A progress sink and the stream of its messages.
+    pub fn channel() -> (Self, mpsc::UnboundedReceiver<JsonMessage>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self { tx: Some(tx) }, rx)
+    }
+
+    /// A sink that drops every message (callers that only want the result).
+    pub fn discard() -> Self {
+        Self { tx: None }
+    }
+
+    pub fn send(&self, msg: JsonMessage) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(msg);
+        }
+    }
+
+    pub fn status(&self, status: impl Into<String>, id: impl Into<String>) {
+        self.send(JsonMessage::status(status, id));
+    }
+
+    pub fn bytes(&self, status: &str, id: &str, current: u64, total: u64) {
+        self.send(JsonMessage::progress(status, id, current, total));
+    }
+
+    /// A line of text (`{"stream": …}`), as load and build print.
+    pub fn line(&self, text: impl Into<String>) {
+        let mut text = text.into();
+        text.push('\n');
+        self.send(JsonMessage {
+            stream: text,
+            ..Default::default()
+        });
+    }
+}
