@@ -42,7 +42,7 @@ impl Images {
             )));
         }
         let config_digest = parse_digest(&resolved.config.digest)?;
-        self.download(r, creds, &config_digest, resolved.config.size, None)
+        self.download(r, creds, &config_digest, resolved.config.size, false, None)
             .await?;
         let config_bytes = self.content.read(&config_digest)?;
         let config = ImageConfigFile::parse(&config_bytes)
@@ -76,10 +76,25 @@ impl Images {
                 let parent = i.checked_sub(1).map(|p| chains[p].clone());
                 async move {
                     let _slot = slots.acquire().await;
-                    self.download(r, creds, blob, descriptor.size, Some(progress))
-                        .await?;
                     let id = blob.short().to_string();
-                    progress.status("Extracting", &id);
+                    let unpacked_before = self
+                        .snapshots
+                        .contains(&digest::chain_id(parent.as_ref(), diff_id));
+                    let fetched = self
+                        .download(
+                            r,
+                            creds,
+                            blob,
+                            descriptor.size,
+                            unpacked_before,
+                            Some(progress),
+                        )
+                        .await?;
+                    // A layer already here is still checked against its diff id, quietly.
+                    let quiet = !fetched && unpacked_before;
+                    if !quiet {
+                        progress.status("Extracting", &id);
+                    }
                     let (content, snapshots) =
                         (Arc::clone(&self.content), Arc::clone(&self.snapshots));
                     let (blob_c, diff_c, name) = (blob.clone(), diff_id.clone(), blob.to_string());
@@ -94,7 +109,9 @@ impl Images {
                         )
                     })
                     .await?;
-                    progress.status("Pull complete", &id);
+                    if !quiet {
+                        progress.status("Pull complete", &id);
+                    }
                     let layer = LayerRecord {
                         digest: blob.clone(),
                         diff_id,
@@ -147,22 +164,24 @@ impl Images {
     }
 
     /// Fetches blob `digest` into the content store unless it is there, checking digest and
-    /// size. With `progress`, reports `Downloading` / `Download complete` (or `Already
-    /// exists`) under the short digest.
+    /// size; true when it was fetched. With `progress`, reports `Downloading` / `Download
+    /// complete` under the short digest, or `Already exists` for a blob stored and (`unpacked`)
+    /// unpacked before.
     async fn download(
         &self,
         r: &Reference,
         creds: &Credentials,
         digest: &Digest,
         size: u64,
+        unpacked: bool,
         progress: Option<&Progress>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let id = digest.short().to_string();
         if self.content.contains(digest) {
-            if let Some(p) = progress {
+            if let Some(p) = progress.filter(|_| unpacked) {
                 p.status("Already exists", &id);
             }
-            return Ok(());
+            return Ok(false);
         }
         // The registry writes into one end of a pipe; a blocking thread hashes the other end
         // into the content store.
@@ -206,7 +225,7 @@ impl Images {
         if let Some(p) = progress {
             p.status("Download complete", &id);
         }
-        Ok(())
+        Ok(true)
     }
 }
 
