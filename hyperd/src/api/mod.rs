@@ -7,6 +7,7 @@ mod exec;
 mod hijack;
 mod image;
 mod pod;
+mod spec;
 mod system;
 mod vm;
 
@@ -14,9 +15,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::Request;
-use axum::http::Uri;
-use axum::routing::{delete, get, post};
+use axum::extract::{MatchedPath, Request};
+use axum::http::{Method, StatusCode, Uri};
+use axum::routing::{MethodFilter, delete, get, on, post};
 
 use crate::Daemon;
 
@@ -47,7 +48,41 @@ fn truthy(v: &str) -> bool {
 }
 
 pub fn router(daemon: Arc<Daemon>) -> Router {
-    Router::new()
+    routes().with_state(daemon)
+}
+
+/// hyperd 1.1's and the seed's routes that are not built yet: each answers 501 naming itself,
+/// rather than a bare 404. A route leaves this list when it is built.
+const NOT_BUILT: &[(Method, &str)] = &[
+    (Method::POST, "/pod/kill"),
+    (Method::POST, "/pod/pause"),
+    (Method::POST, "/pod/unpause"),
+    (Method::POST, "/pod/labels"),
+    (Method::GET, "/pod/stats"),
+    (Method::GET, "/pod/{id}/portmappings"),
+    (Method::PUT, "/pod/{id}/portmappings/{action}"),
+    (Method::POST, "/container/create"),
+    (Method::POST, "/container/start"),
+    (Method::POST, "/container/stop"),
+    (Method::POST, "/container/kill"),
+    (Method::POST, "/container/remove"),
+    (Method::POST, "/container/rename"),
+    (Method::POST, "/container/commit"),
+    (Method::GET, "/container/info"),
+    (Method::GET, "/container/logs"),
+    (Method::POST, "/execvm"),
+    (Method::POST, "/tty/resize"),
+    (Method::POST, "/image/build"),
+    (Method::GET, "/service/list"),
+    (Method::POST, "/service/add"),
+    (Method::POST, "/service/update"),
+    (Method::DELETE, "/service"),
+];
+
+/// Every route, before the daemon is attached (the OpenAPI check builds it without one).
+fn routes() -> Router<Arc<Daemon>> {
+    let built = Router::new()
+        .route("/openapi.yaml", get(spec::document))
         .route("/_ping", get(system::ping))
         .route("/version", get(system::version))
         .route("/info", get(system::info))
@@ -75,8 +110,41 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/exec/create", post(exec::create))
         .route("/exec/start", post(exec::start))
         .route("/exitcode", get(exec::exit_code))
-        .route("/attach", post(exec::attach))
-        .with_state(daemon)
+        .route("/attach", post(exec::attach));
+    NOT_BUILT
+        .iter()
+        .fold(built, |r, (method, path)| {
+            let filter = MethodFilter::try_from(method.clone())
+                .unwrap_or_else(|_| unreachable!("{method} is a standard method"));
+            r.route(path, on(filter, not_built))
+        })
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(no_such_route)
+}
+
+async fn not_built(method: Method, path: MatchedPath) -> (StatusCode, String) {
+    let path = path.as_str();
+    (
+        StatusCode::NOT_IMPLEMENTED,
+        format!("{method} {path}: not implemented yet\n"),
+    )
+}
+
+/// 405; axum adds the `Allow` header with the path's methods.
+async fn method_not_allowed(method: Method, uri: Uri) -> (StatusCode, String) {
+    let path = uri.path();
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} {path}: method not allowed (see the Allow header)\n"),
+    )
+}
+
+async fn no_such_route(method: Method, uri: Uri) -> (StatusCode, String) {
+    let path = uri.path();
+    (
+        StatusCode::NOT_FOUND,
+        format!("{method} {path}: no such route\n"),
+    )
 }
 
 /// `/v1.1.0/list` → `/list`: the version is accepted and ignored, as hyperd 1.1 does.
