@@ -9,6 +9,10 @@ APT_PACKAGES=(
   libseccomp-dev       # static libseccomp for the guest agent, and virtiofsd
   libcap-ng-dev        # virtiofsd
   pkg-config cpio lz4 xz-utils curl
+  docker-registry      # the registry server of the image tests (run on 127.0.0.1 by each test)
+  skopeo               # the image tests' oracle: pushes what we pull, reads what we push and save
+  apache2-utils        # htpasswd, for the registry tests with basic auth
+  openssl              # the registry tests' CA and server certificates
 )
 
 missing=()

@@ -169,12 +169,12 @@ mod tests {
             a.output.as_deref(),
             Some(std::path::Path::new("/tmp/x.tar"))
         );
-        assert_eq!(a.format, commands::save::Format::Oci);
+        assert_eq!(a.format, commands::save::Format::Docker);
         assert_eq!(a.images, ["busybox", "alpine:3"]);
-        let Command::Save(a) = parse(&["save", "--format", "docker", "busybox"]) else {
+        let Command::Save(a) = parse(&["save", "--format", "oci", "busybox"]) else {
             panic!()
         };
-        assert_eq!(a.format, commands::save::Format::Docker);
+        assert_eq!(a.format, commands::save::Format::Oci);
         assert!(a.output.is_none());
         assert!(rejects(&["save", "--format", "zip", "busybox"]).contains("invalid value"));
         rejects(&["save", "-o", "x.tar"]);

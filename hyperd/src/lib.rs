@@ -172,9 +172,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         certs_dir: config.certs_dir.clone(),
     })
     .map_err(|e| error::Error::from(image::Error::from(e)))?;
-    let images = Arc::new(
-        Images::new(&config.root, store.clone(), registry).map_err(error::Error::from)?,
-    );
+    let images =
+        Arc::new(Images::new(&config.root, store.clone(), registry).map_err(error::Error::from)?);
     let (died_tx, mut died_rx) = mpsc::unbounded_channel();
     let vms = Vms::new(config.clone(), store.clone(), died_tx);
     let (changes, _) = watch::channel(0u64);

@@ -3,6 +3,7 @@
 //! started is killed when its handle drops, even when the test panics.
 
 pub mod daemon;
+pub mod registry;
 
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};

@@ -35,8 +35,8 @@ pub struct Args {
     /// Write the archive to FILE instead of stdout.
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
-    /// The archive's layout.
-    #[arg(long, value_enum, default_value_t = Format::Oci)]
+    /// The archive's layout: docker (what `docker save` writes, the default) or oci.
+    #[arg(short = 'f', long, value_enum, default_value_t = Format::Docker)]
     pub format: Format,
     /// Images: NAME[:TAG], NAME@DIGEST or an id.
     #[arg(required = true)]

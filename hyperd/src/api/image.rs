@@ -8,13 +8,14 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 
+use crate::image::registry::Credentials;
+use crate::image::{ArchiveFormat, Progress, Reference};
 use axum::extract::RawQuery;
 use axum::http::{HeaderMap, StatusCode};
 use futures::StreamExt as _;
-use crate::image::registry::Credentials;
-use crate::image::{ArchiveFormat, Progress, Reference};
 use hyper_proto::rest::{
-    AuthConfig, AuthResponse, ImageDeleteItem, ImageInspect, ImageRemoveResponse, ImageSummary, ImagesResponse, JsonMessage,
+    AuthConfig, AuthResponse, ImageDeleteItem, ImageInspect, ImageRemoveResponse, ImageSummary,
+    ImagesResponse, JsonMessage,
 };
 
 use super::error::ApiResult;
@@ -88,9 +89,9 @@ fn registry_auth(headers: &HeaderMap) -> ApiResult<Credentials> {
     match headers.get("x-registry-auth") {
         None => Ok(Credentials::Anonymous),
         Some(v) => {
-            let v = v.to_str().map_err(|_| {
-                Error::InvalidInput("header X-Registry-Auth: not ASCII".into())
-            })?;
+            let v = v
+                .to_str()
+                .map_err(|_| Error::InvalidInput("header X-Registry-Auth: not ASCII".into()))?;
             Ok(Credentials::from_header(v).map_err(crate::image::Error::from)?)
         }
     }
@@ -165,10 +166,9 @@ pub async fn save(State(d): State<Arc<Daemon>>, RawQuery(query): RawQuery) -> Ap
             "names" => names.extend(v.split(',').filter(|n| !n.is_empty()).map(String::from)),
             "format" => format = v.parse()?,
             "refs" if !v.is_empty() => {
-                return Err(Error::InvalidInput(
-                    "query parameter refs: not supported yet".into(),
-                )
-                .into());
+                return Err(
+                    Error::InvalidInput("query parameter refs: not supported yet".into()).into(),
+                );
             }
             _ => {}
         }
@@ -241,7 +241,11 @@ pub async fn list(State(d): State<Arc<Daemon>>, q: Params) -> ApiResult<Json<Ima
         }
         summaries.push(ImageSummary {
             id: format!("sha256:{}", i.image.id),
-            repo_tags: i.tags.iter().map(|t| format!("{}:{}", t.repo, t.tag)).collect(),
+            repo_tags: i
+                .tags
+                .iter()
+                .map(|t| format!("{}:{}", t.repo, t.tag))
+                .collect(),
             repo_digests: i.digests.iter().map(|(r, d)| format!("{r}@{d}")).collect(),
             created: i.image.created,
             size: i.image.size,

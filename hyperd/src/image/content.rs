@@ -62,7 +62,8 @@ impl ContentStore {
                 .map_err(|e| Error::io(format!("clear {}", ingest.display()), e))?;
         }
         for d in [&blobs, &ingest] {
-            std::fs::create_dir_all(d).map_err(|e| Error::io(format!("mkdir {}", d.display()), e))?;
+            std::fs::create_dir_all(d)
+                .map_err(|e| Error::io(format!("mkdir {}", d.display()), e))?;
         }
         Ok(Self { blobs, ingest })
     }
@@ -74,15 +75,6 @@ impl ContentStore {
 
     pub fn contains(&self, digest: &Digest) -> bool {
         self.path(digest).is_file()
-    }
-
-    /// The size in bytes of a stored blob.
-    pub fn size(&self, digest: &Digest) -> Result<u64> {
-        match std::fs::metadata(self.path(digest)) {
-            Ok(m) => Ok(m.len()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::NotFound(digest.clone())),
-            Err(e) => Err(Error::io(format!("stat blob {digest}"), e)),
-        }
     }
 
     pub fn open_blob(&self, digest: &Digest) -> Result<File> {
@@ -103,8 +95,7 @@ impl ContentStore {
     /// Stores `bytes` and returns their digest.
     pub fn put(&self, bytes: &[u8]) -> Result<Digest> {
         let mut w = self.writer()?;
-        w.write_all(bytes)
-            .map_err(|e| Error::io("write blob", e))?;
+        w.write_all(bytes).map_err(|e| Error::io("write blob", e))?;
         w.commit(None)
     }
 
@@ -219,7 +210,6 @@ mod tests {
             "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
         );
         assert_eq!(store.read(&d).unwrap(), b"hello");
-        assert_eq!(store.size(&d).unwrap(), 5);
         assert_eq!(store.list().unwrap(), vec![d.clone()]);
         store.remove(&d).unwrap();
         assert!(matches!(store.read(&d), Err(Error::NotFound(_))));
@@ -242,7 +232,9 @@ mod tests {
 
         assert!(store.list().unwrap().is_empty());
         assert_eq!(
-            std::fs::read_dir(dir.path().join("ingest")).unwrap().count(),
+            std::fs::read_dir(dir.path().join("ingest"))
+                .unwrap()
+                .count(),
             0
         );
     }
@@ -255,12 +247,16 @@ mod tests {
         w.write_all(b"half").unwrap();
         std::mem::forget(w); // as if the process died mid-write
         assert_eq!(
-            std::fs::read_dir(dir.path().join("ingest")).unwrap().count(),
+            std::fs::read_dir(dir.path().join("ingest"))
+                .unwrap()
+                .count(),
             1
         );
         ContentStore::open(dir.path()).unwrap();
         assert_eq!(
-            std::fs::read_dir(dir.path().join("ingest")).unwrap().count(),
+            std::fs::read_dir(dir.path().join("ingest"))
+                .unwrap()
+                .count(),
             0
         );
     }

@@ -6,20 +6,20 @@
 //! or an error at any point leaves no visible partial image; blobs and snapshots no image needs
 //! are collected when images are removed.
 
+pub mod archive;
 pub mod compression;
 pub mod config;
 mod content;
 pub mod digest;
 pub mod manifest;
 mod progress;
-mod reference;
-mod snapshot;
 mod pull;
 mod push;
+mod reference;
 pub mod registry;
+mod snapshot;
 mod transfer;
 pub mod unpack;
-pub mod archive;
 
 use std::io::{Read, Write as _};
 use std::path::{Path, PathBuf};
@@ -40,8 +40,8 @@ pub use digest::Digest;
 use manifest::{Descriptor, Manifest};
 pub use progress::Progress;
 pub use reference::Reference;
-pub use transfer::ArchiveFormat;
 use snapshot::Snapshots;
+pub use transfer::ArchiveFormat;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -287,7 +287,12 @@ impl Images {
         if config.rootfs.diff_ids != diff_ids {
             return Err(Error::BadContent(format!(
                 "image config lists layers {:?}, the content has {:?}",
-                config.rootfs.diff_ids.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+                config
+                    .rootfs
+                    .diff_ids
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>(),
                 diff_ids.iter().map(|d| d.to_string()).collect::<Vec<_>>()
             )));
         }
@@ -439,7 +444,10 @@ impl Images {
         })?;
         Ok(rest::ImageInspect {
             id: format!("sha256:{}", image.id),
-            repo_tags: tags.iter().map(|t| format!("{}:{}", t.repo, t.tag)).collect(),
+            repo_tags: tags
+                .iter()
+                .map(|t| format!("{}:{}", t.repo, t.tag))
+                .collect(),
             repo_digests: digests.iter().map(|(r, d)| format!("{r}@{d}")).collect(),
             created: if config.created.is_empty() {
                 config::rfc3339(image.created)
@@ -488,10 +496,7 @@ impl Images {
             ))
         })?;
         let by_tag = Reference::parse(reference).ok().filter(|r| {
-            r.digest.is_none()
-                && tags
-                    .iter()
-                    .any(|t| t.repo == r.repo && t.tag == r.tag)
+            r.digest.is_none() && tags.iter().any(|t| t.repo == r.repo && t.tag == r.tag)
         });
         let mut removed = Removed::default();
         let untag: Vec<ImageTag> = match &by_tag {
@@ -556,7 +561,10 @@ impl Images {
     }
 
     fn tag_count(&self, image_id: &str) -> Result<usize> {
-        Ok(self.store.read(|c| store::tags_of_image(c, image_id))?.len())
+        Ok(self
+            .store
+            .read(|c| store::tags_of_image(c, image_id))?
+            .len())
     }
 
     /// Deletes every blob and snapshot that no image record names. The caller holds the gc
@@ -658,12 +666,11 @@ fn snapshot_blob(
         hasher: sha2::Sha256::default(),
     };
     let staging = snapshots.staging()?;
-    let stats = unpack::unpack_layer(&mut hashing, &staging.fs()).map_err(|source| {
-        Error::BadLayer {
+    let stats =
+        unpack::unpack_layer(&mut hashing, &staging.fs()).map_err(|source| Error::BadLayer {
             layer: name.to_string(),
             source,
-        }
-    })?;
+        })?;
     // The tar's end-of-archive padding counts towards the diff id too.
     std::io::copy(&mut hashing, &mut std::io::sink())
         .map_err(|e| Error::BadContent(format!("layer {name}: {e}")))?;

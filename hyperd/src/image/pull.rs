@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt as _;
 use tokio_util::io::SyncIoBridge;
 
 use super::registry::{self, Credentials};
@@ -62,14 +61,21 @@ impl Images {
             .iter()
             .map(|l| parse_digest(&l.digest))
             .collect::<Result<_>>()?;
-        let downloads = resolved.layers.iter().zip(&blobs).map(|(layer, digest)| {
-            self.download(r, creds, digest, layer.size, Some(progress))
-        });
-        let results: Vec<Result<()>> = futures::stream::iter(downloads)
-            .buffered(CONCURRENT_DOWNLOADS)
-            .collect()
-            .await;
-        results.into_iter().collect::<Result<Vec<()>>>()?;
+        let slots = tokio::sync::Semaphore::new(CONCURRENT_DOWNLOADS);
+        let downloads: Vec<_> = resolved
+            .layers
+            .iter()
+            .zip(&blobs)
+            .map(|(layer, digest)| {
+                let slots = &slots;
+                async move {
+                    let _slot = slots.acquire().await;
+                    self.download(r, creds, digest, layer.size, Some(progress))
+                        .await
+                }
+            })
+            .collect();
+        futures::future::try_join_all(downloads).await?;
 
         // Unpacks, bottom up: each snapshot sits on its parent's chain id.
         let mut layers = Vec::with_capacity(blobs.len());
@@ -84,8 +90,12 @@ impl Images {
             let id = blob.short().to_string();
             progress.status("Extracting", &id);
             let (content, snapshots) = (Arc::clone(&self.content), Arc::clone(&self.snapshots));
-            let (blob_c, parent_c, diff_c, name) =
-                (blob.clone(), parent.clone(), diff_id.clone(), blob.to_string());
+            let (blob_c, parent_c, diff_c, name) = (
+                blob.clone(),
+                parent.clone(),
+                diff_id.clone(),
+                blob.to_string(),
+            );
             let (diff_id, chain_id, unpacked) = blocking(move || {
                 snapshot_blob(
                     &content,

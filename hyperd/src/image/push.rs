@@ -10,7 +10,12 @@ use crate::store;
 
 impl Images {
     /// Pushes the local image `r` (`repo[:tag]`) to the registry its name points at.
-    pub async fn push(&self, r: &Reference, creds: &Credentials, progress: &Progress) -> Result<String> {
+    pub async fn push(
+        &self,
+        r: &Reference,
+        creds: &Credentials,
+        progress: &Progress,
+    ) -> Result<String> {
         let image = self.resolve(&r.to_string()).map_err(|e| match e {
             Error::NotFound(_) => Error::NotFound(format!(
                 "{r} (an image does not exist locally with that tag)"
@@ -24,7 +29,11 @@ impl Images {
             )));
         }
         progress.status(
-            format!("The push refers to repository [{}/{}]", r.registry(), r.repository()),
+            format!(
+                "The push refers to repository [{}/{}]",
+                r.registry(),
+                r.repository()
+            ),
             "",
         );
         let manifest_digest: Digest = image
@@ -40,8 +49,14 @@ impl Images {
             self.upload(r, creds, &layer.digest, layer.size, Some(progress))
                 .await?;
         }
-        self.upload(r, creds, &manifest.config.digest, manifest.config.size, None)
-            .await?;
+        self.upload(
+            r,
+            creds,
+            &manifest.config.digest,
+            manifest.config.size,
+            None,
+        )
+        .await?;
         let digest = self
             .registry
             .push_manifest(r, &manifest_bytes, manifest.own_media_type(), creds)

@@ -49,7 +49,11 @@ impl Snapshots {
         std::fs::create_dir_all(dir).map_err(io_err(format!("mkdir {}", dir.display())))?;
         for entry in std::fs::read_dir(dir).map_err(io_err("list snapshots"))? {
             let entry = entry.map_err(io_err("list snapshots"))?;
-            if entry.file_name().to_string_lossy().starts_with(STAGING_PREFIX) {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(STAGING_PREFIX)
+            {
                 std::fs::remove_dir_all(entry.path())
                     .map_err(io_err(format!("remove {}", entry.path().display())))?;
             }
@@ -122,8 +126,7 @@ impl Snapshots {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(io_err(format!("remove snapshot {chain_id}"))(e)),
         }
-        std::fs::remove_dir_all(&doomed)
-            .map_err(io_err(format!("remove snapshot {chain_id}")))
+        std::fs::remove_dir_all(&doomed).map_err(io_err(format!("remove snapshot {chain_id}")))
     }
 }
 

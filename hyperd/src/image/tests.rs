@@ -76,7 +76,10 @@ async fn an_import_is_a_one_layer_image_with_config_and_manifest() {
     assert_eq!(inspect.id, format!("sha256:{}", img.id));
     assert_eq!(inspect.repo_tags, ["busybox:latest"]);
     assert_eq!(inspect.root_fs.layers, [img.layers[0].diff_id.to_string()]);
-    assert_eq!((inspect.os.as_str(), inspect.architecture.as_str()), ("linux", "amd64"));
+    assert_eq!(
+        (inspect.os.as_str(), inspect.architecture.as_str()),
+        ("linux", "amd64")
+    );
     let config_blob = dir.path().join("content/blobs/sha256").join(&img.id);
     assert_eq!(
         Digest::of(&std::fs::read(config_blob).unwrap()).hex(),
@@ -88,7 +91,6 @@ async fn an_import_is_a_one_layer_image_with_config_and_manifest() {
 
 #[tokio::test]
 async fn the_same_tar_in_every_compression_imports_to_the_same_layer() {
-    let (_d, images) = images();
     let tar = tarball(&[("etc/motd", b"hello"), ("bin/x", b"x")]);
     let gzip = {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -114,6 +116,8 @@ async fn the_same_tar_in_every_compression_imports_to_the_same_layer() {
         ("xz", xz),
         ("zstd", zstd),
     ] {
+        // A store each: the same content imported twice is one image, kept as first stored.
+        let (_d, images) = images();
         let img = images
             .import(body(data), name, "1")
             .await
@@ -141,7 +145,11 @@ async fn the_same_tar_in_every_compression_imports_to_the_same_layer() {
 async fn garbage_and_hostile_tarballs_leave_no_image_and_no_files() {
     let (dir, images) = images();
     let err = images
-        .import(body(b"this is not a tar archive at all".repeat(40)), "x", "1")
+        .import(
+            body(b"this is not a tar archive at all".repeat(40)),
+            "x",
+            "1",
+        )
         .await
         .unwrap_err();
     assert_eq!(err.kind(), Kind::InvalidInput, "{err}");
@@ -235,7 +243,10 @@ async fn save_then_load_gives_back_the_same_image_in_both_formats() {
         while let Some(m) = rx.recv().await {
             lines.push(m.stream);
         }
-        assert!(lines.contains(&"Loaded image: saved:v1\n".to_string()), "{lines:?}");
+        assert!(
+            lines.contains(&"Loaded image: saved:v1\n".to_string()),
+            "{lines:?}"
+        );
         let back = other.resolve("saved:v1").unwrap();
         assert_eq!(back.id, img.id, "{format:?}");
         assert_eq!(back.layers[0].diff_id, img.layers[0].diff_id);

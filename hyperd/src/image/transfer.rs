@@ -64,8 +64,9 @@ impl Images {
         }
         let mut loaded = Vec::new();
         for image in archived {
-            let config = ImageConfigFile::parse(&image.config)
-                .map_err(|e| Error::BadContent(format!("image config {}: {e}", image.config_digest)))?;
+            let config = ImageConfigFile::parse(&image.config).map_err(|e| {
+                Error::BadContent(format!("image config {}: {e}", image.config_digest))
+            })?;
             let mut layers = Vec::new();
             let mut size = 0;
             let mut parent: Option<Digest> = None;
@@ -73,7 +74,12 @@ impl Images {
                 let name = layer.digest.clone();
                 progress.status("Loading layer", short(&name));
                 let (record, unpacked) = self
-                    .add_layer_file(layer.path.clone(), parent.clone(), Some(diff_id.clone()), &name)
+                    .add_layer_file(
+                        layer.path.clone(),
+                        parent.clone(),
+                        Some(diff_id.clone()),
+                        &name,
+                    )
                     .await?;
                 parent = Some(record.chain_id.clone());
                 size += unpacked;
@@ -156,7 +162,12 @@ impl Images {
                 .to_string();
             // Saved by name: the archive carries that name; by id: no name, as Docker does.
             let repo_tags = match Reference::parse(name) {
-                Ok(r) if !r.tag.is_empty() && r.digest.is_none() && !name.starts_with("sha256:") && self.is_tag(&r, &image.id)? => {
+                Ok(r)
+                    if !r.tag.is_empty()
+                        && r.digest.is_none()
+                        && !name.starts_with("sha256:")
+                        && self.is_tag(&r, &image.id)? =>
+                {
                     vec![r.to_string()]
                 }
                 _ => Vec::new(),
@@ -174,7 +185,8 @@ impl Images {
         let content = Arc::clone(&self.content);
         let tmp = self.tmp.clone();
         blocking(move || {
-            let out = tempfile::tempfile_in(&tmp).map_err(|e| Error::io("create the archive", e))?;
+            let out =
+                tempfile::tempfile_in(&tmp).map_err(|e| Error::io("create the archive", e))?;
             let mut writer = std::io::BufWriter::new(out);
             let blobs = ContentBlobs(&content);
             match format {
@@ -229,4 +241,3 @@ impl archive::BlobSource for ContentBlobs<'_> {
         Ok(reader)
     }
 }
-

@@ -193,15 +193,26 @@ impl Meta {
     fn read<R: Read>(entry: &mut tar::Entry<'_, R>, name: &str) -> Result<Self, Error> {
         let h = entry.header();
         let field = |what: &str, e: io::Error| invalid(name, format!("bad {what} field: {e}"));
-        let mode = h.mode().map_err(|e| field("mode", e))? & 0o7777;
+        // A field left blank (all NUL or spaces) reads as 0, as Go's archive/tar (Docker's)
+        // and GNU tar read it; some writers leave uid, gid and mtime blank.
+        let old = h.as_old();
+        let blank = |raw: &[u8]| raw.iter().all(|b| *b == 0 || *b == b' ');
+        let numeric = |what: &str, raw: &[u8], v: io::Result<u64>| {
+            if blank(raw) {
+                Ok(0)
+            } else {
+                v.map_err(|e| field(what, e))
+            }
+        };
+        let mode = numeric("mode", &old.mode, h.mode().map(u64::from))? as u32 & 0o7777;
         // The tar crate has already applied PAX `uid`/`gid` records to the header.
         let id = |what: &str, v: u64| {
             u32::try_from(v).map_err(|_| invalid(name, format!("{what} {v} is out of range")))
         };
-        let uid = id("uid", h.uid().map_err(|e| field("uid", e))?)?;
-        let gid = id("gid", h.gid().map_err(|e| field("gid", e))?)?;
+        let uid = id("uid", numeric("uid", &old.uid, h.uid())?)?;
+        let gid = id("gid", numeric("gid", &old.gid, h.gid())?)?;
         let mut mtime = Timespec {
-            tv_sec: i64::try_from(h.mtime().map_err(|e| field("mtime", e))?).unwrap_or(i64::MAX),
+            tv_sec: i64::try_from(numeric("mtime", &old.mtime, h.mtime())?).unwrap_or(i64::MAX),
             tv_nsec: 0,
         };
         let mut xattrs = Vec::new();
