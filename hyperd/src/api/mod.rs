@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::Request;
 use axum::http::{Method, StatusCode, Uri};
 use axum::routing::{MethodFilter, delete, get, on, post};
 
@@ -122,8 +122,8 @@ fn routes() -> Router<Arc<Daemon>> {
         .fallback(no_such_route)
 }
 
-async fn not_built(method: Method, path: MatchedPath) -> (StatusCode, String) {
-    let path = path.as_str();
+async fn not_built(method: Method, uri: Uri) -> (StatusCode, String) {
+    let path = uri.path();
     (
         StatusCode::NOT_IMPLEMENTED,
         format!("{method} {path}: not implemented yet\n"),

@@ -176,7 +176,10 @@ fn served(router_src: &str) -> Result<BTreeMap<Route, String>, String> {
         {
             return Err(format!("routes(): .{m}(…) is not understood by this check"));
         }
-        if !matches!(w, [Token::Punct('.'), Token::Ident("route"), Token::Punct('(')]) {
+        if !matches!(
+            w,
+            [Token::Punct('.'), Token::Ident("route"), Token::Punct('(')]
+        ) {
             continue;
         }
         let (args, _) = call_args(body, i + 2).ok_or("routes(): unbalanced .route(")?;
@@ -283,7 +286,10 @@ fn operations(doc: &Yaml) -> BTreeMap<Route, Operation<'_>> {
 
 /// Identifier-like string literals in `handler` (`module::function`) and in the functions of
 /// the same module that it calls, transitively.
-fn literals_read(handler: &str, sources: &dyn Fn(&str) -> Option<&'static str>) -> BTreeSet<String> {
+fn literals_read(
+    handler: &str,
+    sources: &dyn Fn(&str) -> Option<&'static str>,
+) -> BTreeSet<String> {
     let Some((module, function)) = handler.split_once("::") else {
         return BTreeSet::new();
     };
@@ -311,7 +317,15 @@ fn literals_read(handler: &str, sources: &dyn Fn(&str) -> Option<&'static str>) 
                         literals.insert(s.clone());
                     }
                 }
-                Token::Ident(name) if body.get(k + 1) == Some(&Token::Punct('(')) => {
+                // A call of a function of this module: not a method (`.push(`) nor a path
+                // into another one (`spec::parse(`).
+                Token::Ident(name)
+                    if body.get(k + 1) == Some(&Token::Punct('('))
+                        && !matches!(
+                            k.checked_sub(1).map(|p| &body[p]),
+                            Some(Token::Punct('.' | ':'))
+                        ) =>
+                {
                     todo.push(name.to_string());
                 }
                 _ => {}
@@ -345,7 +359,11 @@ fn differences(
             out.push(format!(
                 "{method} {path}: openapi.yaml marks it {}, the router {}",
                 if op.not_built { "not built" } else { "built" },
-                if not_built { "answers 501" } else { "serves it" },
+                if not_built {
+                    "answers 501"
+                } else {
+                    "serves it"
+                },
             ));
         }
         if not_built {
@@ -401,23 +419,33 @@ fn a_route_in_one_and_not_the_other_is_reported() {
     assert_ne!(added, ROUTER_SOURCE, "the router source changed shape");
     let diffs = differences(&doc, &added, &module_source);
     assert!(
-        diffs.iter().any(|d| d == "POST /pod/rename: served but not in openapi.yaml"),
+        diffs
+            .iter()
+            .any(|d| d == "POST /pod/rename: served but not in openapi.yaml"),
         "{diffs:?}"
     );
     // The same path under another method is another route.
-    let method = ROUTER_SOURCE.replacen("get(system::ping)", "get(system::ping).post(system::ping)", 1);
+    let method = ROUTER_SOURCE.replacen(
+        "get(system::ping)",
+        "get(system::ping).post(system::ping)",
+        1,
+    );
     let diffs = differences(&doc, &method, &module_source);
     assert_eq!(diffs, ["POST /_ping: served but not in openapi.yaml"]);
     // A route documented but not served.
     let mut removed = doc.clone();
-    removed["paths"]
-        .as_mapping_mut()
-        .unwrap()
-        .insert("/pod/rename".into(), serde_yaml::from_str("post: {responses: {}}").unwrap());
+    removed["paths"].as_mapping_mut().unwrap().insert(
+        "/pod/rename".into(),
+        serde_yaml::from_str("post: {responses: {}}").unwrap(),
+    );
     let diffs = differences(&removed, ROUTER_SOURCE, &module_source);
     assert_eq!(diffs, ["POST /pod/rename: in openapi.yaml but not served"]);
     // A route nobody can see is refused rather than ignored.
-    let nested = ROUTER_SOURCE.replacen(".route(\"/_ping\"", ".merge(Router::new()).route(\"/_ping\"", 1);
+    let nested = ROUTER_SOURCE.replacen(
+        ".route(\"/_ping\"",
+        ".merge(Router::new()).route(\"/_ping\"",
+        1,
+    );
     assert!(differences(&doc, &nested, &module_source)[0].contains(".merge("));
 }
 
@@ -433,11 +461,19 @@ fn a_parameter_read_but_not_documented_is_reported() {
         )
         .leak();
     assert_ne!(edited, pod, "pod.rs changed shape");
-    let sources = |m: &str| if m == "pod" { Some(edited) } else { module_source(m) };
+    let sources = |m: &str| {
+        if m == "pod" {
+            Some(edited)
+        } else {
+            module_source(m)
+        }
+    };
     let diffs = differences(&doc, ROUTER_SOURCE, &sources);
     assert_eq!(
         diffs,
-        ["POST /pod/start: pod::start reads query parameter \"bogus\", which openapi.yaml does not give"]
+        [
+            "POST /pod/start: pod::start reads query parameter \"bogus\", which openapi.yaml does not give"
+        ]
     );
     // And a documented parameter that nothing reads.
     let mut stale = doc.clone();
@@ -448,7 +484,9 @@ fn a_parameter_read_but_not_documented_is_reported() {
     let diffs = differences(&stale, ROUTER_SOURCE, &module_source);
     assert_eq!(
         diffs,
-        ["POST /pod/start: openapi.yaml gives query parameter \"force\", which pod::start never reads"]
+        [
+            "POST /pod/start: openapi.yaml gives query parameter \"force\", which pod::start never reads"
+        ]
     );
 }
 
@@ -499,7 +537,11 @@ fn the_document_is_openapi_3_with_the_version_prefix() {
     refs(&doc, &mut all);
     assert!(all.len() > 100);
     for r in all {
-        let target = resolve(&doc, &serde_yaml::from_str(&format!("{{$ref: '{r}'}}")).unwrap()).clone();
+        let target = resolve(
+            &doc,
+            &serde_yaml::from_str(&format!("{{$ref: '{r}'}}")).unwrap(),
+        )
+        .clone();
         assert!(!target.is_null(), "{r}: dangling");
     }
     // Every error answer is text/plain; every operation says what it answers.
@@ -511,7 +553,11 @@ fn the_document_is_openapi_3_with_the_version_prefix() {
             let r = resolve(&doc, r);
             if status.starts_with('4') || status.starts_with('5') {
                 let types: Vec<_> = r["content"].as_mapping().unwrap().keys().collect();
-                assert_eq!(types, [&Yaml::from("text/plain")], "{method} {path} {status}");
+                assert_eq!(
+                    types,
+                    [&Yaml::from("text/plain")],
+                    "{method} {path} {status}"
+                );
             }
         }
     }
@@ -573,7 +619,10 @@ fn rest_types_round_trip_the_documents_examples() {
             let example = serde_json::to_value(&m["example"]).unwrap();
             let back = rest_round_trip(name, &example)
                 .unwrap_or_else(|e| panic!("{method} {path} {what}: {name}: {e}"));
-            assert_eq!(back, example, "{method} {path} {what}: {name} does not round-trip");
+            assert_eq!(
+                back, example,
+                "{method} {path} {what}: {name} does not round-trip"
+            );
             checked += 1;
         }
     }
