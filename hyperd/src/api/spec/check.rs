@@ -628,3 +628,168 @@ fn rest_types_round_trip_the_documents_examples() {
     }
     assert!(checked >= 15, "only {checked} examples");
 }
+
+// ---- the real router, in process -------------------------------------------------------------
+
+/// A daemon on a temporary root, wired as `crate::run` wires it, whose shim is `/bin/false`
+/// (nothing here boots a VM), and the router behind the version-stripping layer.
+fn live(dir: &std::path::Path) -> axum::Router {
+    use std::sync::Arc;
+
+    use crate::config::{Config, VmmChoice};
+    use crate::{Daemon, container, image, pod, store, vm};
+
+    let config = Arc::new(Config {
+        listen: vec![],
+        root: dir.join("root"),
+        run_dir: dir.join("run"),
+        vmm: VmmChoice::Auto,
+        log: "off".into(),
+        shim: "/bin/false".into(),
+        guest_dir: None,
+        insecure_registries: vec![],
+        registry_mirrors: vec![],
+        certs_dir: dir.join("certs.d"),
+    });
+    std::fs::create_dir_all(&config.root).unwrap();
+    let store = Arc::new(store::Store::open(&config.db_path()).unwrap());
+    let registry = image::registry::Registry::new(image::registry::RegistryConfig {
+        insecure: vec![],
+        mirrors: vec![],
+        certs_dir: config.certs_dir.clone(),
+    })
+    .unwrap();
+    let images = Arc::new(image::Images::new(&config.root, store.clone(), registry).unwrap());
+    let (died, _) = tokio::sync::mpsc::unbounded_channel();
+    let vms = vm::Vms::new(config.clone(), store.clone(), died);
+    let (changes, _) = tokio::sync::watch::channel(0u64);
+    let pods = pod::Pods::new(
+        &config.root,
+        store.clone(),
+        vms.clone(),
+        images.clone(),
+        changes.clone(),
+    )
+    .unwrap();
+    let execs = Arc::new(container::exec::Execs::new(store, vms.clone(), changes));
+    let daemon = Arc::new(Daemon {
+        config,
+        pods,
+        vms,
+        images,
+        execs,
+    });
+    super::super::router(daemon)
+}
+
+struct Answer {
+    status: u16,
+    content_type: String,
+    allow: String,
+    body: String,
+}
+
+async fn call(app: &axum::Router, method: &str, uri: &str) -> Answer {
+    use tower::ServiceExt as _;
+
+    let req = axum::http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let req = super::super::strip_version(req);
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let header = |name| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (status, content_type, allow) = (
+        resp.status().as_u16(),
+        header(axum::http::header::CONTENT_TYPE),
+        header(axum::http::header::ALLOW),
+    );
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    Answer {
+        status,
+        content_type,
+        allow,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+#[tokio::test]
+async fn routes_not_built_answer_501_and_wrong_methods_405() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = live(dir.path());
+    for (method, path) in NOT_BUILT {
+        let path = path.replace("{id}", "pod-1").replace("{action}", "add");
+        for uri in [path.clone(), format!("/v1.1.0{path}")] {
+            let a = call(&app, method.as_str(), &uri).await;
+            assert_eq!(a.status, 501, "{method} {uri}: {}", a.body);
+            assert!(a.content_type.starts_with("text/plain"), "{method} {uri}");
+            assert_eq!(a.body, format!("{method} {path}: not implemented yet\n"));
+        }
+    }
+    let a = call(&app, "GET", "/v1.17/pod/create").await;
+    assert_eq!((a.status, a.allow.as_str()), (405, "POST"), "{}", a.body);
+    assert_eq!(
+        a.body,
+        "GET /pod/create: method not allowed (see the Allow header)\n"
+    );
+    let a = call(&app, "POST", "/list").await;
+    assert_eq!((a.status, a.allow.as_str()), (405, "GET,HEAD"));
+    let a = call(&app, "GET", "/v1.1.0/no/such/thing").await;
+    assert_eq!(
+        (a.status, a.body.as_str()),
+        (404, "GET /no/such/thing: no such route\n")
+    );
+}
+
+#[tokio::test]
+async fn the_document_is_served_and_every_documented_route_is_routed() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = live(dir.path());
+    let a = call(&app, "GET", "/v1.1.0/openapi.yaml").await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.content_type, "application/yaml");
+    assert_eq!(a.body, super::DOCUMENT);
+    // Every built route answers something of its own with no parameters: not the router's
+    // 404 or 405. (`cpu=0` keeps /vm/create from booting anything.)
+    for ((method, path), op) in operations(&document()) {
+        if op.not_built {
+            continue;
+        }
+        let uri = if path == "/vm/create" {
+            "/vm/create?cpu=0".to_string()
+        } else {
+            path.clone()
+        };
+        let a = call(&app, &method, &uri).await;
+        assert!(
+            a.status != 405 && !a.body.ends_with(": no such route\n"),
+            "{method} {path}: {} {}",
+            a.status,
+            a.body
+        );
+        if a.status >= 400 {
+            assert!(
+                a.content_type.starts_with("text/plain"),
+                "{method} {path}: {} {}",
+                a.status,
+                a.content_type
+            );
+            let documented = &op.op["responses"][a.status.to_string().as_str()];
+            assert!(
+                !documented.is_null(),
+                "{method} {path}: {} undocumented: {}",
+                a.status,
+                a.body
+            );
+        }
+    }
+}
