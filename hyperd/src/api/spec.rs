@@ -14,4 +14,4 @@ pub async fn document() -> impl IntoResponse {
 }
 
 #[cfg(test)]
-mod check;
+pub(super) mod check;

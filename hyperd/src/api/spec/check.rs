@@ -633,7 +633,7 @@ fn rest_types_round_trip_the_documents_examples() {
 
 /// A daemon on a temporary root, wired as `crate::run` wires it, whose shim is `/bin/false`
 /// (nothing here boots a VM), and the router behind the version-stripping layer.
-fn live(dir: &std::path::Path) -> axum::Router {
+pub(in crate::api) fn live(dir: &std::path::Path) -> axum::Router {
     use std::sync::Arc;
 
     use crate::config::{Config, VmmChoice};
@@ -682,14 +682,14 @@ fn live(dir: &std::path::Path) -> axum::Router {
     super::super::router(daemon)
 }
 
-struct Answer {
-    status: u16,
-    content_type: String,
-    allow: String,
-    body: String,
+pub(in crate::api) struct Answer {
+    pub status: u16,
+    pub content_type: String,
+    pub allow: String,
+    pub body: String,
 }
 
-async fn call(app: &axum::Router, method: &str, uri: &str) -> Answer {
+pub(in crate::api) async fn call(app: &axum::Router, method: &str, uri: &str) -> Answer {
     use tower::ServiceExt as _;
 
     let req = axum::http::Request::builder()
