@@ -220,6 +220,10 @@ pub fn extract(archive: impl Read, dir: &Path) -> Result<()> {
                 }
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                // An earlier entry put a file where this one needs a directory.
+                Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+                    return Err(unsafe_entry("has a parent that is not a directory"));
+                }
                 Err(e) => return Err(Error::io(format!("stat {}", at.display()), e)),
             }
         }
