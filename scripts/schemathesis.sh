@@ -23,7 +23,7 @@ repo=$PWD
 
 SCHEMATHESIS_VERSION=4.32.5
 venv=${SCHEMATHESIS_VENV:-$repo/target/schemathesis-venv}
-target_dir=${SCHEMATHESIS_TARGET_DIR:-$repo/target/schemathesis}
+target_dir=$(realpath -m "${SCHEMATHESIS_TARGET_DIR:-$repo/target/schemathesis}")
 
 if [ "${1:-}" = --inside ]; then
   # In the private network namespace: loopback only.
@@ -101,7 +101,11 @@ fi
 # Set-up: the virtualenv (once), the binaries.
 if ! "$venv/bin/st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
   echo "schemathesis.sh: installing schemathesis $SCHEMATHESIS_VERSION into $venv"
-  python3 -m venv "$venv"
+  python3 -m venv "$venv" || {
+    # Debian's python3 keeps venv in a package of its own.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    python3 -m venv "$venv"
+  }
   "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 CARGO_TARGET_DIR=$target_dir cargo build --quiet -p hyperd --bin hyperd -p hyperctl --bin hyperctl
