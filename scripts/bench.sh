@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
-# Runs a benchmark (default: all) on release builds and prints its figures.
-#   scripts/bench.sh [boot ...]
+# Runs a benchmark (default: boot) on release builds and prints its figures.
+#   scripts/bench.sh [boot | pods | pull ...]
+# pull also needs skopeo and docker-registry: checked before the (long) build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash guest/build.sh
-cargo build --release --quiet --workspace --bins
 benches=("$@")
 [ ${#benches[@]} -gt 0 ] || benches=(boot)
+for b in "${benches[@]}"; do
+  case "$b" in
+    pull)
+      for tool in skopeo docker-registry; do
+        command -v "$tool" >/dev/null ||
+          { echo "bench pull needs $tool: apt-get install $tool" >&2; exit 1; }
+      done
+      ;;
+  esac
+done
+bash guest/build.sh
+cargo build --release --quiet --workspace --bins
 for b in "${benches[@]}"; do
   cargo bench --quiet -p hyper-tests --bench "$b"
 done

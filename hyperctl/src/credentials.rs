@@ -574,6 +574,17 @@ esac
         path
     }
 
+    /// A store in `<dir>/conf` whose `config.json` is `config`, finding helper `helper`
+    /// (see [`write_helper`]) in `<dir>/bin`; also the helper's vault and the config dir.
+    fn store_with_helper(dir: &Path, helper: &str, config: &str) -> (Store, PathBuf, PathBuf) {
+        let (bin, vault, conf) = (dir.join("bin"), dir.join("vault"), dir.join("conf"));
+        write_helper(&bin, helper, &vault);
+        std::fs::create_dir(&conf).unwrap();
+        std::fs::write(conf.join("config.json"), config).unwrap();
+        let store = Store::new(conf.clone()).with_search_path(search_path(&bin));
+        (store, vault, conf)
+    }
+
     #[test]
     fn file_round_trip_keeps_unknown_keys_and_mode_0600() {
         let dir = tempfile::tempdir().unwrap();
@@ -721,19 +732,11 @@ esac
     fn creds_store_keeps_secrets_in_the_helper() {
         let _serial = HELPERS.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
-        let (bin, vault, conf) = (
-            dir.path().join("bin"),
-            dir.path().join("vault"),
-            dir.path().join("conf"),
-        );
-        write_helper(&bin, "testvault", &vault);
-        std::fs::create_dir(&conf).unwrap();
-        std::fs::write(
-            conf.join("config.json"),
+        let (store, vault, conf) = store_with_helper(
+            dir.path(),
+            "testvault",
             r#"{"credsStore": "testvault", "detachKeys": "ctrl-p"}"#,
-        )
-        .unwrap();
-        let store = Store::new(conf.clone()).with_search_path(search_path(&bin));
+        );
 
         assert_eq!(store.get("127.0.0.1:5000").unwrap(), None);
         let stored = store
@@ -777,19 +780,11 @@ esac
     fn cred_helpers_pick_the_helper_per_server() {
         let _serial = HELPERS.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
-        let (bin, vault, conf) = (
-            dir.path().join("bin"),
-            dir.path().join("vault"),
-            dir.path().join("conf"),
-        );
-        write_helper(&bin, "local", &vault);
-        std::fs::create_dir(&conf).unwrap();
-        std::fs::write(
-            conf.join("config.json"),
+        let (store, vault, conf) = store_with_helper(
+            dir.path(),
+            "local",
             r#"{"credHelpers": {"127.0.0.1:5000": "local"}}"#,
-        )
-        .unwrap();
-        let store = Store::new(conf.clone()).with_search_path(search_path(&bin));
+        );
 
         store
             .store("127.0.0.1:5000", &auth("erin", "in-helper"))

@@ -12,6 +12,8 @@ pub const DEFAULT_RUN_DIR: &str = "/run/hyper";
 pub const DEFAULT_LOG: &str = "info";
 /// Docker's place for registry CA certificates: `<dir>/<host[:port]>/ca.crt`.
 pub const DEFAULT_CERTS_DIR: &str = "/etc/docker/certs.d";
+/// Docker Hub's registry API.
+pub const DEFAULT_DOCKER_HUB_HOST: &str = "registry-1.docker.io";
 /// Unix socket paths must fit sun_path (108 bytes with the NUL).
 pub const MAX_SOCKET_PATH: usize = 107;
 
@@ -54,7 +56,7 @@ pub struct Args {
     #[arg(long, value_enum)]
     pub vmm: Option<VmmChoice>,
     /// A JSON config file with the same keys as the flags (hosts, root, runDir, vmm, log,
-    /// shim, guestDir, insecureRegistries, registryMirrors, certsDir).
+    /// shim, guestDir, insecureRegistries, registryMirrors, certsDir, dockerHubHost).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Log filter (tracing syntax, e.g. info or hyperd=debug) [default: info].
@@ -78,6 +80,11 @@ pub struct Args {
     /// [default: /etc/docker/certs.d].
     #[arg(long)]
     pub certs_dir: Option<PathBuf>,
+    /// Where names without a registry (busybox, docker.io/...) are pulled from and pushed to
+    /// [default: registry-1.docker.io]. Tests point it at a closed loopback port so that nothing
+    /// they do can reach the internet.
+    #[arg(long)]
+    pub docker_hub_host: Option<String>,
 }
 
 /// The config file: every key optional; unknown keys are an error (a typo must not pass).
@@ -94,6 +101,7 @@ struct FileConfig {
     insecure_registries: Vec<String>,
     registry_mirrors: Vec<String>,
     certs_dir: Option<PathBuf>,
+    docker_hub_host: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +131,7 @@ pub struct Config {
     pub insecure_registries: Vec<String>,
     pub registry_mirrors: Vec<String>,
     pub certs_dir: PathBuf,
+    pub docker_hub_host: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -213,6 +222,10 @@ impl Config {
                 .certs_dir
                 .or(file.certs_dir)
                 .unwrap_or_else(|| DEFAULT_CERTS_DIR.into()),
+            docker_hub_host: args
+                .docker_hub_host
+                .or(file.docker_hub_host)
+                .unwrap_or_else(|| DEFAULT_DOCKER_HUB_HOST.into()),
         })
     }
 

@@ -7,6 +7,8 @@ pub enum Kind {
     /// The request itself is wrong (bad JSON, a bad field, a command that does not exist).
     InvalidInput,
     NotFound,
+    /// Credentials the client gave were refused (by a registry).
+    Unauthorized,
     /// The request is fine but the object's state forbids it now (start a running pod).
     Conflict,
     /// A VM or shim the request needs is gone or not answering.

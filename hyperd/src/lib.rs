@@ -170,6 +170,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         insecure: config.insecure_registries.clone(),
         mirrors: config.registry_mirrors.clone(),
         certs_dir: config.certs_dir.clone(),
+        docker_hub_host: config.docker_hub_host.clone(),
     })
     .map_err(|e| error::Error::from(image::Error::from(e)))?;
     let images =

@@ -32,6 +32,8 @@ pub struct TestDaemon {
     pub socket: PathBuf,
     pub root: PathBuf,
     pub run_dir: PathBuf,
+    /// Extra hyperd arguments, given again on every (re)start.
+    args: Vec<String>,
     process: Option<Child>,
 }
 
@@ -46,6 +48,12 @@ pub fn hyperctl_binary() -> PathBuf {
 impl TestDaemon {
     /// Starts hyperd and waits until it answers `/_ping`.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts hyperd with extra command-line arguments after the harness's own (e.g.
+    /// `["--insecure-registry", "127.0.0.1:5000"]`), kept for [`TestDaemon::restart`].
+    pub fn start_with(args: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("hyd-")
             .tempdir_in("/tmp")
@@ -55,6 +63,7 @@ impl TestDaemon {
             root: dir.path().join("root"),
             run_dir: dir.path().join("run"),
             dir,
+            args: args.iter().map(|a| a.to_string()).collect(),
             process: None,
         };
         d.spawn();
@@ -77,6 +86,10 @@ impl TestDaemon {
             .arg(test_vmm())
             .arg("--log")
             .arg("hyperd=debug,info")
+            // Names without a registry (busybox) must never reach Docker Hub from a test.
+            .arg("--docker-hub-host")
+            .arg("127.0.0.1:1")
+            .args(&self.args)
             // The shims' Cloud Hypervisor probe cache stays in the build tree.
             .env("HYPER_CACHE_DIR", profile_dir().join("hyper-test-cache"));
         cmd
@@ -152,6 +165,8 @@ impl TestDaemon {
         let out = Command::new(hyperctl_binary())
             .args(args)
             .env("HYPER_HOST", format!("unix://{}", self.socket.display()))
+            // Registry logins of this test stay in its own dir, never in ~/.docker.
+            .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
             .stdin(Stdio::null())
             .output()
             .expect("run hyperctl");

@@ -3,6 +3,8 @@
 //! started is killed when its handle drops, even when the test panics.
 
 pub mod daemon;
+pub mod oci;
+pub mod proxy;
 pub mod registry;
 
 use std::os::unix::fs::symlink;

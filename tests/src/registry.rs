@@ -1,25 +1,20 @@
 //! A real registry for tests: Debian's `docker-registry` (distribution 2.8) on 127.0.0.1 with a
-//! free port and its own storage, plain HTTP or TLS with htpasswd auth, killed and reaped when
-//! its handle drops (and with the test's thread, through `PR_SET_PDEATHSIG`). Also small OCI
-//! images built by the test (a real tar layer, a config, a manifest, optionally an index over
-//! several platforms) and pushed into the registry with `skopeo copy` from an `oci:` layout.
+//! free port and its own storage: plain HTTP, TLS with htpasswd (Basic) auth, or plain HTTP
+//! with Docker's token auth served by a small token service in the test ([`TokenService`]).
+//! The registry is killed and reaped when its handle drops (and with the test's thread,
+//! through `PR_SET_PDEATHSIG`). Images built with [`crate::oci`] are pushed into it by
+//! [`crate::oci::skopeo_push`] from an `oci:` layout.
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
 use crate::dies_with_test;
+use crate::oci::{PushOptions, TestImage, skopeo_push};
 
 /// How long the registry may take to answer its first request.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
-
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 /// A running `docker-registry serve`.
 pub struct TestRegistry {
@@ -28,54 +23,65 @@ pub struct TestRegistry {
     process: Child,
     tls: bool,
     credentials: Option<(String, String)>,
+    /// Dropped after the registry (fields drop in order).
+    tokens: Option<TokenService>,
 }
 
 impl TestRegistry {
     /// Plain HTTP, no auth.
     pub fn start_plain() -> Self {
-        Self::start(None)
+        Self::start(None, None)
     }
 
     /// TLS with a certificate for IP 127.0.0.1 signed by a CA made for this registry, and
     /// htpasswd (bcrypt) basic auth with one user.
     pub fn start_tls_auth(user: &str, password: &str) -> Self {
-        Self::start(Some((user.to_string(), password.to_string())))
+        Self::start(Some((user.to_string(), password.to_string())), None)
     }
 
-    fn start(credentials: Option<(String, String)>) -> Self {
+    /// Plain HTTP with Docker's token auth (`WWW-Authenticate: Bearer realm=…`): a token
+    /// service on another loopback port hands out signed tokens for `user:password` (all
+    /// actions) and anonymous ones that grant nothing; a wrong password gets 401
+    /// `{"details":"incorrect username or password"}`.
+    pub fn start_token_auth(user: &str, password: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tokens = TokenService::start(dir, user, password);
+        Self::start(Some((user.to_string(), password.to_string())), Some(tokens))
+    }
+
+    fn start(credentials: Option<(String, String)>, tokens: Option<TokenService>) -> Self {
         let mut dir = tempfile::Builder::new()
             .prefix("hyt-reg-")
             .tempdir()
             .expect("temp dir");
-        let tls = credentials.is_some();
-        if let Some((user, password)) = &credentials {
-            make_certificates(dir.path());
-            let out = run(Command::new("htpasswd").args(["-Bbn", user, password]));
-            std::fs::write(dir.path().join("htpasswd"), out).unwrap();
-        }
+        let tls = credentials.is_some() && tokens.is_none();
+        let auth = match (&credentials, &tokens) {
+            (Some(_), Some(tokens)) => Auth::Token(tokens),
+            (Some((user, password)), None) => {
+                make_certificates(dir.path());
+                let out = run(Command::new("htpasswd").args(["-Bbn", user, password]));
+                std::fs::write(dir.path().join("htpasswd"), out).unwrap();
+                Auth::Htpasswd
+            }
+            (None, _) => Auth::None,
+        };
         // The port is free when asked, but another test may take it before the registry
         // binds it: then the registry exits at once and we try another.
         let mut last_log = String::new();
         for _ in 0..5 {
             let port = free_port();
-            write_config(dir.path(), port, tls);
-            let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-            let process = dies_with_test(&mut Command::new("docker-registry"))
-                .arg("serve")
-                .arg(dir.path().join("config.yml"))
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("start docker-registry (apt-get install docker-registry)");
+            write_config(dir.path(), port, &auth);
+            let process = spawn_registry(dir.path());
             let mut registry = TestRegistry {
                 dir,
                 port,
                 process,
                 tls,
                 credentials: credentials.clone(),
+                tokens: None,
             };
             if registry.wait_ready() {
+                registry.tokens = tokens;
                 return registry;
             }
             last_log = registry.log();
@@ -83,6 +89,22 @@ impl TestRegistry {
             dir = std::mem::replace(&mut registry.dir, tempfile::tempdir().unwrap());
         }
         panic!("docker-registry did not start; its log:\n{last_log}");
+    }
+
+    /// Stops the registry (its storage and port stay for [`TestRegistry::resume`]).
+    pub fn stop(&mut self) {
+        self.kill();
+    }
+
+    /// Starts the registry again on the same port with the same storage.
+    pub fn resume(&mut self) {
+        self.process = spawn_registry(self.dir.path());
+        assert!(
+            self.wait_ready(),
+            "docker-registry did not come back on port {}:\n{}",
+            self.port,
+            self.log()
+        );
     }
 
     /// Waits until `GET /v2/` answers (any status: 401 is an answer); false if the process
@@ -132,6 +154,12 @@ impl TestRegistry {
         self.port
     }
 
+    /// The identity token the token service of a [`TestRegistry::start_token_auth`] registry
+    /// hands its user at a login that asks for an offline token.
+    pub fn identity_token(&self) -> Option<String> {
+        self.tokens.as_ref().map(|t| t.refresh_token.clone())
+    }
+
     /// The user and password of a [`TestRegistry::start_tls_auth`] registry.
     pub fn credentials(&self) -> Option<(&str, &str)> {
         self.credentials
@@ -156,55 +184,63 @@ impl TestRegistry {
         root
     }
 
+    /// Where the registry keeps blob `digest` (distribution's filesystem driver layout), so a
+    /// test can damage what it serves.
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
     /// What the registry has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
 
-    /// Pushes `image` as `<host>/<name_tag>` with `skopeo copy` from an `oci:` layout.
-    /// `format` `None` keeps the OCI manifest (and so its digest); `Some("v2s2")` converts it to
-    /// Docker's schema 2.
-    pub fn push(&self, image: &OciImage, name_tag: &str, format: Option<&str>) {
+    /// Pushes `image` as `<host>/<name_tag>`, its OCI manifest kept (so the registry serves
+    /// [`TestImage::manifest_digest`]).
+    pub fn push_image(&self, image: &TestImage, name_tag: &str) {
         let layout = tempfile::tempdir().unwrap();
-        let top = Descriptor::of(OCI_MANIFEST, &image.manifest);
-        write_layout(layout.path(), &top, image.blobs());
-        self.skopeo_copy(layout.path(), name_tag, format, false);
+        image.write_oci_layout(layout.path(), LAYOUT_TAG);
+        self.copy(layout.path(), name_tag, None);
     }
 
-    /// Pushes an image index over `images` (one manifest per platform) as `<host>/<name_tag>`,
-    /// all platforms included (`skopeo copy --all`).
-    pub fn push_index(&self, index: &OciIndex, name_tag: &str) {
+    /// Pushes `image` as `<host>/<name_tag>` converted by skopeo to manifest `format`
+    /// (`v2s2`: Docker's schema 2); the registry serves another digest than
+    /// [`TestImage::manifest_digest`].
+    pub fn push_image_as(&self, image: &TestImage, name_tag: &str, format: &str) {
         let layout = tempfile::tempdir().unwrap();
-        let top = Descriptor::of(OCI_INDEX, &index.bytes);
-        let mut blobs: Vec<&[u8]> = vec![&index.bytes];
-        for image in &index.images {
-            blobs.extend(image.blobs());
-        }
-        write_layout(layout.path(), &top, blobs);
-        self.skopeo_copy(layout.path(), name_tag, None, true);
+        image.write_oci_layout(layout.path(), LAYOUT_TAG);
+        self.copy(layout.path(), name_tag, Some(format));
     }
 
-    fn skopeo_copy(&self, layout: &Path, name_tag: &str, format: Option<&str>, all: bool) {
-        let mut cmd = Command::new("skopeo");
-        cmd.args(["--insecure-policy", "copy", "--quiet"]);
-        if all {
-            cmd.arg("--all");
-        }
-        if let Some(format) = format {
-            cmd.args(["--format", format]);
-        }
-        if self.tls {
-            cmd.arg("--dest-cert-dir")
-                .arg(self.certs_dir().join(self.host()));
-        } else {
-            cmd.arg("--dest-tls-verify=false");
-        }
-        if let Some((user, password)) = self.credentials() {
-            cmd.arg(format!("--dest-creds={user}:{password}"));
-        }
-        cmd.arg(format!("oci:{}:{REF_NAME}", layout.display()))
-            .arg(format!("docker://{}/{name_tag}", self.host()));
-        run(&mut cmd);
+    /// Pushes an index over `images` (one manifest per platform, see
+    /// [`TestImage::index_digest`]) as `<host>/<name_tag>`, every platform included.
+    pub fn push_images(&self, images: &[TestImage], name_tag: &str) {
+        let layout = tempfile::tempdir().unwrap();
+        TestImage::write_oci_index(images, layout.path(), LAYOUT_TAG);
+        self.copy(layout.path(), name_tag, None);
+    }
+
+    /// `skopeo copy` of the layout's [`LAYOUT_TAG`] to `<host>/<name_tag>`, trusting this
+    /// registry's CA and with its credentials.
+    fn copy(&self, layout: &Path, name_tag: &str, format: Option<&str>) {
+        let cert_dir = self.tls.then(|| self.certs_dir().join(self.host()));
+        let options = PushOptions {
+            cert_dir: cert_dir.as_deref(),
+            credentials: self.credentials(),
+            format,
+        };
+        skopeo_push(
+            layout,
+            LAYOUT_TAG,
+            &format!("{}/{name_tag}", self.host()),
+            options,
+        );
     }
 
     /// `skopeo inspect --raw` of `<host>/<name_ref>`: the manifest bytes the registry serves.
@@ -240,8 +276,25 @@ impl Drop for TestRegistry {
     }
 }
 
-/// The ref name the layouts we write tag their one top-level manifest with.
-const REF_NAME: &str = "img";
+/// The tag the layouts we push name their one top-level manifest or index with.
+const LAYOUT_TAG: &str = "img";
+
+/// `docker-registry serve <dir>/config.yml`, logging (appending) to `<dir>/registry.log`.
+fn spawn_registry(dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("registry.log"))
+        .unwrap();
+    dies_with_test(&mut Command::new("docker-registry"))
+        .arg("serve")
+        .arg(dir.join("config.yml"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start docker-registry (apt-get install docker-registry)")
+}
 
 /// A free TCP port on 127.0.0.1 (free when asked).
 fn free_port() -> u16 {
@@ -251,7 +304,13 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn write_config(dir: &Path, port: u16, tls: bool) {
+enum Auth<'a> {
+    None,
+    Htpasswd,
+    Token(&'a TokenService),
+}
+
+fn write_config(dir: &Path, port: u16, auth: &Auth) {
     let d = dir.display();
     let mut yml = format!(
         "version: 0.1\n\
@@ -259,11 +318,18 @@ fn write_config(dir: &Path, port: u16, tls: bool) {
          storage:\n  filesystem:\n    rootdirectory: {d}/data\n  delete:\n    enabled: true\n\
          http:\n  addr: 127.0.0.1:{port}\n"
     );
-    if tls {
-        yml.push_str(&format!(
+    match auth {
+        Auth::None => {}
+        Auth::Htpasswd => yml.push_str(&format!(
             "  tls:\n    certificate: {d}/server.crt\n    key: {d}/server.key\n\
              auth:\n  htpasswd:\n    realm: hyper-test\n    path: {d}/htpasswd\n"
-        ));
+        )),
+        Auth::Token(tokens) => yml.push_str(&format!(
+            "auth:\n  token:\n    realm: {}\n    service: {TOKEN_SERVICE}\n\
+             \x20   issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+            tokens.realm(),
+            tokens.certificate().display()
+        )),
     }
     std::fs::write(dir.join("config.yml"), yml).unwrap();
 }
@@ -335,175 +401,299 @@ fn run(cmd: &mut Command) -> Vec<u8> {
     out.stdout
 }
 
-/// `sha256:<hex>` of `data`.
-pub fn sha256(data: &[u8]) -> String {
-    let hash = Sha256::digest(data);
-    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+/// The `service` and `issuer` a [`TokenService`] signs tokens for.
+const TOKEN_SERVICE: &str = "hyper-test-registry";
+const TOKEN_ISSUER: &str = "hyper-test-issuer";
+
+/// Docker's token service, small: `GET /token?service=…&scope=repository:NAME:ACTIONS…` with
+/// Basic auth answers `{"token": JWT}`, the JWT signed RS256 by `openssl` with a key whose
+/// self-signed certificate the registry trusts (`rootcertbundle`) and sends in `x5c`.
+/// Serves on its own thread until dropped.
+pub struct TokenService {
+    dir: tempfile::TempDir,
+    port: u16,
+    refresh_token: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// An uncompressed tar archive of regular files (mode 0644; parents are implied).
-pub fn tar_layer(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (path, data) in files {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(1_700_000_000);
-        h.set_cksum();
-        b.append_data(&mut h, path, *data).expect("tar entry");
-    }
-    b.into_inner().expect("tar archive")
-}
-
-/// `data` gzip-compressed. Layers are pushed compressed: skopeo would compress an
-/// uncompressed one on the way, and the manifest would no longer be ours.
-pub fn gzip(data: &[u8]) -> Vec<u8> {
-    use std::io::Write as _;
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    encoder.write_all(data).expect("gzip");
-    encoder.finish().expect("gzip")
-}
-
-/// A content descriptor as OCI writes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Descriptor {
-    pub media_type: String,
-    pub digest: String,
-    pub size: u64,
-}
-
-impl Descriptor {
-    pub fn of(media_type: &str, data: &[u8]) -> Self {
-        Self {
-            media_type: media_type.into(),
-            digest: sha256(data),
-            size: data.len() as u64,
-        }
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "mediaType": self.media_type,
-            "digest": self.digest,
-            "size": self.size,
-        })
-    }
-}
-
-/// A single-platform OCI image: its config, gzipped tar layers and manifest, as bytes.
-#[derive(Debug, Clone)]
-pub struct OciImage {
-    pub os: String,
-    pub architecture: String,
-    pub config: Vec<u8>,
-    /// The layer blobs (gzip), base first.
-    pub layers: Vec<Vec<u8>>,
-    /// The uncompressed tar archives: their digests are the config's `diff_ids`.
-    pub tars: Vec<Vec<u8>>,
-    pub manifest: Vec<u8>,
-}
-
-impl OciImage {
-    /// A `linux/<architecture>` image of `tars` (tar archives, see [`tar_layer`]; pushed
-    /// gzipped) whose config runs `cmd`.
-    pub fn new(architecture: &str, tars: Vec<Vec<u8>>, cmd: &[&str]) -> Self {
-        let diff_ids: Vec<String> = tars.iter().map(|t| sha256(t)).collect();
-        let layers: Vec<Vec<u8>> = tars.iter().map(|t| gzip(t)).collect();
-        let config = serde_json::to_vec(&serde_json::json!({
-            "architecture": architecture,
-            "os": "linux",
-            "config": { "Cmd": cmd, "Env": ["PATH=/bin"] },
-            "rootfs": { "type": "layers", "diff_ids": diff_ids },
-        }))
-        .unwrap();
-        let manifest = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": Descriptor::of(OCI_CONFIG, &config).json(),
-            "layers": layers
-                .iter()
-                .map(|l| Descriptor::of(OCI_LAYER_GZIP, l).json())
-                .collect::<Vec<_>>(),
-        }))
-        .unwrap();
-        Self {
-            os: "linux".into(),
-            architecture: architecture.into(),
-            config,
-            layers,
-            tars,
-            manifest,
-        }
-    }
-
-    /// `sha256:` of the manifest bytes: what the registry serves it under.
-    pub fn digest(&self) -> String {
-        sha256(&self.manifest)
-    }
-
-    pub fn config_descriptor(&self) -> Descriptor {
-        Descriptor::of(OCI_CONFIG, &self.config)
-    }
-
-    pub fn layer_descriptors(&self) -> Vec<Descriptor> {
-        self.layers
-            .iter()
-            .map(|l| Descriptor::of(OCI_LAYER_GZIP, l))
-            .collect()
-    }
-
-    fn blobs(&self) -> Vec<&[u8]> {
-        let mut blobs: Vec<&[u8]> = vec![&self.manifest, &self.config];
-        blobs.extend(self.layers.iter().map(Vec::as_slice));
-        blobs
-    }
-}
-
-/// An OCI image index over single-platform images.
-#[derive(Debug, Clone)]
-pub struct OciIndex {
-    pub images: Vec<OciImage>,
-    pub bytes: Vec<u8>,
-}
-
-impl OciIndex {
-    pub fn new(images: Vec<OciImage>) -> Self {
-        let manifests: Vec<serde_json::Value> = images
-            .iter()
-            .map(|i| {
-                let mut d = Descriptor::of(OCI_MANIFEST, &i.manifest).json();
-                d["platform"] = serde_json::json!({ "os": i.os, "architecture": i.architecture });
-                d
+impl TokenService {
+    fn start(dir: tempfile::TempDir, user: &str, password: &str) -> Self {
+        run(Command::new("openssl").current_dir(dir.path()).args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=hyper-test-token",
+            "-keyout",
+            "token.key",
+            "-out",
+            "token.crt",
+        ]));
+        let der = run(Command::new("openssl").current_dir(dir.path()).args([
+            "x509",
+            "-in",
+            "token.crt",
+            "-outform",
+            "DER",
+        ]));
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind token service");
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let refresh_token = format!("refresh-for-{user}");
+        let signer = Signer {
+            key: dir.path().join("token.key"),
+            x5c: base64_std(&der),
+            user: user.into(),
+            password: password.into(),
+            refresh_token: refresh_token.clone(),
+        };
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    if let Ok(conn) = conn {
+                        signer.answer(conn);
+                    }
+                }
             })
-            .collect();
-        let bytes = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
-            "manifests": manifests,
-        }))
-        .unwrap();
-        Self { images, bytes }
+        };
+        Self {
+            dir,
+            port,
+            refresh_token,
+            stop,
+            thread: Some(thread),
+        }
     }
 
-    pub fn digest(&self) -> String {
-        sha256(&self.bytes)
+    /// `http://127.0.0.1:PORT/token`.
+    pub fn realm(&self) -> String {
+        format!("http://127.0.0.1:{}/token", self.port)
+    }
+
+    fn certificate(&self) -> PathBuf {
+        self.dir.path().join("token.crt")
     }
 }
 
-/// An OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/`) whose index names `top`
-/// with the ref name [`REF_NAME`].
-fn write_layout<'a>(dir: &Path, top: &Descriptor, blobs: impl IntoIterator<Item = &'a [u8]>) {
-    let blob_dir = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blob_dir).unwrap();
-    for blob in blobs {
-        let digest = sha256(blob);
-        let hex = digest.trim_start_matches("sha256:");
-        std::fs::write(blob_dir.join(hex), blob).unwrap();
+impl Drop for TokenService {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accept loop so it sees the flag.
+        if TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_ok()
+            && let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            eprintln!("token service thread panicked");
+        }
     }
-    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    let mut entry = top.json();
-    entry["annotations"] = serde_json::json!({ "org.opencontainers.image.ref.name": REF_NAME });
-    let index = serde_json::json!({ "schemaVersion": 2, "manifests": [entry] });
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+struct Signer {
+    key: PathBuf,
+    x5c: String,
+    user: String,
+    password: String,
+    refresh_token: String,
+}
+
+impl Signer {
+    /// One HTTP/1.1 request, one answer, connection closed.
+    fn answer(&self, mut conn: TcpStream) {
+        use std::io::{BufRead as _, BufReader, Write as _};
+        let mut reader = BufReader::new(conn.try_clone().expect("clone stream"));
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).is_err() {
+            return;
+        }
+        let mut authorization = None;
+        let mut content_length = 0usize;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                if name.eq_ignore_ascii_case("authorization") {
+                    authorization = Some(value.trim().to_string());
+                } else if name.eq_ignore_ascii_case("content-length") {
+                    content_length = value.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut form = vec![0u8; content_length.min(64 * 1024)];
+        if std::io::Read::read_exact(&mut reader, &mut form).is_err() {
+            return;
+        }
+        let form = String::from_utf8_lossy(&form).into_owned();
+        let target = request_line.split(' ').nth(1).unwrap_or_default();
+        let query = target.split_once('?').map_or("", |(_, q)| q);
+        let refused = |details: &str| {
+            (
+                "401 Unauthorized",
+                serde_json::json!({ "details": details }).to_string(),
+            )
+        };
+        let (status, body) = if request_line.starts_with("POST ") {
+            // OAuth2 refresh grant: the identity token stands for the user.
+            let grant = form_value(&form, "grant_type");
+            let token = form_value(&form, "refresh_token");
+            if grant.as_deref() == Some("refresh_token")
+                && token.as_deref() == Some(self.refresh_token.as_str())
+            {
+                ("200 OK", self.token(Some(&self.user), &form))
+            } else {
+                refused("invalid refresh token")
+            }
+        } else {
+            match authorization {
+                None => ("200 OK", self.token(None, query)),
+                Some(auth) if auth == basic_header(&self.user, &self.password) => {
+                    ("200 OK", self.token(Some(&self.user), query))
+                }
+                Some(_) => refused("incorrect username or password"),
+            }
+        };
+        let response = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        );
+        if let Err(e) = conn.write_all(response.as_bytes()) {
+            eprintln!("token service: {e}");
+        }
+    }
+
+    /// `{"token", "access_token"}`: all requested actions for `user`, none for anonymous;
+    /// with `refresh_token` when `user` asked for an offline token.
+    fn token(&self, user: Option<&str>, query: &str) -> String {
+        let mut access = Vec::new();
+        for (key, value) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+            if key != "scope" || user.is_none() {
+                continue;
+            }
+            let scope = percent_decode(value);
+            let mut parts = scope.splitn(2, ':');
+            let kind = parts.next().unwrap_or_default().to_string();
+            let rest = parts.next().unwrap_or_default();
+            let (name, actions) = rest.rsplit_once(':').unwrap_or((rest, ""));
+            access.push(serde_json::json!({
+                "type": kind,
+                "name": name,
+                "actions": actions.split(',').filter(|a| !a.is_empty()).collect::<Vec<_>>(),
+            }));
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        let header = serde_json::json!({ "typ": "JWT", "alg": "RS256", "x5c": [self.x5c] });
+        let claims = serde_json::json!({
+            "iss": TOKEN_ISSUER,
+            "sub": user.unwrap_or(""),
+            "aud": TOKEN_SERVICE,
+            "exp": now.as_secs() + 300,
+            "nbf": now.as_secs() - 10,
+            "iat": now.as_secs(),
+            "jti": format!("{}", now.as_nanos()),
+            "access": access,
+        });
+        let signing_input = format!(
+            "{}.{}",
+            base64_url(&serde_json::to_vec(&header).unwrap()),
+            base64_url(&serde_json::to_vec(&claims).unwrap())
+        );
+        let signature = sign(&self.key, signing_input.as_bytes());
+        let jwt = format!("{signing_input}.{}", base64_url(&signature));
+        let mut answer =
+            serde_json::json!({ "token": jwt, "access_token": jwt, "expires_in": 300 });
+        if user.is_some() && form_value(query, "offline_token").as_deref() == Some("true") {
+            answer["refresh_token"] = self.refresh_token.clone().into();
+        }
+        answer.to_string()
+    }
+}
+
+/// RSASSA-PKCS1-v1_5 with SHA-256 of `data`, by `openssl dgst`.
+fn sign(key: &Path, data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut child = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run openssl dgst");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(data)
+        .expect("write to openssl");
+    let out = child.wait_with_output().expect("openssl dgst");
+    assert!(
+        out.status.success(),
+        "openssl dgst: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn basic_header(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64_std(format!("{user}:{password}").as_bytes())
+    )
+}
+
+fn base64_std(data: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+fn base64_url(data: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
+}
+
+/// The value of `key` in a query string or form body.
+fn form_value(form: &str, key: &str) -> Option<String> {
+    form.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| percent_decode(v))
+}
+
+/// `%XX` escapes and `+` of a query value.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -28,9 +28,22 @@ pub async fn pull(client: &Client, image: &str, output: Output) -> Result<()> {
     if reference.is_untagged() {
         output.line("Using default tag: latest")?;
     }
-    let auth = credentials::registry_auth(&reference)?;
+    registry_request(client, "/image/create", "imageName", &reference, output).await
+}
+
+/// `POST <endpoint>?<name_param>=<name>&tag=<tag or digest>` for `reference`, with its
+/// registry's credentials as `X-Registry-Auth`, showing the daemon's progress stream on
+/// `output`: what pull and push share. Fails with the stream's error.
+pub(super) async fn registry_request(
+    client: &Client,
+    endpoint: &str,
+    name_param: &str,
+    reference: &ImageRef,
+    output: Output,
+) -> Result<()> {
+    let auth = credentials::registry_auth(reference)?;
     let path = format!(
-        "/image/create?imageName={}&tag={}",
+        "{endpoint}?{name_param}={}&tag={}",
         enc(&reference.name),
         enc(reference.tag_or_digest())
     );

@@ -2,11 +2,9 @@
 //! credentials, showing the daemon's progress stream.
 
 use anyhow::{Result, bail};
-use hyper::Method;
 
-use crate::client::{self, Client, enc};
-use crate::credentials;
-use crate::progress::{self, Output};
+use crate::client::Client;
+use crate::progress::Output;
 use crate::reference::{DEFAULT_TAG, ImageRef};
 
 #[derive(Debug, clap::Args)]
@@ -24,25 +22,7 @@ pub async fn run(client: &Client, args: Args) -> Result<i32> {
     if reference.is_untagged() {
         println!("Using default tag: {DEFAULT_TAG}");
     }
-    let auth = credentials::registry_auth(&reference)?;
-    let path = format!(
-        "/image/push?remote={}&tag={}",
-        enc(&reference.name),
-        enc(reference.tag_or_digest())
-    );
-    let body = client
-        .open(
-            Method::POST,
-            &path,
-            &[("x-registry-auth", auth)],
-            None,
-            client::full(bytes::Bytes::new()),
-        )
+    super::pull::registry_request(client, "/image/push", "remote", &reference, Output::Stdout)
         .await?;
-    progress::follow(
-        client::reader(body),
-        progress::renderer(Output::Stdout).as_mut(),
-    )
-    .await?;
     Ok(0)
 }

@@ -18,6 +18,7 @@ pub fn status_of(kind: Kind) -> StatusCode {
     match kind {
         Kind::InvalidInput => StatusCode::BAD_REQUEST,
         Kind::NotFound => StatusCode::NOT_FOUND,
+        Kind::Unauthorized => StatusCode::UNAUTHORIZED,
         Kind::Conflict => StatusCode::CONFLICT,
         Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,

@@ -131,10 +131,10 @@ pub async fn auth(
 ) -> ApiResult<Json<AuthResponse>> {
     let auth: AuthConfig = serde_json::from_slice(&body)
         .map_err(|e| Error::InvalidInput(format!("body: an AuthConfig JSON object: {e}")))?;
-    d.images.login(&auth).await?;
+    let token = d.images.login(&auth).await?;
     Ok(Json(AuthResponse {
         status: "Login Succeeded".into(),
-        ..Default::default()
+        identity_token: token.unwrap_or_default(),
     }))
 }
 

@@ -12,9 +12,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest as _, Sha256};
-
-use super::digest::Digest;
+use super::digest::{Digest, HashingWriter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -106,9 +104,7 @@ impl ContentStore {
             .tempfile_in(&self.ingest)
             .map_err(|e| Error::io("create an ingest file", e))?;
         Ok(Ingest {
-            file,
-            hasher: Sha256::new(),
-            written: 0,
+            file: HashingWriter::new(file),
             blobs: self.blobs.clone(),
         })
     }
@@ -135,21 +131,19 @@ impl ContentStore {
 /// A blob being written: hashed as it goes, renamed into the store by [`Ingest::commit`], and
 /// deleted if dropped uncommitted.
 pub struct Ingest {
-    file: tempfile::NamedTempFile,
-    hasher: Sha256,
-    written: u64,
+    file: HashingWriter<tempfile::NamedTempFile>,
     blobs: PathBuf,
 }
 
 impl Ingest {
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
-        self.written
+        self.file.written()
     }
 
     /// Verifies the digest (when `expected` is given), fsyncs and moves the blob into place.
     pub fn commit(self, expected: Option<(&Digest, Option<u64>)>) -> Result<Digest> {
-        let actual = Digest::from_sha256(self.hasher.finalize().as_slice());
+        let (actual, written, file) = self.file.finish();
         if let Some((expected, size)) = expected {
             if *expected != actual {
                 return Err(Error::DigestMismatch {
@@ -158,22 +152,20 @@ impl Ingest {
                 });
             }
             if let Some(size) = size
-                && size != self.written
+                && size != written
             {
                 return Err(Error::SizeMismatch {
                     digest: actual,
                     expected: size,
-                    actual: self.written,
+                    actual: written,
                 });
             }
         }
-        self.file
-            .as_file()
+        file.as_file()
             .sync_all()
             .map_err(|e| Error::io(format!("sync blob {actual}"), e))?;
         let path = self.blobs.join(actual.hex());
-        self.file
-            .persist(&path)
+        file.persist(&path)
             .map_err(|e| Error::io(format!("store blob {actual}"), e.error))?;
         // The rename is durable once the directory is.
         if let Ok(dir) = File::open(&self.blobs) {
@@ -185,10 +177,7 @@ impl Ingest {
 
 impl Write for Ingest {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.written += n as u64;
-        Ok(n)
+        self.file.write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {

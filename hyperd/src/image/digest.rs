@@ -1,7 +1,9 @@
 //! Content digests as the OCI image spec writes them: `sha256:<64 lowercase hex>`. Only
-//! sha256 is accepted (the only algorithm registries and Docker use for images).
+//! sha256 is accepted (the only algorithm registries and Docker use for images). Also the
+//! hashing reader and writer that compute them on the way, and layer chain ids.
 
 use std::fmt;
+use std::io::{self, Read, Write};
 use std::str::FromStr;
 
 use sha2::{Digest as _, Sha256};
@@ -77,13 +79,93 @@ impl<'de> serde::Deserialize<'de> for Digest {
 pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
     let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
     for diff_id in diff_ids {
-        let next = match out.last() {
-            None => diff_id.clone(),
-            Some(parent) => Digest::of(format!("{parent} {diff_id}").as_bytes()),
-        };
-        out.push(next);
+        out.push(chain_id(out.last(), diff_id));
     }
     out
+}
+
+/// The chain id of layer `diff_id` on top of the stack whose chain id is `parent` (`None`: a
+/// base layer), as [`chain_ids`] defines it.
+pub fn chain_id(parent: Option<&Digest>, diff_id: &Digest) -> Digest {
+    match parent {
+        None => diff_id.clone(),
+        Some(parent) => Digest::of(format!("{parent} {diff_id}").as_bytes()),
+    }
+}
+
+/// A reader that hashes and counts the bytes it hands out.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    len: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            len: 0,
+        }
+    }
+
+    /// The digest and byte count of everything read so far.
+    pub fn finish(self) -> (Digest, u64) {
+        (
+            Digest::from_sha256(self.hasher.finalize().as_slice()),
+            self.len,
+        )
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+}
+
+/// A writer that hashes and counts the bytes that pass through it.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    len: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            len: 0,
+        }
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.len
+    }
+
+    /// The digest and byte count of everything written, and the writer.
+    pub fn finish(self) -> (Digest, u64, W) {
+        let digest = Digest::from_sha256(self.hasher.finalize().as_slice());
+        (digest, self.len, self.inner)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 #[cfg(test)]
@@ -105,6 +187,21 @@ mod tests {
         ] {
             assert!(bad.parse::<Digest>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn hashing_reader_and_writer_digest_what_passes() {
+        let data = b"some bytes to hash".repeat(1000);
+        let mut reader = HashingReader::new(data.as_slice());
+        let mut copy = Vec::new();
+        reader.read_to_end(&mut copy).unwrap();
+        assert_eq!(reader.finish(), (Digest::of(&data), data.len() as u64));
+        let mut writer = HashingWriter::new(Vec::new());
+        writer.write_all(&data).unwrap();
+        assert_eq!(writer.written(), data.len() as u64);
+        let (digest, len, inner) = writer.finish();
+        assert_eq!((digest, len), (Digest::of(&data), data.len() as u64));
+        assert_eq!(inner, data);
     }
 
     #[test]

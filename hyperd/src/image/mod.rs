@@ -21,7 +21,7 @@ mod snapshot;
 mod transfer;
 pub mod unpack;
 
-use std::io::{Read, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -302,6 +302,11 @@ impl Images {
                 .zip(digest::chain_ids(&diff_ids))
                 .all(|(l, c)| l.chain_id == c)
         );
+        // Docker lists an image by when its config says it was made, not when it arrived.
+        let created = humantime::parse_rfc3339_weak(&config.created)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(created, |d| d.as_secs() as i64);
         let config_digest = self.content.put(config_bytes)?;
         let manifest_bytes = match manifest {
             Some(bytes) => bytes.to_vec(),
@@ -345,7 +350,8 @@ impl Images {
     }
 
     /// `POST /auth`: checks the credentials against the registry they name.
-    pub async fn login(&self, auth: &rest::AuthConfig) -> Result<()> {
+    /// Returns the identity token the registry's token service issued, if it did.
+    pub async fn login(&self, auth: &rest::AuthConfig) -> Result<Option<String>> {
         let creds = registry::Credentials::from_auth_config(auth)?;
         Ok(self.registry.login(&auth.serveraddress, &creds).await?)
     }
@@ -354,10 +360,11 @@ impl Images {
     /// a unique id prefix.
     pub fn resolve(&self, reference: &str) -> Result<ImageRecord> {
         let id = reference.strip_prefix("sha256:").unwrap_or(reference);
-        if id.len() == 64 && id.chars().all(|c| c.is_ascii_hexdigit()) {
-            if let Some(img) = self.store.read(|c| store::get_image(c, id))? {
-                return Ok(img);
-            }
+        if id.len() == 64
+            && id.chars().all(|c| c.is_ascii_hexdigit())
+            && let Some(img) = self.store.read(|c| store::get_image(c, id))?
+        {
+            return Ok(img);
         }
         if let Ok(r) = Reference::parse(reference) {
             let found = match &r.digest {
@@ -392,6 +399,24 @@ impl Images {
             .map_err(|e| Error::BadContent(format!("image {}: {e}", image.id)))?;
         ImageConfigFile::parse(&self.content.read(&digest)?)
             .map_err(|e| Error::BadContent(format!("image {} config: {e}", image.id)))
+    }
+
+    /// The image's manifest: its digest, its exact bytes and what they say. `what` names the
+    /// operation for images from before manifests existed, which have none.
+    fn manifest_of(&self, image: &ImageRecord, what: &str) -> Result<(Digest, Vec<u8>, Manifest)> {
+        if image.manifest.is_empty() {
+            return Err(Error::Invalid(format!(
+                "image {} was imported before images had manifests: import it again to {what} it",
+                &image.id[..12]
+            )));
+        }
+        let digest: Digest = image
+            .manifest
+            .parse()
+            .map_err(|e: digest::InvalidDigest| Error::BadContent(e.to_string()))?;
+        let bytes = self.content.read(&digest)?;
+        let manifest = Manifest::parse(&bytes).map_err(Error::BadContent)?;
+        Ok((digest, bytes, manifest))
     }
 
     /// The overlayfs lower dirs of an image's rootfs, topmost first.
@@ -649,10 +674,7 @@ fn snapshot_blob(
     expected_diff_id: Option<&Digest>,
     name: &str,
 ) -> Result<(Digest, Digest, u64)> {
-    let chain_of = |diff_id: &Digest| match parent_chain {
-        None => diff_id.clone(),
-        Some(parent) => Digest::of(format!("{parent} {diff_id}").as_bytes()),
-    };
+    let chain_of = |diff_id: &Digest| digest::chain_id(parent_chain, diff_id);
     if let Some(diff_id) = expected_diff_id {
         let chain = chain_of(diff_id);
         if snapshots.contains(&chain) {
@@ -661,10 +683,7 @@ fn snapshot_blob(
     }
     let file = content.open_blob(blob)?;
     let (_, reader) = compression::decompress(file).map_err(|e| Error::io("read the layer", e))?;
-    let mut hashing = HashingReader {
-        inner: reader,
-        hasher: sha2::Sha256::default(),
-    };
+    let mut hashing = digest::HashingReader::new(reader);
     let staging = snapshots.staging()?;
     let stats =
         unpack::unpack_layer(&mut hashing, &staging.fs()).map_err(|source| Error::BadLayer {
@@ -674,7 +693,7 @@ fn snapshot_blob(
     // The tar's end-of-archive padding counts towards the diff id too.
     std::io::copy(&mut hashing, &mut std::io::sink())
         .map_err(|e| Error::BadContent(format!("layer {name}: {e}")))?;
-    let diff_id = Digest::from_sha256(sha2::Digest::finalize(hashing.hasher).as_slice());
+    let (diff_id, _) = hashing.finish();
     if let Some(expected) = expected_diff_id
         && *expected != diff_id
     {
@@ -685,20 +704,6 @@ fn snapshot_blob(
     let chain = chain_of(&diff_id);
     snapshots.commit(staging, &chain, stats.size)?;
     Ok((diff_id, chain, stats.size))
-}
-
-/// A reader that hashes what passes through it.
-struct HashingReader<R> {
-    inner: R,
-    hasher: sha2::Sha256,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        sha2::Digest::update(&mut self.hasher, &buf[..n]);
-        Ok(n)
-    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 
 use serde_json::json;
 
-use super::manifest::Manifest;
 use super::registry::{BlobSource, Credentials};
 use super::{Digest, Error, Images, Progress, Reference, Result};
 use crate::store;
@@ -22,12 +21,7 @@ impl Images {
             )),
             e => e,
         })?;
-        if image.manifest.is_empty() {
-            return Err(Error::Invalid(format!(
-                "image {} was imported before images had manifests: import it again to push it",
-                &image.id[..12]
-            )));
-        }
+        let (_, manifest_bytes, manifest) = self.manifest_of(&image, "push")?;
         progress.status(
             format!(
                 "The push refers to repository [{}/{}]",
@@ -36,12 +30,6 @@ impl Images {
             ),
             "",
         );
-        let manifest_digest: Digest = image
-            .manifest
-            .parse()
-            .map_err(|e: super::digest::InvalidDigest| Error::BadContent(e.to_string()))?;
-        let manifest_bytes = self.content.read(&manifest_digest)?;
-        let manifest = Manifest::parse(&manifest_bytes).map_err(Error::BadContent)?;
         for layer in &manifest.layers {
             progress.status("Preparing", layer.digest.short());
         }

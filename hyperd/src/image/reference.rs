@@ -249,19 +249,12 @@ fn check_tag(tag: &str) -> std::result::Result<(), String> {
 }
 
 /// `sha256:` and 64 lowercase hex digits: the only digest algorithm images use.
-fn check_digest(digest: &str) -> std::result::Result<(), String> {
-    let ok = digest.strip_prefix("sha256:").is_some_and(|hex| {
-        hex.len() == 64
-            && hex
-                .chars()
-                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
+pub(super) fn check_digest(digest: &str) -> std::result::Result<(), String> {
+    match digest.parse::<super::Digest>() {
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!(
             "digest {digest:?} must be sha256: followed by 64 lowercase hex digits"
-        ))
+        )),
     }
 }
 

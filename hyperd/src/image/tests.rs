@@ -3,18 +3,19 @@
 
 use std::io::Write as _;
 
+use hyper_tests::oci::TestLayer;
+
 use super::*;
 
+/// A layer of regular files (mode 0755, owned by root).
+fn layer(files: &[(&str, &[u8])]) -> TestLayer {
+    files.iter().fold(TestLayer::new(), |l, (name, data)| {
+        l.file(name, data, 0o755, 0, 0)
+    })
+}
+
 fn tarball(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (name, data) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o755);
-        h.set_cksum();
-        b.append_data(&mut h, name, *data).unwrap();
-    }
-    b.into_inner().unwrap()
+    layer(files).tar()
 }
 
 fn images() -> (tempfile::TempDir, Images) {
@@ -91,12 +92,8 @@ async fn an_import_is_a_one_layer_image_with_config_and_manifest() {
 
 #[tokio::test]
 async fn the_same_tar_in_every_compression_imports_to_the_same_layer() {
-    let tar = tarball(&[("etc/motd", b"hello"), ("bin/x", b"x")]);
-    let gzip = {
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        e.write_all(&tar).unwrap();
-        e.finish().unwrap()
-    };
+    let files = layer(&[("etc/motd", b"hello"), ("bin/x", b"x")]);
+    let (tar, gzip) = (files.tar(), files.gzip());
     let bzip2 = {
         let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
         e.write_all(&tar).unwrap();
@@ -224,11 +221,7 @@ async fn removal_untags_then_deletes_and_collects_what_no_image_needs() {
 async fn save_then_load_gives_back_the_same_image_in_both_formats() {
     for format in [ArchiveFormat::Docker, ArchiveFormat::Oci] {
         let (_d, images) = images();
-        let gz = {
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            e.write_all(&tarball(&[("etc/motd", b"saved")])).unwrap();
-            e.finish().unwrap()
-        };
+        let gz = layer(&[("etc/motd", b"saved")]).gzip();
         let img = images.import(body(gz), "saved", "v1").await.unwrap();
         let mut file = images.save(&["saved:v1".into()], format).await.unwrap();
         let mut archive = Vec::new();
@@ -277,4 +270,26 @@ async fn an_archive_that_is_not_one_is_refused_and_leaves_nothing() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), Kind::NotFound, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_imports_of_the_same_content_make_one_intact_image() {
+    let (dir, images) = images();
+    let tar = tarball(&[("bin/a", &[1u8; 200_000]), ("bin/b", &[2u8; 200_000])]);
+    let (a, b) = tokio::join!(
+        images.import(body(tar.clone()), "same", "1"),
+        images.import(body(tar.clone()), "same", "2"),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.layers[0].diff_id, b.layers[0].diff_id);
+    // One layer on disk, whole.
+    assert_eq!(entries(&dir.path().join("snapshots")).len(), 1);
+    let lower = &images.lower_dirs(&a)[0];
+    assert_eq!(
+        std::fs::read(Path::new(lower).join("bin/a")).unwrap(),
+        vec![1u8; 200_000]
+    );
+    assert_eq!(images.resolve("same:1").unwrap().layers, a.layers);
+    assert_eq!(images.resolve("same:2").unwrap().layers, b.layers);
+    assert!(entries(&dir.path().join("content/ingest")).is_empty());
 }

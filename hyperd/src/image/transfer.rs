@@ -144,22 +144,10 @@ impl Images {
         let mut images = Vec::new();
         for name in names {
             let image = self.resolve(name)?;
-            if image.manifest.is_empty() {
-                return Err(Error::Invalid(format!(
-                    "image {name} was imported before images had manifests: import it again to save it"
-                )));
-            }
-            let manifest_digest: Digest = image
-                .manifest
-                .parse()
-                .map_err(|e: super::digest::InvalidDigest| Error::BadContent(e.to_string()))?;
+            let (manifest_digest, manifest, parsed) = self.manifest_of(&image, "save")?;
             let config_digest = Digest::from_hex(&image.id)
                 .map_err(|e| Error::BadContent(format!("image {}: {e}", image.id)))?;
-            let manifest = self.content.read(&manifest_digest)?;
-            let manifest_media_type = super::manifest::Manifest::parse(&manifest)
-                .map_err(Error::BadContent)?
-                .own_media_type()
-                .to_string();
+            let manifest_media_type = parsed.own_media_type().to_string();
             // Saved by name: the archive carries that name; by id: no name, as Docker does.
             let repo_tags = match Reference::parse(name) {
                 Ok(r)

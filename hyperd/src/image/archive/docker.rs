@@ -178,11 +178,11 @@ fn append_plain_layer<W: Write>(
     let mut hashing = HashingWriter::new(spool);
     io::copy(&mut plain, &mut hashing)
         .map_err(|e| Error::io(format!("uncompress layer {}", layer.digest), e))?;
-    let (hex, size, mut spool) = hashing.finish();
+    let (actual, size, mut spool) = hashing.finish();
     check_digest(
         &format!("{} uncompressed", layer.digest),
         &layer.diff_id,
-        &hex,
+        actual.hex(),
     )?;
     spool
         .rewind()

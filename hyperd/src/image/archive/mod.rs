@@ -18,9 +18,8 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
 
-use sha2::{Digest as _, Sha256};
-
 use crate::error::Kind;
+use crate::image::digest::{Digest, HashingReader, HashingWriter};
 
 pub use docker::write_docker_archive;
 pub use oci::write_oci_archive;
@@ -405,15 +404,11 @@ fn digest_hex<'a>(digest: &'a str, named_by: &str) -> Result<&'a str> {
 }
 
 fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    Digest::from_hex(s).is_ok()
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    to_hex(&Sha256::digest(bytes))
+    Digest::of(bytes).hex().to_owned()
 }
 
 /// Reads a metadata file whole (at most [`MAX_METADATA_BYTES`]).
@@ -439,8 +434,8 @@ fn hash_file(path: &Path) -> Result<(String, u64)> {
     let mut hashing = HashingWriter::new(io::sink());
     io::copy(&mut file, &mut hashing)
         .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
-    let (hex, len, _) = hashing.finish();
-    Ok((hex, len))
+    let (digest, len, _) = hashing.finish();
+    Ok((digest.hex().to_owned(), len))
 }
 
 /// Checks `actual_hex` against `expected` (`sha256:<hex>`).
@@ -497,71 +492,6 @@ fn check_layer_count(
     Ok(())
 }
 
-/// A writer that hashes what passes through it.
-struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    len: u64,
-}
-
-impl<W: Write> HashingWriter<W> {
-    fn new(inner: W) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::new(),
-            len: 0,
-        }
-    }
-
-    /// The sha256 hex and byte count of everything written, and the writer.
-    fn finish(self) -> (String, u64, W) {
-        (to_hex(&self.hasher.finalize()), self.len, self.inner)
-    }
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// A reader that hashes what it hands out.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-    len: u64,
-}
-
-impl<R: Read> HashingReader<R> {
-    fn new(inner: R) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::new(),
-            len: 0,
-        }
-    }
-
-    fn finish(self) -> (String, u64) {
-        (to_hex(&self.hasher.finalize()), self.len)
-    }
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
-}
-
 /// Appends one regular file of `size` bytes read from `data`, checking that exactly `size` bytes
 /// came and that their sha256 is `digest` (a tar header states the size before the content, so
 /// a short or changed blob would otherwise make a corrupt archive).
@@ -576,7 +506,7 @@ fn append_blob<W: Write>(
     let mut reader = HashingReader::new(data.take(size));
     tar.append_data(&mut header, name, &mut reader)
         .map_err(|e| Error::io(format!("write {name} to the archive"), e))?;
-    let (hex, len) = reader.finish();
+    let (actual, len) = reader.finish();
     if len != size {
         return Err(Error::SizeMismatch {
             name: digest.to_string(),
@@ -584,7 +514,7 @@ fn append_blob<W: Write>(
             actual: len,
         });
     }
-    check_digest(digest, digest, &hex)
+    check_digest(digest, digest, actual.hex())
 }
 
 /// Appends a small file held in memory.
@@ -624,27 +554,18 @@ mod tests {
     use std::io::Seek;
     use std::process::Command;
 
+    use hyper_tests::oci::TestLayer;
+
     use super::*;
 
     const GZIP_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
     const PLAIN_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 
-    /// A layer tar holding `files`.
-    fn layer_tar(files: &[(&str, &str)]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (name, data) in files {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            b.append_data(&mut h, name, data.as_bytes()).unwrap();
-        }
-        b.into_inner().unwrap()
-    }
-
-    fn gzip(bytes: &[u8]) -> Vec<u8> {
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        enc.write_all(bytes).unwrap();
-        enc.finish().unwrap()
+    /// A layer holding regular files `files` (name, content).
+    fn layer(files: &[(&str, &str)]) -> TestLayer {
+        files.iter().fold(TestLayer::new(), |l, (name, data)| {
+            l.file(name, data.as_bytes(), 0o644, 0, 0)
+        })
     }
 
     fn digest_of(bytes: &[u8]) -> String {
@@ -689,20 +610,26 @@ mod tests {
         }
     }
 
-    /// An image whose layers are `layers` (plain tars), each stored gzipped when its flag says
-    /// so; its config, manifest and layers go into `blobs`.
-    fn image(blobs: &DirBlobs, layers: &[(&[u8], bool)], tags: &[&str], cmd: &str) -> ImageToSave {
+    /// An image whose layers are `layers`, each stored gzipped when its flag says so, else as
+    /// a plain tar; its config, manifest and layers go into `blobs`.
+    fn image(
+        blobs: &DirBlobs,
+        layers: &[(&TestLayer, bool)],
+        tags: &[&str],
+        cmd: &str,
+    ) -> ImageToSave {
         let layers: Vec<LayerToSave> = layers
             .iter()
-            .map(|(plain, compressed)| {
+            .map(|(layer, compressed)| {
+                let plain = layer.tar();
                 let stored = if *compressed {
-                    gzip(plain)
+                    layer.gzip()
                 } else {
-                    plain.to_vec()
+                    plain.clone()
                 };
                 LayerToSave {
                     digest: blobs.put(&stored),
-                    diff_id: digest_of(plain),
+                    diff_id: digest_of(&plain),
                     media_type: if *compressed { GZIP_LAYER } else { PLAIN_LAYER }.into(),
                     size: stored.len() as u64,
                 }
@@ -736,9 +663,9 @@ mod tests {
 
     /// Two images sharing a gzipped base layer, each with a plain top layer of its own.
     fn two_images(blobs: &DirBlobs) -> Vec<ImageToSave> {
-        let base = layer_tar(&[("etc/os-release", "ID=test\n"), ("bin/sh", "#!sh")]);
-        let one = layer_tar(&[("app/one", "1")]);
-        let two = layer_tar(&[("app/two", "22")]);
+        let base = layer(&[("etc/os-release", "ID=test\n"), ("bin/sh", "#!sh")]);
+        let one = layer(&[("app/one", "1")]);
+        let two = layer(&[("app/two", "22")]);
         vec![
             image(
                 blobs,
@@ -787,6 +714,25 @@ mod tests {
             .collect()
     }
 
+    /// The shared base layer `blob` (`sha256:<hex>`) is in `archive` once, as
+    /// `blobs/sha256/<hex>`; returns the archive's entry names.
+    fn assert_written_once(archive: &Path, blob: &str) -> Vec<String> {
+        let names = entry_names(archive);
+        let entry = format!("blobs/sha256/{}", &blob["sha256:".len()..]);
+        assert_eq!(
+            names.iter().filter(|n| **n == entry).count(),
+            1,
+            "{entry} in {names:?}"
+        );
+        names
+    }
+
+    fn assert_same_config_and_tags(written: &ImageToSave, read: &ArchivedImage) {
+        assert_eq!(read.config, written.config);
+        assert_eq!(read.config_digest, written.config_digest);
+        assert_eq!(read.repo_tags, written.repo_tags);
+    }
+
     fn extract_and_read(archive: &Path) -> (tempfile::TempDir, Vec<ArchivedImage>) {
         let dir = tempfile::tempdir().unwrap();
         extract(File::open(archive).unwrap(), dir.path()).unwrap();
@@ -826,22 +772,14 @@ mod tests {
         images.pop();
         images[0].repo_tags.push("example.com/one:again".into());
 
-        let base = &images[0].layers[0].diff_id;
-        let names = entry_names(&file);
-        let base_entry = format!("blobs/sha256/{}", &base[7..]);
-        assert_eq!(
-            names.iter().filter(|n| **n == base_entry).count(),
-            1,
-            "{names:?}"
-        );
+        // docker-archive layers are plain tars, under their diff ids.
+        let names = assert_written_once(&file, &images[0].layers[0].diff_id);
         assert!(names.contains(&"manifest.json".to_string()), "{names:?}");
 
         let (_dir, read) = extract_and_read(&file);
         assert_eq!(read.len(), 2);
         for (written, read) in images.iter().zip(&read) {
-            assert_eq!(read.config, written.config);
-            assert_eq!(read.config_digest, written.config_digest);
-            assert_eq!(read.repo_tags, written.repo_tags);
+            assert_same_config_and_tags(written, read);
             assert!(read.manifest.is_none());
             // docker-archive layers are plain tars: their digest is the diff id.
             let layer_digests: Vec<&str> = read.layers.iter().map(|l| l.digest.as_str()).collect();
@@ -857,21 +795,12 @@ mod tests {
         let file = work.path().join("images.tar");
         write_oci_archive(File::create(&file).unwrap(), &images, &blobs).unwrap();
 
-        let base = &images[0].layers[0].digest;
-        let names = entry_names(&file);
-        let base_entry = format!("blobs/sha256/{}", &base[7..]);
-        assert_eq!(
-            names.iter().filter(|n| **n == base_entry).count(),
-            1,
-            "{names:?}"
-        );
+        assert_written_once(&file, &images[0].layers[0].digest);
 
         let (_dir, read) = extract_and_read(&file);
         assert_eq!(read.len(), 2);
         for (written, read) in images.iter().zip(&read) {
-            assert_eq!(read.config, written.config);
-            assert_eq!(read.config_digest, written.config_digest);
-            assert_eq!(read.repo_tags, written.repo_tags);
+            assert_same_config_and_tags(written, read);
             let manifest = read.manifest.as_ref().unwrap();
             assert_eq!(manifest.bytes, written.manifest);
             assert_eq!(manifest.digest, written.manifest_digest);
@@ -1185,7 +1114,7 @@ mod tests {
 
     #[test]
     fn read_refuses_a_manifest_naming_a_missing_file() {
-        let layer = layer_tar(&[("a", "a")]);
+        let layer = layer(&[("a", "a")]).tar();
         let config = serde_json::to_vec(&serde_json::json!({
             "rootfs": {"type": "layers", "diff_ids": [digest_of(&layer), digest_of(b"gone")]},
         }))
@@ -1215,7 +1144,7 @@ mod tests {
     #[test]
     fn reads_a_legacy_docker_archive_with_linked_layers() {
         // Docker ≤24: `<id>/layer.tar`, a layer repeated in one image linked to the first copy.
-        let layer = layer_tar(&[("a", "a")]);
+        let layer = layer(&[("a", "a")]).tar();
         let diff = digest_of(&layer);
         let config = serde_json::to_vec(&serde_json::json!({
             "rootfs": {"type": "layers", "diff_ids": [diff, diff]},

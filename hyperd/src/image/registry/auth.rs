@@ -1,6 +1,8 @@
-//! Credentials for a registry: from Docker's `AuthConfig` and its `X-Registry-Auth` header, and
-//! the check `POST /auth` makes (the distribution spec's `GET /v2/`, then Basic auth or the
-//! Docker token flow it challenges with). Never logs a secret.
+//! Credentials for a registry: from Docker's `AuthConfig` and its `X-Registry-Auth` header;
+//! the check `POST /auth` makes (the distribution spec's `GET /v2/`, then Basic auth or
+//! Docker's token flow it challenges with: `GET realm` with Basic auth, or the OAuth2 refresh
+//! grant `POST realm` for an identity token); and the registry's reason when it refuses.
+//! Never logs a secret.
 
 use std::fmt;
 
@@ -22,8 +24,8 @@ pub enum Credentials {
         username: String,
         password: String,
     },
-    /// An OAuth2 refresh token a registry handed out at login (`identitytoken`). Not
-    /// supported yet: using it is an [`Error::InvalidInput`].
+    /// An OAuth2 refresh token a token service handed out at login (`identitytoken`),
+    /// exchanged for a bearer token per repository and operation.
     IdentityToken(String),
     /// A bearer token sent as is (`registrytoken`).
     RegistryToken(String),
@@ -112,7 +114,8 @@ impl Credentials {
         matches!(self, Credentials::Anonymous)
     }
 
-    /// What oci-client sends. Identity tokens need an OAuth2 refresh grant we do not do yet.
+    /// What oci-client sends. An identity token must have been exchanged for a bearer token
+    /// first (see `Registry::exchange`).
     pub(super) fn to_oci(&self) -> Result<oci_client::secrets::RegistryAuth> {
         use oci_client::secrets::RegistryAuth;
         match self {
@@ -121,15 +124,11 @@ impl Credentials {
                 Ok(RegistryAuth::Basic(username.clone(), password.clone()))
             }
             Credentials::RegistryToken(t) => Ok(RegistryAuth::Bearer(t.clone())),
-            Credentials::IdentityToken(_) => Err(identity_tokens_unsupported()),
+            Credentials::IdentityToken(_) => Err(Error::InvalidInput(
+                "an identity token is exchanged for a bearer token before use".into(),
+            )),
         }
     }
-}
-
-fn identity_tokens_unsupported() -> Error {
-    Error::InvalidInput(
-        "identity tokens are not supported; log in with a username and password".into(),
-    )
 }
 
 /// A challenge from `WWW-Authenticate`.
@@ -220,39 +219,128 @@ pub(super) fn docker_code(code: &str) -> String {
     code.to_lowercase().replace('_', " ")
 }
 
+/// The `client_id` we give token services, as Docker gives `docker`.
+const CLIENT_ID: &str = "hyperd";
+
+/// `GET /v2/` and what it asks for: nothing (`None`), Basic auth, or a token from a realm.
+async fn challenge(
+    ep: &Endpoint,
+    http: &reqwest::Client,
+) -> Result<(Option<Challenge>, reqwest::Response)> {
+    let response = http
+        .get(ep.url("/v2/"))
+        .send()
+        .await
+        .map_err(|e| ep.unreachable(&e))?;
+    let challenge = parse_challenge(&response);
+    Ok((challenge, response))
+}
+
+/// A token service's answer (Docker's token spec: `token` or `access_token`, and a
+/// `refresh_token` when an offline token was asked for).
+#[derive(serde::Deserialize)]
+struct TokenAnswer {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    access_token: String,
+    #[serde(default)]
+    refresh_token: String,
+}
+
+/// A token from `realm` for `scope` (none at login): with Basic auth for a password
+/// (`offline` asks for a refresh token too), or the OAuth2 refresh grant for an identity
+/// token. Errors: [`Error::Unauthorized`] with the token service's reason.
+async fn token(
+    http: &reqwest::Client,
+    realm: &str,
+    service: Option<&str>,
+    creds: &Credentials,
+    scope: Option<&str>,
+    offline: bool,
+) -> Result<TokenAnswer> {
+    let unreachable = |e: reqwest::Error| {
+        Error::Unreachable(format!("token service {realm}: {}", super::chain(&e)))
+    };
+    let mut params: Vec<(&str, &str)> = Vec::new();
+    if let Some(service) = service {
+        params.push(("service", service));
+    }
+    if let Some(scope) = scope {
+        params.push(("scope", scope));
+    }
+    let request = match creds {
+        Credentials::Basic { username, password } => {
+            params.push(("account", username));
+            if offline {
+                params.extend([("offline_token", "true"), ("client_id", CLIENT_ID)]);
+            }
+            http.get(realm)
+                .query(&params)
+                .basic_auth(username, Some(password))
+        }
+        Credentials::IdentityToken(refresh) => {
+            params.extend([
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh),
+                ("client_id", CLIENT_ID),
+            ]);
+            http.post(realm).form(&params)
+        }
+        Credentials::Anonymous | Credentials::RegistryToken(_) => http.get(realm).query(&params),
+    };
+    let response = request.send().await.map_err(unreachable)?;
+    if !response.status().is_success() {
+        return Err(Error::Unauthorized(reason(response).await));
+    }
+    let answer: TokenAnswer = response.json().await.map_err(|e| {
+        Error::Protocol(format!(
+            "token service {realm}: not a token answer: {}",
+            super::chain(&e)
+        ))
+    })?;
+    if answer.token.is_empty() && answer.access_token.is_empty() {
+        return Err(Error::Protocol(format!(
+            "token service {realm}: the answer has no token"
+        )));
+    }
+    Ok(answer)
+}
+
 /// Checks `creds` against the registry at `ep` as `docker login` does: `GET /v2/`; on a
 /// Basic challenge the same request with the credentials; on a Bearer challenge a token from
-/// the realm (`service`, `account`, Basic auth). A registry that asks for nothing accepts any
-/// credentials. Errors: [`Error::Unauthorized`] with the registry's reason (and nothing else),
-/// [`Error::Unreachable`].
+/// the realm (Basic auth with `account` and an offline token asked for, or the refresh grant
+/// of an identity token). A registry that asks for nothing accepts any credentials. Returns
+/// the identity token (refresh token) the token service issued, if any. Errors:
+/// [`Error::Unauthorized`] with the registry's reason (and nothing else),
+/// [`Error::Unreachable`], [`Error::Protocol`].
 pub(super) async fn check(
     ep: &Endpoint,
     http: &reqwest::Client,
     creds: &Credentials,
-) -> Result<()> {
-    if let Credentials::IdentityToken(_) = creds {
-        return Err(identity_tokens_unsupported());
+) -> Result<Option<String>> {
+    let (challenge, response) = challenge(ep, http).await?;
+    if response.status() != StatusCode::UNAUTHORIZED {
+        return ok_or_reason(ep, response).await.map(|()| None);
     }
     let v2 = ep.url("/v2/");
-    let response = http.get(&v2).send().await.map_err(|e| ep.unreachable(&e))?;
-    if response.status() != StatusCode::UNAUTHORIZED {
-        return ok_or_reason(ep, response).await;
-    }
-    let unauthorized = Error::Unauthorized;
-    let challenge = parse_challenge(&response);
     match (challenge, creds) {
         (_, Credentials::Anonymous) => {
             let why = reason(response).await;
-            Err(unauthorized(format!("{why} (no credentials given)")))
+            Err(Error::Unauthorized(format!("{why} (no credentials given)")))
         }
-        (Some(Challenge::Basic) | None, Credentials::Basic { username, password }) => {
+        (Some(Challenge::Bearer { realm, service }), creds) => {
+            let answer = token(http, &realm, service.as_deref(), creds, None, true).await?;
+            Ok(Some(answer.refresh_token).filter(|t| !t.is_empty()))
+        }
+        (_, Credentials::Basic { username, password }) => {
             let response = http
                 .get(&v2)
                 .basic_auth(username, Some(password))
                 .send()
                 .await
                 .map_err(|e| ep.unreachable(&e))?;
-            ok_or_reason(ep, response).await
+            ok_or_reason(ep, response).await.map(|()| None)
         }
         (_, Credentials::RegistryToken(token)) => {
             let response = http
@@ -261,30 +349,38 @@ pub(super) async fn check(
                 .send()
                 .await
                 .map_err(|e| ep.unreachable(&e))?;
-            ok_or_reason(ep, response).await
+            ok_or_reason(ep, response).await.map(|()| None)
         }
-        (Some(Challenge::Bearer { realm, service }), Credentials::Basic { username, password }) => {
-            let mut query = vec![("account", username.as_str())];
-            if let Some(service) = &service {
-                query.push(("service", service));
-            }
-            let response = http
-                .get(&realm)
-                .query(&query)
-                .basic_auth(username, Some(password))
-                .send()
-                .await
-                .map_err(|e| {
-                    Error::Unreachable(format!("token service {realm}: {}", super::chain(&e)))
-                })?;
-            if response.status().is_success() {
-                Ok(())
-            } else {
-                Err(unauthorized(reason(response).await))
-            }
-        }
-        (_, Credentials::IdentityToken(_)) => Err(identity_tokens_unsupported()),
+        (_, Credentials::IdentityToken(_)) => Err(Error::Unauthorized(
+            "the registry does not use a token service, so an identity token cannot be used; \
+             log in with a username and password"
+                .into(),
+        )),
     }
+}
+
+/// A bearer token for `scope` (`repository:<name>:pull[,push]`) in exchange for an identity
+/// token, from the realm the registry challenges with.
+pub(super) async fn access_token(
+    ep: &Endpoint,
+    http: &reqwest::Client,
+    creds: &Credentials,
+    scope: &str,
+) -> Result<String> {
+    let (challenge, _) = challenge(ep, http).await?;
+    let Some(Challenge::Bearer { realm, service }) = challenge else {
+        return Err(Error::Unauthorized(
+            "the registry does not use a token service, so an identity token cannot be used; \
+             log in with a username and password"
+                .into(),
+        ));
+    };
+    let answer = token(http, &realm, service.as_deref(), creds, Some(scope), false).await?;
+    Ok(if answer.token.is_empty() {
+        answer.access_token
+    } else {
+        answer.token
+    })
 }
 
 async fn ok_or_reason(ep: &Endpoint, response: reqwest::Response) -> Result<()> {
