@@ -55,6 +55,8 @@ if [ "${1:-}" = --inside ]; then
 
   if [ -n "${SCHEMATHESIS_LONG:-}" ]; then examples=400; vm_examples=10; else examples=25; vm_examples=3; fi
   export PYTHONPATH=$repo/scripts SCHEMATHESIS_HOOKS=schemathesis_hooks
+  # schemathesis keeps a cache in its working directory: the temporary one, not the tree.
+  cd "$tmp"
   common=(--url "http://127.0.0.1:$port" --workers 1 --request-timeout 20
           --phases examples,coverage,fuzzing --seed "${SCHEMATHESIS_SEED:-20261129}"
           --suppress-health-check all --warnings off --no-color)
