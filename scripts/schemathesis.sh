@@ -34,6 +34,7 @@ if [ "${1:-}" = --inside ]; then
   port=22318
   "$target_dir/debug/hyperd" --root "$tmp/root" --run-dir "$tmp/run" --certs-dir "$tmp/certs" \
     -H "unix://$tmp/h.sock" -H "tcp://127.0.0.1:$port" --shim /bin/false --log warn \
+    --docker-hub-host 127.0.0.1:9 \
     >"$tmp/hyperd.log" 2>&1 &
   hyperd_pid=$!
   trap 'kill "$hyperd_pid" 2>/dev/null; wait "$hyperd_pid" 2>/dev/null || true' EXIT

@@ -650,6 +650,8 @@ pub(in crate::api) fn live(dir: &std::path::Path) -> axum::Router {
         insecure_registries: vec![],
         registry_mirrors: vec![],
         certs_dir: dir.join("certs.d"),
+        // Nothing listens there: no request of these tests leaves the machine.
+        docker_hub_host: "127.0.0.1:9".into(),
     });
     std::fs::create_dir_all(&config.root).unwrap();
     let store = Arc::new(store::Store::open(&config.db_path()).unwrap());
@@ -657,6 +659,7 @@ pub(in crate::api) fn live(dir: &std::path::Path) -> axum::Router {
         insecure: vec![],
         mirrors: vec![],
         certs_dir: config.certs_dir.clone(),
+        docker_hub_host: config.docker_hub_host.clone(),
     })
     .unwrap();
     let images = Arc::new(image::Images::new(&config.root, store.clone(), registry).unwrap());
