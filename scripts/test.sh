@@ -12,3 +12,6 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 # cargo test builds bins only for packages with integration tests, so build them first.
 cargo build --workspace --bins --quiet
 cargo nextest run --workspace
+# The REST API against its OpenAPI document: schemathesis on a live hyperd (no VM, loopback
+# only), with the binaries built above. SCHEMATHESIS_LONG=1 for the long run.
+SCHEMATHESIS_TARGET_DIR="${CARGO_TARGET_DIR:-target}" bash scripts/schemathesis.sh

@@ -78,6 +78,19 @@ mod tests {
     }
 
     #[test]
+    fn api_spec_writes_stdout_or_a_file() {
+        let Command::ApiSpec(a) = parse(&["api-spec"]) else {
+            panic!()
+        };
+        assert!(a.output.is_none());
+        let Command::ApiSpec(a) = parse(&["api-spec", "-o", "api.yaml"]) else {
+            panic!()
+        };
+        assert_eq!(a.output.as_deref(), Some(std::path::Path::new("api.yaml")));
+        rejects(&["api-spec", "extra"]);
+    }
+
+    #[test]
     fn pull_and_push_take_one_image() {
         let Command::Pull(a) = parse(&["pull", "127.0.0.1:5000/app@sha256:abc"]) else {
             panic!()

@@ -1,6 +1,7 @@
 //! One module per command; each turns its arguments into API calls and prints the result.
 //! `run` returns the exit status hyperctl ends with.
 
+mod api_spec;
 mod create;
 mod exec;
 mod images;
@@ -70,6 +71,8 @@ pub enum Command {
     Tag(tag::Args),
     /// Show images' details as JSON.
     Inspect(inspect::Args),
+    /// Print the daemon's REST API as an OpenAPI document (YAML).
+    ApiSpec(api_spec::Args),
     /// Manage idle VMs that pods can start in.
     #[command(subcommand)]
     Vm(vm::Command),
@@ -98,5 +101,6 @@ pub async fn run(client: &Client, command: Command) -> Result<i32> {
         Command::Tag(a) => tag::run(client, a).await,
         Command::Inspect(a) => inspect::run(client, a).await,
         Command::Vm(c) => vm::run(client, c).await,
+        Command::ApiSpec(a) => api_spec::run(client, a).await,
     }
 }

@@ -533,3 +533,87 @@ mod tests {
         assert!(err.starts_with("invalid tag \"a:b\""), "{err}");
     }
 }
+
+/// Client input never panics the reference parser: any string gives a reference or a typed
+/// error, and a parsed reference prints as a reference that parses back to itself.
+/// `PROPTEST_CASES=10000` for the long run.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Strings made of the characters references are made of, so that many of them parse.
+    fn reference_like() -> impl Strategy<Value = String> {
+        let component = "[a-z0-9]{1,4}([._-]{1,2}[a-z0-9]{1,3})?";
+        let domain = prop_oneof![
+            Just(String::new()),
+            Just("docker.io/".to_string()),
+            Just("index.docker.io/".to_string()),
+            Just("localhost/".to_string()),
+            "[a-zA-Z0-9.-]{1,8}(:[0-9]{1,5})?/",
+            "\\[[0-9a-f:]{2,10}\\](:[0-9]{1,4})?/",
+        ];
+        let tag = prop_oneof![Just(String::new()), ":[A-Za-z0-9_.-]{0,10}"];
+        let digest = prop_oneof![
+            Just(String::new()),
+            "@sha256:[0-9a-f]{64}",
+            "@[a-z0-9]{0,6}:[0-9a-fA-F]{0,66}",
+        ];
+        (
+            domain,
+            prop_oneof![Just(String::new()), Just("library/".to_string())],
+            prop::collection::vec(component, 1..4),
+            tag,
+            digest,
+        )
+            .prop_map(|(d, lib, path, t, g)| format!("{d}{lib}{}{t}{g}", path.join("/")))
+    }
+
+    fn reparses(r: &Reference) -> std::result::Result<(), TestCaseError> {
+        match Reference::parse(&r.to_string()) {
+            Ok(again) => prop_assert_eq!(&again, r),
+            Err(e) => prop_assert!(false, "{r:?} printed as {r} does not parse: {e}"),
+        }
+        Ok(())
+    }
+
+    fn check(s: &str) -> std::result::Result<(), TestCaseError> {
+        match Reference::parse(s) {
+            Ok(r) => {
+                prop_assert!(!r.repo.is_empty());
+                prop_assert!(r.repo.len() <= NAME_MAX);
+                prop_assert!(!r.tag.is_empty() || r.digest.is_some(), "{r:?}");
+                let _ = (r.registry(), r.repository(), r.manifest_reference());
+                reparses(&r)?;
+            }
+            Err(Error::Invalid(why)) => prop_assert!(why.contains("reference"), "{why}"),
+            Err(e) => prop_assert!(false, "{s:?}: not a typed invalid-reference error: {e}"),
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn any_string(s in ".{0,80}") {
+            check(&s)?;
+        }
+
+        #[test]
+        fn reference_like_strings(s in reference_like()) {
+            check(&s)?;
+        }
+
+        #[test]
+        fn import_names(repo in ".{0,30}|[a-z0-9./:_-]{0,30}", tag in ".{0,10}|[A-Za-z0-9_.-]{0,10}") {
+            match Reference::for_import(&repo, &tag) {
+                Ok(r) => {
+                    prop_assert!(r.digest.is_none() && !r.tag.is_empty());
+                    reparses(&r)?;
+                }
+                Err(Error::Invalid(_)) => {}
+                Err(e) => prop_assert!(false, "{e}"),
+            }
+        }
+    }
+}

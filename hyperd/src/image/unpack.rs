@@ -1534,3 +1534,160 @@ mod tests {
         assert_eq!(names("data/cache"), ["after", "before"]);
     }
 }
+
+/// Layer tars are client input (import, load) and registry input (pull): any archive either
+/// unpacks or is refused as invalid, and nothing is ever written outside the layer dir. The
+/// archives are real tars with raw names, so `..`, absolute paths, links out, whiteouts and
+/// devices all occur. `PROPTEST_CASES=10000` for the long run.
+#[cfg(test)]
+mod proptests {
+    use std::fs;
+
+    use proptest::prelude::*;
+    use tar::EntryType;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    struct Member {
+        kind: EntryType,
+        path: String,
+        link: String,
+        data: Vec<u8>,
+        mode: u32,
+    }
+
+    fn path() -> impl Strategy<Value = String> {
+        let part = prop_oneof![
+            Just("a".to_string()),
+            Just("b".to_string()),
+            Just("..".to_string()),
+            Just(".".to_string()),
+            Just("".to_string()),
+            Just(".wh.a".to_string()),
+            Just(".wh..wh..opq".to_string()),
+            Just(".wh..wh.plnk".to_string()),
+            Just("outside".to_string()),
+            "[a-z.]{1,6}",
+        ];
+        (
+            prop_oneof![Just(""), Just("/"), Just("./")],
+            prop::collection::vec(part, 1..4),
+        )
+            .prop_map(|(lead, parts)| format!("{lead}{}", parts.join("/")))
+    }
+
+    fn member() -> impl Strategy<Value = Member> {
+        let kind = prop_oneof![
+            4 => Just(EntryType::Regular),
+            3 => Just(EntryType::Directory),
+            2 => Just(EntryType::Symlink),
+            2 => Just(EntryType::Link),
+            1 => Just(EntryType::Char),
+            1 => Just(EntryType::Fifo),
+            1 => Just(EntryType::Block),
+            1 => any::<u8>().prop_map(EntryType::new),
+        ];
+        let link = prop_oneof![
+            path(),
+            Just("/".to_string()),
+            Just("../../outside".to_string())
+        ];
+        (
+            kind,
+            path(),
+            link,
+            prop::collection::vec(any::<u8>(), 0..16),
+            0u32..0o10000,
+        )
+            .prop_map(|(kind, path, link, data, mode)| Member {
+                kind,
+                path,
+                link,
+                data,
+                mode,
+            })
+    }
+
+    fn tar_of(members: &[Member]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for m in members {
+            let mut h = tar::Header::new_gnu();
+            // Raw names: the builder's own setters refuse `..`, which is the point here.
+            let name = &mut h.as_old_mut().name;
+            let n = m.path.len().min(name.len());
+            name[..n].copy_from_slice(&m.path.as_bytes()[..n]);
+            let linkname = &mut h.as_old_mut().linkname;
+            let n = m.link.len().min(linkname.len());
+            linkname[..n].copy_from_slice(&m.link.as_bytes()[..n]);
+            h.set_entry_type(m.kind);
+            h.set_mode(m.mode);
+            let data: &[u8] = if m.kind == EntryType::Regular {
+                &m.data
+            } else {
+                &[]
+            };
+            h.set_size(data.len() as u64);
+            h.set_cksum();
+            b.append(&h, data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    /// Every path under `dir` with its kind and (for files) content.
+    fn snapshot(dir: &Path) -> Vec<(PathBuf, String)> {
+        let mut out = Vec::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                let meta = fs::symlink_metadata(&p).unwrap();
+                let what = if meta.is_dir() {
+                    todo.push(p.clone());
+                    "dir".to_string()
+                } else if meta.is_file() {
+                    format!("{:?}", fs::read(&p).unwrap())
+                } else {
+                    format!("{:?}", meta.file_type())
+                };
+                out.push((p, what));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn check(tar: &[u8]) -> Result<(), TestCaseError> {
+        let parent = tempfile::tempdir().unwrap();
+        let dest = parent.path().join("dest");
+        let outside = parent.path().join("outside");
+        fs::create_dir_all(&dest).unwrap();
+        fs::create_dir_all(outside.join("a")).unwrap();
+        fs::write(outside.join("a/file"), b"keep").unwrap();
+        let before = snapshot(&outside);
+        match unpack_layer(tar, &dest) {
+            Ok(_) | Err(Error::Invalid { .. }) => {}
+            Err(e) => prop_assert!(false, "not a typed refusal: {e}"),
+        }
+        prop_assert_eq!(snapshot(&outside), before);
+        let mut names: Vec<_> = fs::read_dir(parent.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        prop_assert_eq!(names, ["dest", "outside"]);
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn any_archive_stays_in_its_layer(members in prop::collection::vec(member(), 0..8)) {
+            check(&tar_of(&members))?;
+        }
+
+        #[test]
+        fn any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+            check(&bytes)?;
+        }
+    }
+}

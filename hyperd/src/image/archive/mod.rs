@@ -219,6 +219,10 @@ pub fn extract(archive: impl Read, dir: &Path) -> Result<()> {
                 }
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                // An earlier entry put a file where this one needs a directory.
+                Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+                    return Err(unsafe_entry("has a parent that is not a directory"));
+                }
                 Err(e) => return Err(Error::io(format!("stat {}", at.display()), e)),
             }
         }
@@ -1265,5 +1269,166 @@ mod tests {
             read_layout(dir.path()).unwrap_err().to_string(),
             "not an image archive: it has neither manifest.json nor oci-layout with index.json"
         );
+    }
+}
+
+/// Image archives are client input (`/image/load`): any outer tar either gives images or a
+/// typed refusal (never our own I/O error, never a panic), and nothing is written outside the
+/// extraction directory. Members are drawn from the names and JSON shapes docker-archive and
+/// OCI layouts use, pointing at each other, plus `..`, absolute names and symbolic links.
+/// `PROPTEST_CASES=10000` for the long run.
+#[cfg(test)]
+mod proptests {
+    use std::fs;
+
+    use proptest::prelude::*;
+    use tar::EntryType;
+
+    use super::*;
+
+    const HEX: &str = "4f1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
+
+    fn name() -> BoxedStrategy<String> {
+        prop_oneof![
+            Just("manifest.json".to_string()),
+            Just("index.json".to_string()),
+            Just("oci-layout".to_string()),
+            Just("repositories".to_string()),
+            Just(format!("blobs/sha256/{HEX}")),
+            Just(format!("{HEX}.json")),
+            Just(format!("{HEX}/layer.tar")),
+            Just("blobs".to_string()),
+            Just("../escape".to_string()),
+            Just("/abs".to_string()),
+            Just("a/../b".to_string()),
+            "[a-z]{1,3}(/[a-z]{1,3})?",
+        ]
+        .boxed()
+    }
+
+    fn content() -> BoxedStrategy<Vec<u8>> {
+        let digest = prop_oneof![
+            Just(format!("sha256:{HEX}")),
+            "sha256:[0-9a-f]{0,64}",
+            ".{0,8}"
+        ];
+        let media = prop_oneof![
+            Just("application/vnd.oci.image.index.v1+json"),
+            Just("application/vnd.oci.image.manifest.v1+json"),
+            Just("application/vnd.oci.image.config.v1+json"),
+            Just("application/vnd.oci.image.layer.v1.tar"),
+            Just("application/vnd.docker.distribution.manifest.v2+json"),
+        ];
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..64),
+            Just(br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
+            (name(), prop::collection::vec(name(), 0..3), ".{0,12}").prop_map(
+                |(config, layers, repo_tag)| {
+                    serde_json::to_vec(&serde_json::json!([{
+                        "Config": config, "RepoTags": [repo_tag], "Layers": layers
+                    }]))
+                    .unwrap()
+                }
+            ),
+            (media.clone(), digest.clone(), any::<i64>(), ".{0,12}").prop_map(
+                |(media, digest, size, reference)| {
+                    serde_json::to_vec(&serde_json::json!({
+                        "schemaVersion": 2,
+                        "mediaType": media,
+                        "manifests": [{
+                            "mediaType": media, "digest": digest, "size": size,
+                            "annotations": {"org.opencontainers.image.ref.name": reference},
+                            "platform": {"os": "linux", "architecture": "amd64"}
+                        }],
+                        "config": {"mediaType": media, "digest": digest, "size": size},
+                        "layers": [{"mediaType": media, "digest": digest, "size": size}]
+                    }))
+                    .unwrap()
+                }
+            ),
+            Just(br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec()),
+        ]
+        .boxed()
+    }
+
+    #[derive(Debug, Clone)]
+    struct Member {
+        kind: EntryType,
+        path: String,
+        link: String,
+        data: Vec<u8>,
+    }
+
+    fn member() -> impl Strategy<Value = Member> {
+        let kind = prop_oneof![
+            6 => Just(EntryType::Regular),
+            2 => Just(EntryType::Directory),
+            2 => Just(EntryType::Symlink),
+            1 => Just(EntryType::Link),
+            1 => Just(EntryType::Fifo),
+        ];
+        (kind, name(), name(), content()).prop_map(|(kind, path, link, data)| Member {
+            kind,
+            path,
+            link,
+            data,
+        })
+    }
+
+    fn tar_of(members: &[Member]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for m in members {
+            let mut h = tar::Header::new_gnu();
+            // Raw names: the builder's own setters refuse `..`, which is the point here.
+            let name = &mut h.as_old_mut().name;
+            let n = m.path.len().min(name.len());
+            name[..n].copy_from_slice(&m.path.as_bytes()[..n]);
+            let linkname = &mut h.as_old_mut().linkname;
+            let n = m.link.len().min(linkname.len());
+            linkname[..n].copy_from_slice(&m.link.as_bytes()[..n]);
+            h.set_entry_type(m.kind);
+            h.set_mode(0o644);
+            let data: &[u8] = if m.kind == EntryType::Regular {
+                &m.data
+            } else {
+                &[]
+            };
+            h.set_size(data.len() as u64);
+            h.set_cksum();
+            b.append(&h, data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn check(tar: &[u8]) -> std::result::Result<(), TestCaseError> {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("x");
+        fs::create_dir(&dir).unwrap();
+        fs::write(parent.path().join("escape"), b"keep").unwrap();
+        let read = extract(tar, &dir).and_then(|()| read_layout(&dir));
+        if let Err(e) = &read {
+            prop_assert!(!matches!(e, Error::Io { .. }), "not a typed refusal: {e}");
+            prop_assert_eq!(e.kind(), Kind::InvalidInput);
+        }
+        let mut names: Vec<_> = fs::read_dir(parent.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        prop_assert_eq!(names, ["escape", "x"]);
+        prop_assert_eq!(fs::read(parent.path().join("escape")).unwrap(), b"keep");
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn any_archive_gives_images_or_a_typed_refusal(members in prop::collection::vec(member(), 0..8)) {
+            check(&tar_of(&members))?;
+        }
+
+        #[test]
+        fn any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+            check(&bytes)?;
+        }
     }
 }

@@ -502,3 +502,91 @@ mod tests {
         assert_eq!(reason_from_body(s, ""), "401 Unauthorized");
     }
 }
+
+/// Client input never panics the `X-Registry-Auth` parser: any header value gives credentials
+/// or an invalid-input error, and an encoded AuthConfig comes back as the credentials it holds.
+/// `PROPTEST_CASES=10000` for the long run.
+#[cfg(test)]
+mod proptests {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn typed(value: &str) -> std::result::Result<Option<Credentials>, TestCaseError> {
+        match Credentials::from_header(value) {
+            Ok(c) => {
+                if let Credentials::Basic { username, .. } = &c {
+                    prop_assert!(!username.is_empty());
+                }
+                Ok(Some(c))
+            }
+            Err(Error::InvalidInput(_)) => Ok(None),
+            Err(e) => Err(TestCaseError::fail(format!("{value:?}: {e}"))),
+        }
+    }
+
+    fn auth_config() -> impl Strategy<Value = AuthConfig> {
+        let field = || prop_oneof![Just(String::new()), ".{0,12}"];
+        (
+            field(),
+            field(),
+            field(),
+            field(),
+            field(),
+            field(),
+            field(),
+        )
+            .prop_map(
+                |(username, password, auth, email, serveraddress, identitytoken, registrytoken)| {
+                    AuthConfig {
+                        username,
+                        password,
+                        auth,
+                        email,
+                        serveraddress,
+                        identitytoken,
+                        registrytoken,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn any_header_value(v in ".{0,64}|[A-Za-z0-9_=+/-]{0,64}") {
+            typed(&v)?;
+        }
+
+        #[test]
+        fn any_bytes_encoded(bytes in prop::collection::vec(any::<u8>(), 0..96), which in 0..3u8) {
+            let engines = [URL_SAFE, URL_SAFE_NO_PAD, STANDARD];
+            let engine = &engines[which as usize];
+            typed(&engine.encode(&bytes))?;
+        }
+
+        #[test]
+        fn an_auth_config_comes_back(a in auth_config(), which in 0..3u8) {
+            let engines = [URL_SAFE, URL_SAFE_NO_PAD, STANDARD];
+            let engine = &engines[which as usize];
+            let header = engine.encode(serde_json::to_vec(&a).unwrap());
+            let direct = Credentials::from_auth_config(&a).ok();
+            prop_assert_eq!(typed(&header)?, direct);
+        }
+
+        #[test]
+        fn auth_field_of_any_user_and_password(user in "[^:]{0,10}", password in ".{0,10}") {
+            let a = AuthConfig {
+                auth: STANDARD.encode(format!("{user}:{password}")),
+                ..Default::default()
+            };
+            let header = URL_SAFE.encode(serde_json::to_vec(&a).unwrap());
+            let expected = (!user.is_empty()).then(|| Credentials::Basic {
+                username: user.clone(),
+                password: password.clone(),
+            });
+            prop_assert_eq!(typed(&header)?, expected);
+        }
+    }
+}
