@@ -102,8 +102,9 @@ impl Error {
                 Kind::Conflict
             }
             Error::Rejected(_) => Kind::InvalidInput,
-            Error::ShimGone { .. } | Error::Timeout { .. } => Kind::Unavailable,
-            Error::Launch(_) | Error::Shim { .. } | Error::Store(_) => Kind::Internal,
+            // A shim that cannot start is a component down (503), like one that went away.
+            Error::ShimGone { .. } | Error::Timeout { .. } | Error::Launch(_) => Kind::Unavailable,
+            Error::Shim { .. } | Error::Store(_) => Kind::Internal,
         }
     }
 }
