@@ -30,6 +30,45 @@ const MTIME: u64 = 1_700_000_000;
 /// The `created` time of every image config, for the same reason.
 const CREATED: &str = "2023-11-14T22:13:20Z";
 
+/// A tar entry written as is, for tests of hostile archives: the name and link name go into
+/// the header raw (cut at 100 bytes), so `..`, absolute paths and NULs survive, which the tar
+/// crate's own setters refuse. Content is written for regular files only.
+#[derive(Debug, Clone)]
+pub struct RawEntry {
+    pub kind: tar::EntryType,
+    pub path: String,
+    pub link: String,
+    pub data: Vec<u8>,
+    pub mode: u32,
+}
+
+/// A tar of `entries`, in order.
+pub fn raw_tar(entries: &[RawEntry]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for e in entries {
+        let mut h = tar::Header::new_gnu();
+        let old = h.as_old_mut();
+        for (field, value) in [
+            (&mut old.name[..], &e.path),
+            (&mut old.linkname[..], &e.link),
+        ] {
+            let n = value.len().min(field.len());
+            field[..n].copy_from_slice(&value.as_bytes()[..n]);
+        }
+        h.set_entry_type(e.kind);
+        h.set_mode(e.mode);
+        let data: &[u8] = if e.kind == tar::EntryType::Regular {
+            &e.data
+        } else {
+            &[]
+        };
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
 /// `sha256:<hex>` of `data`: an OCI digest.
 pub fn sha256(data: &[u8]) -> String {
     let hex: String = Sha256::digest(data)

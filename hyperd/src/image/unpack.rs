@@ -1547,15 +1547,7 @@ mod proptests {
     use tar::EntryType;
 
     use super::*;
-
-    #[derive(Debug, Clone)]
-    struct Member {
-        kind: EntryType,
-        path: String,
-        link: String,
-        data: Vec<u8>,
-        mode: u32,
-    }
+    use hyper_tests::oci::{RawEntry, raw_tar};
 
     fn path() -> impl Strategy<Value = String> {
         let part = prop_oneof![
@@ -1577,7 +1569,7 @@ mod proptests {
             .prop_map(|(lead, parts)| format!("{lead}{}", parts.join("/")))
     }
 
-    fn member() -> impl Strategy<Value = Member> {
+    fn member() -> impl Strategy<Value = RawEntry> {
         let kind = prop_oneof![
             4 => Just(EntryType::Regular),
             3 => Just(EntryType::Directory),
@@ -1600,7 +1592,7 @@ mod proptests {
             prop::collection::vec(any::<u8>(), 0..16),
             0u32..0o10000,
         )
-            .prop_map(|(kind, path, link, data, mode)| Member {
+            .prop_map(|(kind, path, link, data, mode)| RawEntry {
                 kind,
                 path,
                 link,
@@ -1609,29 +1601,8 @@ mod proptests {
             })
     }
 
-    fn tar_of(members: &[Member]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for m in members {
-            let mut h = tar::Header::new_gnu();
-            // Raw names: the builder's own setters refuse `..`, which is the point here.
-            let name = &mut h.as_old_mut().name;
-            let n = m.path.len().min(name.len());
-            name[..n].copy_from_slice(&m.path.as_bytes()[..n]);
-            let linkname = &mut h.as_old_mut().linkname;
-            let n = m.link.len().min(linkname.len());
-            linkname[..n].copy_from_slice(&m.link.as_bytes()[..n]);
-            h.set_entry_type(m.kind);
-            h.set_mode(m.mode);
-            let data: &[u8] = if m.kind == EntryType::Regular {
-                &m.data
-            } else {
-                &[]
-            };
-            h.set_size(data.len() as u64);
-            h.set_cksum();
-            b.append(&h, data).unwrap();
-        }
-        b.into_inner().unwrap()
+    fn tar_of(members: &[RawEntry]) -> Vec<u8> {
+        raw_tar(members)
     }
 
     /// Every path under `dir` with its kind and (for files) content.

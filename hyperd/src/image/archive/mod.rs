@@ -1285,6 +1285,7 @@ mod proptests {
     use tar::EntryType;
 
     use super::*;
+    use hyper_tests::oci::{RawEntry, raw_tar};
 
     const HEX: &str = "4f1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
 
@@ -1351,15 +1352,7 @@ mod proptests {
         .boxed()
     }
 
-    #[derive(Debug, Clone)]
-    struct Member {
-        kind: EntryType,
-        path: String,
-        link: String,
-        data: Vec<u8>,
-    }
-
-    fn member() -> impl Strategy<Value = Member> {
+    fn member() -> impl Strategy<Value = RawEntry> {
         let kind = prop_oneof![
             6 => Just(EntryType::Regular),
             2 => Just(EntryType::Directory),
@@ -1367,37 +1360,17 @@ mod proptests {
             1 => Just(EntryType::Link),
             1 => Just(EntryType::Fifo),
         ];
-        (kind, name(), name(), content()).prop_map(|(kind, path, link, data)| Member {
+        (kind, name(), name(), content()).prop_map(|(kind, path, link, data)| RawEntry {
             kind,
             path,
             link,
             data,
+            mode: 0o644,
         })
     }
 
-    fn tar_of(members: &[Member]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for m in members {
-            let mut h = tar::Header::new_gnu();
-            // Raw names: the builder's own setters refuse `..`, which is the point here.
-            let name = &mut h.as_old_mut().name;
-            let n = m.path.len().min(name.len());
-            name[..n].copy_from_slice(&m.path.as_bytes()[..n]);
-            let linkname = &mut h.as_old_mut().linkname;
-            let n = m.link.len().min(linkname.len());
-            linkname[..n].copy_from_slice(&m.link.as_bytes()[..n]);
-            h.set_entry_type(m.kind);
-            h.set_mode(0o644);
-            let data: &[u8] = if m.kind == EntryType::Regular {
-                &m.data
-            } else {
-                &[]
-            };
-            h.set_size(data.len() as u64);
-            h.set_cksum();
-            b.append(&h, data).unwrap();
-        }
-        b.into_inner().unwrap()
+    fn tar_of(members: &[RawEntry]) -> Vec<u8> {
+        raw_tar(members)
     }
 
     fn check(tar: &[u8]) -> std::result::Result<(), TestCaseError> {
