@@ -261,7 +261,22 @@ pub fn extract(archive: impl Read, dir: &Path) -> Result<()> {
             }
         }
         // unpack_in checks again that the parent stays inside `dir`.
-        if !entry.unpack_in(dir).map_err(Error::Tar)? {
+        // The tar reader's own message names the server's temp path: say it in the archive's
+        // terms when the archive is at fault (cut short), keep it for our own failures.
+        let unpacked = entry.unpack_in(dir).map_err(|e| {
+            // Our disk failing is ours; anything else while reading one entry is the archive's
+            // (cut short, damaged), and the tar reader's text would show our temp paths.
+            use io::ErrorKind::*;
+            if matches!(
+                e.kind(),
+                StorageFull | QuotaExceeded | ReadOnlyFilesystem | PermissionDenied | OutOfMemory
+            ) {
+                Error::Tar(e)
+            } else {
+                unsafe_entry("cannot be read whole: the archive is cut short or damaged")
+            }
+        })?;
+        if !unpacked {
             return Err(unsafe_entry("was refused by the tar reader"));
         }
     }
@@ -336,7 +351,13 @@ fn resolve_inside(root: &Path, name: &str, named_by: &str) -> Result<PathBuf> {
         let next = done.join(&part);
         let meta = match std::fs::symlink_metadata(&next) {
             Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // Missing, or under something that is a file in the archive: not there either way.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
                 return Err(Error::Missing {
                     named_by: named_by.to_string(),
                     name: name.to_string(),
@@ -1008,6 +1029,28 @@ mod tests {
             "{err}"
         );
         assert!(others.is_empty(), "{others:?}");
+    }
+
+    #[test]
+    fn a_cut_short_archive_names_the_entry_not_our_paths() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(4096);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "blobs/sha256/layer", &[7u8; 4096][..])
+            .unwrap();
+        let tar = b.into_inner().unwrap();
+        let cut = &tar[..512 + 1000];
+        let dir = tempfile::tempdir().unwrap();
+        let err = extract(cut, dir.path()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("blobs/sha256/layer") && text.contains("cut short"),
+            "{text}"
+        );
+        assert!(!text.contains(&*dir.path().to_string_lossy()), "{text}");
+        assert_eq!(err.kind(), Kind::InvalidInput);
     }
 
     #[test]
