@@ -13,6 +13,7 @@ APT_PACKAGES=(
   skopeo               # the image tests' oracle: pushes what we pull, reads what we push and save
   apache2-utils        # htpasswd, for the registry tests with basic auth
   openssl              # the registry tests' CA and server certificates
+  python3-venv iproute2  # schemathesis runs from a venv, in a loopback-only network namespace
 )
 
 missing=()
