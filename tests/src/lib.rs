@@ -432,3 +432,18 @@ pub async fn assert_silent_guest_times_out(shim: &mut ShimHandle) {
         started.elapsed()
     );
 }
+
+/// Runs a tool the harness needs; its stdout, or a panic carrying its stderr.
+pub fn run_tool(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}

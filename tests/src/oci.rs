@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::{Value, json};
@@ -763,18 +763,9 @@ pub fn skopeo_push(layout: &Path, tag: &str, dest: &str, options: PushOptions) {
     if let Some((user, password)) = options.credentials {
         cmd.arg(format!("--dest-creds={user}:{password}"));
     }
-    let out = cmd
-        .arg(format!("oci:{}:{tag}", layout.display()))
-        .arg(format!("docker://{}", dest.trim_start_matches("docker://")))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run skopeo (apt-get install skopeo)");
-    assert!(
-        out.status.success(),
-        "skopeo copy oci:{}:{tag} to {dest}: {}\n{}",
-        layout.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+    crate::run_tool(
+        cmd.arg(format!("oci:{}:{tag}", layout.display()))
+            .arg(format!("docker://{}", dest.trim_start_matches("docker://"))),
     );
 }
 
@@ -784,18 +775,7 @@ mod tests {
 
     /// Runs skopeo; its stdout, or a panic with its stderr.
     fn skopeo(args: &[&str]) -> Vec<u8> {
-        let out = Command::new("skopeo")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run skopeo");
-        assert!(
-            out.status.success(),
-            "skopeo {args:?}: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
+        crate::run_tool(Command::new("skopeo").args(args))
     }
 
     fn skopeo_json(args: &[&str]) -> Value {

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::dies_with_test;
 use crate::oci::{PushOptions, TestImage, skopeo_push};
+use crate::{dies_with_test, run_tool};
 
 /// How long the registry may take to answer its first request.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -59,7 +59,7 @@ impl TestRegistry {
             (Some(_), Some(tokens)) => Auth::Token(tokens),
             (Some((user, password)), None) => {
                 make_certificates(dir.path());
-                let out = run(Command::new("htpasswd").args(["-Bbn", user, password]));
+                let out = run_tool(Command::new("htpasswd").args(["-Bbn", user, password]));
                 std::fs::write(dir.path().join("htpasswd"), out).unwrap();
                 Auth::Htpasswd
             }
@@ -257,7 +257,7 @@ impl TestRegistry {
             cmd.arg(format!("--creds={user}:{password}"));
         }
         cmd.arg(format!("docker://{}/{name_ref}", self.host()));
-        run(&mut cmd)
+        run_tool(&mut cmd)
     }
 
     fn kill(&mut self) {
@@ -357,17 +357,21 @@ fn make_certificates(dir: &Path) {
         "ec_paramgen_curve:prime256v1",
         "-nodes",
     ];
-    run(Command::new("openssl")
-        .current_dir(dir)
-        .args(["req", "-x509", "-config", "ca.cnf", "-days", "2"])
-        .args(ec)
-        .args(["-keyout", "ca.key", "-out", "ca.crt"]));
-    run(Command::new("openssl")
-        .current_dir(dir)
-        .args(["req", "-subj", "/CN=127.0.0.1"])
-        .args(ec)
-        .args(["-keyout", "server.key", "-out", "server.csr"]));
-    run(Command::new("openssl").current_dir(dir).args([
+    run_tool(
+        Command::new("openssl")
+            .current_dir(dir)
+            .args(["req", "-x509", "-config", "ca.cnf", "-days", "2"])
+            .args(ec)
+            .args(["-keyout", "ca.key", "-out", "ca.crt"]),
+    );
+    run_tool(
+        Command::new("openssl")
+            .current_dir(dir)
+            .args(["req", "-subj", "/CN=127.0.0.1"])
+            .args(ec)
+            .args(["-keyout", "server.key", "-out", "server.csr"]),
+    );
+    run_tool(Command::new("openssl").current_dir(dir).args([
         "x509",
         "-req",
         "-in",
@@ -384,21 +388,6 @@ fn make_certificates(dir: &Path) {
         "-out",
         "server.crt",
     ]));
-}
-
-/// Runs a tool the harness needs; its stdout, or a panic carrying its stderr.
-fn run(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 /// The `service` and `issuer` a [`TokenService`] signs tokens for.
@@ -419,7 +408,7 @@ pub struct TokenService {
 
 impl TokenService {
     fn start(dir: tempfile::TempDir, user: &str, password: &str) -> Self {
-        run(Command::new("openssl").current_dir(dir.path()).args([
+        run_tool(Command::new("openssl").current_dir(dir.path()).args([
             "req",
             "-x509",
             "-newkey",
@@ -434,7 +423,7 @@ impl TokenService {
             "-out",
             "token.crt",
         ]));
-        let der = run(Command::new("openssl").current_dir(dir.path()).args([
+        let der = run_tool(Command::new("openssl").current_dir(dir.path()).args([
             "x509",
             "-in",
             "token.crt",
