@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
+use hyper_proto::rest::PodLogConfig;
+
+use crate::container::stdio::LogConfig;
+
 pub const DEFAULT_HOST: &str = "unix:///var/run/hyper.sock";
 pub const DEFAULT_ROOT: &str = "/var/lib/hyper";
 pub const DEFAULT_RUN_DIR: &str = "/run/hyper";
@@ -85,6 +89,10 @@ pub struct Args {
     /// they do can reach the internet.
     #[arg(long)]
     pub docker_hub_host: Option<String>,
+    /// Default container log options, Docker's json-file keys: max-size=SIZE (k/m/g),
+    /// max-file=N (repeatable); a pod's own `log.config` wins.
+    #[arg(long = "log-opt", value_name = "KEY=VALUE")]
+    pub log_opts: Vec<String>,
 }
 
 /// The config file: every key optional; unknown keys are an error (a typo must not pass).
@@ -102,6 +110,7 @@ struct FileConfig {
     registry_mirrors: Vec<String>,
     certs_dir: Option<PathBuf>,
     docker_hub_host: Option<String>,
+    log_opts: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +141,8 @@ pub struct Config {
     pub registry_mirrors: Vec<String>,
     pub certs_dir: PathBuf,
     pub docker_hub_host: String,
+    /// Container logs' rotation unless a pod says otherwise.
+    pub log_default: LogConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +155,8 @@ pub enum ConfigError {
     SocketTooLong(PathBuf),
     #[error("hyper-shim not found next to hyperd nor on PATH; give --shim")]
     NoShim,
+    #[error("--log-opt: {0}")]
+    LogOpt(String),
 }
 
 pub fn parse_host(s: &str) -> Result<Listen, ConfigError> {
@@ -199,6 +212,21 @@ impl Config {
             .map(|h| parse_host(h))
             .collect::<Result<Vec<_>, _>>()?;
         let vmm = args.vmm.or(file.vmm).unwrap_or_default();
+        let mut log_opts = file.log_opts;
+        for opt in &args.log_opts {
+            let (k, v) = opt
+                .split_once('=')
+                .ok_or_else(|| ConfigError::LogOpt(format!("{opt:?}: expected KEY=VALUE")))?;
+            log_opts.insert(k.to_string(), v.to_string());
+        }
+        let log_default = LogConfig::from_spec(
+            &PodLogConfig {
+                kind: String::new(),
+                config: log_opts,
+            },
+            LogConfig::default(),
+        )
+        .map_err(|e| ConfigError::LogOpt(e.replacen("log.config.", "", 1)))?;
         Ok(Self {
             listen,
             root: args
@@ -226,6 +254,7 @@ impl Config {
                 .docker_hub_host
                 .or(file.docker_hub_host)
                 .unwrap_or_else(|| DEFAULT_DOCKER_HUB_HOST.into()),
+            log_default,
         })
     }
 
