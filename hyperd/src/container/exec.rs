@@ -201,12 +201,18 @@ impl Execs {
         Ok(())
     }
 
-    /// Waits for the exec's exit and records it: a wait that fails because the VM is gone
-    /// records [`VM_DIED_EXIT`].
+    /// Waits for the exec's exit and records it: a wait that fails because the VM or its
+    /// shim is gone records [`VM_DIED_EXIT`].
     pub async fn finish(&self, session: &ExecSession) -> Result<i32, Error> {
         let code = match session.shim.wait(session.process.clone()).await {
             Ok(code) => code,
-            Err(e) if e.kind() == crate::error::Kind::Unavailable => {
+            // The guest no longer answers for it: the VM (or its shim) died under it.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    crate::error::Kind::Unavailable | crate::error::Kind::Internal
+                ) =>
+            {
                 tracing::warn!(exec_id = %session.process.exec_id, "vm gone under the exec: {e}");
                 VM_DIED_EXIT
             }

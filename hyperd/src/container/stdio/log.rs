@@ -200,16 +200,22 @@ impl LogWriter {
                 time: now.clone(),
             });
         }
+        // Lines are written in runs; a line that would take the file past max-size goes to a
+        // fresh one (Docker rotates by line too).
         let mut buf = Vec::new();
         for e in &lines {
-            serde_json::to_writer(&mut buf, e).map_err(std::io::Error::other)?;
-            buf.push(b'\n');
-        }
-        if self.config.max_size > 0
-            && self.size > 0
-            && self.size + buf.len() as u64 > self.config.max_size
-        {
-            self.rotate()?;
+            let mut line = serde_json::to_vec(e).map_err(std::io::Error::other)?;
+            line.push(b'\n');
+            let size = self.size + buf.len() as u64;
+            if self.config.max_size > 0
+                && size > 0
+                && size + line.len() as u64 > self.config.max_size
+            {
+                self.file.write_all(&buf)?;
+                buf.clear();
+                self.rotate()?;
+            }
+            buf.extend_from_slice(&line);
         }
         self.file.write_all(&buf)?;
         self.size += buf.len() as u64;

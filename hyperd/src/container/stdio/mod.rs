@@ -204,7 +204,8 @@ impl Stdio {
             .get(container_id)
             .and_then(|l| l.stdin.clone())
             .filter(|_| stdin);
-        let (detached_tx, mut detached) = tokio::sync::oneshot::channel();
+        let (detached_tx, detached) = tokio::sync::oneshot::channel();
+        let mut detached = std::pin::pin!(detached_keys_typed(detached));
         let pump = input.map(|tx| {
             let scanner = (framing == Framing::Raw).then(|| detach::Scanner::new(detach));
             tokio::spawn(async move {
@@ -224,7 +225,7 @@ impl Stdio {
         ));
         let end = loop {
             tokio::select! {
-                _ = &mut detached => break Relayed::Detached,
+                () = &mut detached => break Relayed::Detached,
                 next = entries.next() => match next {
                     None => break Relayed::Ended,
                     Some(Err(e)) => {
@@ -282,6 +283,14 @@ impl Recording {
             }
         }
         self.writer.finish();
+    }
+}
+
+/// Resolves once the stdin pump reports the detach keys; a pump that ended otherwise (its
+/// sender dropped) never detaches.
+async fn detached_keys_typed(rx: tokio::sync::oneshot::Receiver<()>) {
+    if rx.await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -343,7 +352,8 @@ where
     let scanner = detach
         .filter(|_| framing == Framing::Raw)
         .map(detach::Scanner::new);
-    let (detached_tx, mut detached) = tokio::sync::oneshot::channel();
+    let (detached_tx, detached) = tokio::sync::oneshot::channel();
+    let mut detached = std::pin::pin!(detached_keys_typed(detached));
     let pump = tokio::spawn(async move {
         let end = pump_stdin(rd, &tx, scanner, true).await;
         if end == Relayed::Detached {
@@ -355,7 +365,7 @@ where
     });
     let end = loop {
         tokio::select! {
-            _ = &mut detached => break Relayed::Detached,
+            () = &mut detached => break Relayed::Detached,
             chunk = output.next() => match chunk {
                 None => break Relayed::Ended,
                 Some(Err(s)) => {

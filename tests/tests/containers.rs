@@ -1,0 +1,269 @@
+//! Containers in a live pod: one added with `/container/create` + `/container/start` shares
+//! the pod's hostname, stops on its own, and freezes with the pod; exit codes as Docker gives
+//! them for `run` and `exec` (the process's own, 128+N, 127, 126, 137 when the VMM dies); and
+//! `hyperctl run -it` under a real pseudo-terminal.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hyper_tests::daemon::{TestDaemon, hyperctl_binary};
+use hyper_tests::processes_mentioning;
+
+fn lines_of(d: &TestDaemon, container: &str) -> usize {
+    d.hyperctl(&["logs", container]).stdout.lines().count()
+}
+
+#[test]
+fn a_container_added_to_a_running_pod_shares_it_and_stops_alone() {
+    let d = TestDaemon::start();
+    d.import_busybox();
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "base",
+        "busybox",
+        "sh",
+        "-c",
+        "i=0; while true; do echo b$i; i=$((i+1)); usleep 200000; done",
+    ]);
+
+    let r = d.curl_body(
+        "POST",
+        "/container/create?podId=base",
+        r#"{"name":"side","image":"busybox","command":["sh","-c","hostname; i=0; while true; do echo s$i; i=$((i+1)); usleep 200000; done"]}"#,
+    );
+    assert_eq!(r.status, 201, "{r:?}\n{}", d.log());
+    let id = serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["ID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let info = d.curl("GET", "/container/info?container=side", None);
+    assert_eq!(info.status, 200, "{info:?}");
+    let info: serde_json::Value = serde_json::from_str(&info.body).unwrap();
+    assert_eq!(info["podID"], "base");
+    assert_eq!(info["status"]["phase"], "pending");
+    assert_eq!(info["container"]["containerID"], id.as_str());
+
+    let r = d.curl("POST", "/container/start?container=side", None);
+    assert_eq!(r.status, 200, "{r:?}\n{}", d.log());
+    let hostname = d.hyperctl(&["exec", "base", "hostname"]).stdout;
+    d.wait_until(Duration::from_secs(60), "side's first lines", || {
+        lines_of(&d, "side") > 2
+    });
+    let side = d.hyperctl(&["logs", "side"]).stdout;
+    assert_eq!(side.lines().next(), Some(hostname.trim()), "{side}");
+
+    // A unique id prefix finds it; a taken name cannot be given to it.
+    let by_prefix = d.hyperctl(&["logs", "--tail", "1", &id[..12]]);
+    assert_eq!(by_prefix.code, 0, "{by_prefix:?}");
+    let r = d.curl("POST", "/container/rename?oldName=side&newName=base", None);
+    assert_eq!(r.status, 409, "{r:?}");
+    d.ok(&["rename", "side", "sidecar"]);
+
+    // Pause freezes both containers' counters; unpause lets them go on.
+    d.ok(&["pause", "base"]);
+    assert!(
+        d.list("pod")[0].contains(&"paused".to_string()),
+        "{:?}",
+        d.list("pod")
+    );
+    let (b0, s0) = (lines_of(&d, "base"), lines_of(&d, "sidecar"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!((lines_of(&d, "base"), lines_of(&d, "sidecar")), (b0, s0));
+    let r = d.curl(
+        "POST",
+        "/exec/create?container=base&command=%5B%22true%22%5D",
+        None,
+    );
+    assert_eq!(r.status, 409, "exec into a paused pod: {r:?}");
+    d.ok(&["unpause", "base"]);
+    d.wait_until(Duration::from_secs(30), "both counters to go on", || {
+        lines_of(&d, "base") > b0 && lines_of(&d, "sidecar") > s0
+    });
+
+    // Stopping the added container leaves the other running.
+    d.ok(&["container", "stop", "-t", "2", "sidecar"]);
+    let code = d.exit_code("sidecar");
+    assert!(code == 143 || code == 137, "{code}");
+    let rows = d.list("container");
+    let state = |name: &str| rows.iter().find(|r| r[1] == name).map(|r| r[3].clone());
+    assert_eq!(state("base").as_deref(), Some("running"), "{rows:?}");
+    assert_eq!(state("sidecar").as_deref(), Some("failed"), "{rows:?}");
+    let still = d.hyperctl(&["exec", "base", "echo", "still here"]);
+    assert_eq!(still.stdout, "still here\n", "{still:?}");
+
+    // Removed: gone from the pod, its dir with it.
+    d.ok(&["container", "rm", "sidecar"]);
+    assert!(!d.root.join("containers").join(&id).exists());
+    assert_eq!(
+        d.curl("GET", "/container/info?container=sidecar", None)
+            .status,
+        404
+    );
+}
+
+#[test]
+fn exit_codes_as_docker_gives_them() {
+    let d = TestDaemon::start();
+    d.import_busybox();
+    let run = |args: &[&str]| {
+        let mut all = vec!["run", "--rm", "busybox"];
+        all.extend_from_slice(args);
+        d.hyperctl(&all)
+    };
+    assert_eq!(run(&["sh", "-c", "exit 42"]).code, 42);
+    assert_eq!(run(&["sh", "-c", "kill -9 $$"]).code, 137);
+    let nf = run(&["/no/such/binary"]);
+    assert_eq!(nf.code, 127, "{nf:?}");
+    assert!(!nf.stderr.is_empty(), "a message on stderr: {nf:?}");
+    let nx = run(&["/etc/passwd"]);
+    assert_eq!(nx.code, 126, "{nx:?}");
+    assert!(!nx.stderr.is_empty(), "a message on stderr: {nx:?}");
+
+    d.ok(&["run", "-d", "--name", "live", "busybox", "sleep", "600"]);
+    assert_eq!(
+        d.hyperctl(&["exec", "live", "sh", "-c", "exit 42"]).code,
+        42
+    );
+    assert_eq!(
+        d.hyperctl(&["exec", "live", "sh", "-c", "kill -9 $$"]).code,
+        137
+    );
+    assert_eq!(d.hyperctl(&["exec", "live", "/no/such/binary"]).code, 127);
+    assert_eq!(d.hyperctl(&["exec", "live", "/etc/passwd"]).code, 126);
+
+    // The VMM killed under a running container and an exec: both end with 137 and say why.
+    let vm = d.list("pod")[0][2].clone();
+    let spawn = |args: &[&str]| {
+        Command::new(hyperctl_binary())
+            .args(args)
+            .env("HYPER_HOST", format!("unix://{}", d.socket.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let attached = spawn(&["attach", "live"]);
+    let exec = spawn(&["exec", "live", "sleep", "600"]);
+    std::thread::sleep(Duration::from_secs(3));
+    let vmm = processes_mentioning(&d.run_dir.join("vms").join(&vm))
+        .into_iter()
+        .find(|(_, cmd)| cmd.contains("qemu") || cmd.contains("cloud-hypervisor"))
+        .expect("the pod's VMM runs");
+    // SAFETY: kill(2) of the VMM this test's daemon started.
+    unsafe { libc::kill(vmm.0 as i32, libc::SIGKILL) };
+    for child in [attached, exec] {
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(137), "{stderr}\n{}", d.log());
+        assert!(stderr.contains("died"), "{stderr}");
+    }
+    assert_eq!(d.exit_code("live"), 137);
+}
+
+/// A pseudo-terminal of `rows` × `cols`: (master, slave).
+fn pty(rows: u16, cols: u16) -> (OwnedFd, OwnedFd) {
+    let (mut master, mut slave) = (0, 0);
+    let mut ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes two fds; the name and termios pointers may be null.
+    let r = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &mut ws,
+        )
+    };
+    assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: openpty gave us these two fds, owned by nobody else.
+    unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
+}
+
+/// Reads the pty's master until `want` shows (or panics after `timeout`).
+fn expect(master: &mut std::fs::File, seen: &mut String, want: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 4096];
+    while !seen.contains(want) {
+        assert!(Instant::now() < deadline, "no {want:?} in {seen:?}");
+        let mut fds = [libc::pollfd {
+            fd: master.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 1, 200) } <= 0 {
+            continue;
+        }
+        match master.read(&mut buf) {
+            Ok(0) | Err(_) => panic!("the terminal closed before {want:?}: {seen:?}"),
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+}
+
+#[test]
+fn run_it_under_a_real_terminal() {
+    let d = TestDaemon::start();
+    d.import_busybox();
+    let (master, slave) = pty(33, 101);
+    let mut cmd = Command::new(hyperctl_binary());
+    cmd.args(["run", "-i", "-t", "--rm", "busybox", "sh"])
+        .env("HYPER_HOST", format!("unix://{}", d.socket.display()))
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave));
+    // SAFETY: setsid and TIOCSCTTY are async-signal-safe; nothing else runs before exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::setsid();
+            libc::ioctl(0, libc::TIOCSCTTY, 0);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut master = std::fs::File::from(master);
+    let mut seen = String::new();
+    // The shell prompt, then the size we set, through the guest's pty.
+    expect(&mut master, &mut seen, "# ", Duration::from_secs(120));
+    master.write_all(b"stty size\r").unwrap();
+    expect(&mut master, &mut seen, "33 101", Duration::from_secs(30));
+    // Ctrl-C interrupts a sleep and the shell lives on.
+    master.write_all(b"sleep 100\r").unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    master.write_all(b"\x03").unwrap();
+    master.write_all(b"echo alive $((40+2))\r").unwrap();
+    expect(&mut master, &mut seen, "alive 42", Duration::from_secs(30));
+    master.write_all(b"exit 3\r").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        // Keep draining the terminal so hyperctl never blocks on a full pty.
+        let mut buf = [0u8; 4096];
+        let mut fds = [libc::pollfd {
+            fd: master.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 1, 100) } > 0
+            && let Ok(n) = master.read(&mut buf)
+        {
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        assert!(Instant::now() < deadline, "hyperctl did not exit: {seen:?}");
+    };
+    assert_eq!(status.code(), Some(3), "{seen:?}\n{}", d.log());
+}
