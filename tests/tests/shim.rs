@@ -890,19 +890,13 @@ async fn execvm_runs_in_the_vm_outside_every_container() {
     shim.boot().await;
     let rootfs = busybox_rootfs(shim.dir.path());
     start_container(&mut shim, "c1", &rootfs, process(&["sleep", "600"])).await;
-    // The VM has no shell of its own: use the container's static busybox through the share.
-    let busybox = "/run/hyper/share/c1/rootfs/bin/busybox";
-    let script = format!(
-        "b={busybox}; $b cat /proc/1/comm; echo $PATH; $b cat /proc/self/cgroup; $b ls /run/hyper"
-    );
-    exec_in(
-        &mut shim,
-        "",
-        "vm1",
-        process(&[busybox, "sh", "-c", &script]),
-    )
-    .await
-    .unwrap();
+    // The VM's own busybox on the default PATH, not the container's rootfs (which has an
+    // /etc/passwd).
+    let script = "cat /proc/1/comm; echo $PATH; cat /proc/self/cgroup; ls /run/hyper; \
+                  [ -e /etc/passwd ] || echo no-passwd";
+    exec_in(&mut shim, "", "vm1", process(&["sh", "-c", script]))
+        .await
+        .unwrap();
     let out = collect_output(&mut shim.client, exec_ref("", "vm1")).await;
     assert_eq!(out.exit_code, 0, "{out:?}");
     let lines: Vec<&str> = out.stdout.lines().collect();
@@ -918,17 +912,13 @@ async fn execvm_runs_in_the_vm_outside_every_container() {
         lines[2], "0::/",
         "outside every container's cgroup: {out:?}"
     );
+    assert!(lines.contains(&"no-passwd"), "{out:?}");
     assert!(out.stdout.contains("share"), "{out:?}");
 
     // Signals and exit codes as for any process; a missing command ends with 127.
-    exec_in(
-        &mut shim,
-        "",
-        "sleeper",
-        process(&[busybox, "sleep", "600"]),
-    )
-    .await
-    .unwrap();
+    exec_in(&mut shim, "", "sleeper", process(&["sleep", "600"]))
+        .await
+        .unwrap();
     within(shim.client.signal(hyper_proto::types::SignalRequest {
         process: Some(exec_ref("", "sleeper")),
         signal: libc::SIGKILL,
