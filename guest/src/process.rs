@@ -315,7 +315,9 @@ impl ProcessHandle {
         }
     }
 
-    /// Sets the window size of the process's terminal (the kernel sends it SIGWINCH).
+    /// Sets the window size of the process's terminal in character cells (TIOCSWINSZ; the
+    /// kernel sends the foreground process group SIGWINCH). Errors: [`Error::Conflict`] for a
+    /// process without a terminal, [`Error::InvalidArgument`] for a size outside 1-65535.
     pub fn resize(&self, rows: u32, cols: u32) -> Result<()> {
         let Some(pty) = &self.pty else {
             return Err(Error::Conflict(format!(

@@ -461,11 +461,16 @@ impl Vm {
             .as_mut()
             .ok_or_else(|| Error::Unavailable(format!("vm {} is not running", self.config.id)))?;
         if pause {
-            running.vmm.pause().await?;
+            // Refuse new agent calls before the guest freezes, so none starts and hangs.
+            self.paused.store(true, Ordering::SeqCst);
+            if let Err(e) = running.vmm.pause().await {
+                self.paused.store(false, Ordering::SeqCst);
+                return Err(e);
+            }
         } else {
             running.vmm.resume().await?;
+            self.paused.store(false, Ordering::SeqCst);
         }
-        self.paused.store(pause, Ordering::SeqCst);
         lifecycle.state = to;
         lifecycle.info.state = to as i32;
         tracing::info!(vm_id = %self.config.id, state = to.as_str_name(), "vm state changed");
