@@ -1,5 +1,5 @@
-//! The one VM a shim owns: its lifecycle (create, boot, shutdown), its helpers, and the
-//! container calls relayed to the guest agent.
+//! The one VM a shim owns: its lifecycle (create, boot, pause, resume, shutdown), its helpers,
+//! and the container calls relayed to the guest agent.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,7 +10,9 @@ use tokio::sync::{Mutex, Notify};
 
 use hyper_proto::agent::{ContainerRequest, CreateContainerRequest};
 use hyper_proto::shim::{AddContainerRequest, CreateVmRequest, VmInfo, VmState};
-use hyper_proto::types::{Empty, ExecRequest, ProcessRef, SignalRequest};
+use hyper_proto::types::{
+    ContainerStats, Empty, ExecRequest, ProcessRef, ResizeRequest, SignalRequest,
+};
 
 use crate::agent::AgentClient;
 use crate::child::log_tail;
@@ -52,6 +54,8 @@ pub struct Vm {
     lifecycle: Mutex<Lifecycle>,
     agent: RwLock<Option<AgentClient>>,
     stopping: AtomicBool,
+    /// The VMM froze the guest: agent calls would hang, so they fail at once.
+    paused: AtomicBool,
     /// Notified when the shim's work is over: the VM was shut down, or its VMM died.
     ended: Notify,
     /// Why the VM ended on its own, if it did.
@@ -130,6 +134,7 @@ impl Vm {
             }),
             agent: RwLock::new(None),
             stopping: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
             ended: Notify::new(),
             crash: std::sync::Mutex::new(None),
         }))
@@ -281,6 +286,7 @@ impl Vm {
                 "the VMM exited unexpectedly"
             );
             vm.agent.write().expect("agent lock").take();
+            vm.paused.store(false, Ordering::SeqCst);
             {
                 let mut lifecycle = vm.lifecycle.lock().await;
                 lifecycle.state = VmState::Stopped;
@@ -306,7 +312,12 @@ impl Vm {
         self.crash.lock().expect("crash lock").clone()
     }
 
+    /// The agent's client. Errors: [`Error::Conflict`] while the VM is paused (a frozen guest
+    /// would leave the call hanging), [`Error::Unavailable`] when the VM is not running.
     pub fn agent(&self) -> Result<AgentClient> {
+        if self.paused.load(Ordering::SeqCst) {
+            return Err(Error::Conflict(format!("vm {} is paused", self.config.id)));
+        }
         self.agent
             .read()
             .expect("agent lock")
@@ -404,10 +415,81 @@ impl Vm {
         self.share.detach(&id)
     }
 
-    /// Powers the guest off, then makes sure the VMM and helpers are gone. Idempotent.
+    /// Sets the window size of a process started with a terminal.
+    pub async fn resize(&self, req: ResizeRequest) -> Result<()> {
+        let mut agent = self.agent()?;
+        bounded("resize", agent.resize(req)).await?;
+        Ok(())
+    }
+
+    /// The container's resource use as the guest's cgroup reports it.
+    pub async fn stats(&self, id: String) -> Result<ContainerStats> {
+        let mut agent = self.agent()?;
+        bounded("stats", agent.stats(ContainerRequest { id })).await
+    }
+
+    /// Freezes the whole VM through the VMM. Pausing a paused VM is not an error. Errors:
+    /// [`Error::Conflict`] unless the VM runs or is paused; the VMM's own.
+    pub async fn pause(&self) -> Result<()> {
+        self.set_paused(true).await
+    }
+
+    /// Thaws a paused VM. Resuming a running VM is not an error; errors as [`Vm::pause`].
+    pub async fn resume(&self) -> Result<()> {
+        self.set_paused(false).await
+    }
+
+    async fn set_paused(&self, pause: bool) -> Result<()> {
+        let mut lifecycle = self.lifecycle.lock().await;
+        let (from, to) = if pause {
+            (VmState::Running, VmState::Paused)
+        } else {
+            (VmState::Paused, VmState::Running)
+        };
+        if lifecycle.state == to {
+            return Ok(());
+        }
+        if lifecycle.state != from {
+            return Err(Error::Conflict(format!(
+                "vm {} is {}",
+                self.config.id,
+                lifecycle.state.as_str_name().to_lowercase()
+            )));
+        }
+        let running = lifecycle
+            .running
+            .as_mut()
+            .ok_or_else(|| Error::Unavailable(format!("vm {} is not running", self.config.id)))?;
+        if pause {
+            // Refuse new agent calls before the guest freezes, so none starts and hangs.
+            self.paused.store(true, Ordering::SeqCst);
+            if let Err(e) = running.vmm.pause().await {
+                self.paused.store(false, Ordering::SeqCst);
+                return Err(e);
+            }
+        } else {
+            running.vmm.resume().await?;
+            self.paused.store(false, Ordering::SeqCst);
+        }
+        lifecycle.state = to;
+        lifecycle.info.state = to as i32;
+        tracing::info!(vm_id = %self.config.id, state = to.as_str_name(), "vm state changed");
+        Ok(())
+    }
+
+    /// Powers the guest off, then makes sure the VMM and helpers are gone. Idempotent. A
+    /// paused VM is resumed first, so that its guest can power off.
     pub async fn shutdown(&self, grace: Duration) -> Result<()> {
         self.stopping.store(true, Ordering::SeqCst);
         let mut lifecycle = self.lifecycle.lock().await;
+        if lifecycle.state == VmState::Paused
+            && let Some(running) = lifecycle.running.as_mut()
+            && let Err(e) = running.vmm.resume().await
+        {
+            // The grace period then ends in a forced stop.
+            tracing::warn!("resuming the paused vm to power it off: {e}");
+        }
+        self.paused.store(false, Ordering::SeqCst);
         let agent = self.agent.write().expect("agent lock").take();
         if let Some(mut agent) = agent
             && let Err(e) = tokio::time::timeout(POWER_OFF_TIMEOUT, agent.power_off(Empty {})).await
