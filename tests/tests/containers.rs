@@ -63,27 +63,6 @@ fn a_container_added_to_a_running_pod_shares_it_and_stops_alone() {
     assert_eq!(r.status, 409, "{r:?}");
     d.ok(&["rename", "side", "sidecar"]);
 
-    // Pause freezes both containers' counters; unpause lets them go on.
-    d.ok(&["pause", "base"]);
-    assert!(
-        d.list("pod")[0].contains(&"paused".to_string()),
-        "{:?}",
-        d.list("pod")
-    );
-    let (b0, s0) = (lines_of(&d, "base"), lines_of(&d, "sidecar"));
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!((lines_of(&d, "base"), lines_of(&d, "sidecar")), (b0, s0));
-    let r = d.curl(
-        "POST",
-        "/exec/create?container=base&command=%5B%22true%22%5D",
-        None,
-    );
-    assert_eq!(r.status, 409, "exec into a paused pod: {r:?}");
-    d.ok(&["unpause", "base"]);
-    d.wait_until(Duration::from_secs(30), "both counters to go on", || {
-        lines_of(&d, "base") > b0 && lines_of(&d, "sidecar") > s0
-    });
-
     // Stopping the added container leaves the other running.
     d.ok(&["container", "stop", "-t", "2", "sidecar"]);
     let code = d.exit_code("sidecar");
@@ -103,6 +82,50 @@ fn a_container_added_to_a_running_pod_shares_it_and_stops_alone() {
             .status,
         404
     );
+}
+
+#[test]
+fn pause_freezes_every_container_and_unpause_resumes_them() {
+    let d = TestDaemon::start();
+    d.import_busybox();
+    let counter = "i=0; while true; do echo n$i; i=$((i+1)); usleep 200000; done";
+    d.ok(&[
+        "run", "-d", "--name", "frozen", "busybox", "sh", "-c", counter,
+    ]);
+    d.ok(&[
+        "container",
+        "create",
+        "--name",
+        "second",
+        "frozen",
+        "busybox",
+        "sh",
+        "-c",
+        counter,
+    ]);
+    d.ok(&["container", "start", "second"]);
+    d.wait_until(Duration::from_secs(60), "both counters", || {
+        lines_of(&d, "frozen") > 2 && lines_of(&d, "second") > 2
+    });
+    d.ok(&["pause", "frozen"]);
+    assert_eq!(d.list("pod")[0][3], "paused", "{:?}", d.list("pod"));
+    let (b0, s0) = (lines_of(&d, "frozen"), lines_of(&d, "second"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!((lines_of(&d, "frozen"), lines_of(&d, "second")), (b0, s0));
+    let r = d.curl(
+        "POST",
+        "/exec/create?container=frozen&command=%5B%22true%22%5D",
+        None,
+    );
+    assert_eq!(r.status, 409, "exec into a paused pod: {r:?}");
+    let r = d.curl("POST", "/pod/pause?podId=frozen", None);
+    assert_eq!(r.status, 409, "pausing a paused pod: {r:?}");
+    d.ok(&["unpause", "frozen"]);
+    d.wait_until(Duration::from_secs(30), "both counters to go on", || {
+        lines_of(&d, "frozen") > b0 && lines_of(&d, "second") > s0
+    });
+    let r = d.curl("POST", "/pod/unpause?podId=frozen", None);
+    assert_eq!(r.status, 409, "unpausing a running pod: {r:?}");
 }
 
 #[test]
@@ -134,9 +157,12 @@ fn exit_codes_as_docker_gives_them() {
     );
     assert_eq!(d.hyperctl(&["exec", "live", "/no/such/binary"]).code, 127);
     assert_eq!(d.hyperctl(&["exec", "live", "/etc/passwd"]).code, 126);
+}
 
-    // The VMM killed under a running container and an exec: both end with 137 and say why.
-    let vm = d.list("pod")[0][2].clone();
+#[test]
+fn a_vmm_killed_under_run_and_exec_gives_137_and_says_so() {
+    let d = TestDaemon::start();
+    d.import_busybox();
     let spawn = |args: &[&str]| {
         Command::new(hyperctl_binary())
             .args(args)
@@ -147,7 +173,15 @@ fn exit_codes_as_docker_gives_them() {
             .spawn()
             .unwrap()
     };
-    let attached = spawn(&["attach", "live"]);
+    // An attached `run` and an exec in its container, then the VMM is killed under both:
+    // both end with 137 and say why.
+    let run = spawn(&["run", "--name", "live", "busybox", "sleep", "600"]);
+    d.wait_until(Duration::from_secs(120), "the pod to run", || {
+        d.list("pod")
+            .first()
+            .is_some_and(|r| r.last().map(String::as_str) == Some("running"))
+    });
+    let vm = d.list("pod")[0][2].clone();
     let exec = spawn(&["exec", "live", "sleep", "600"]);
     std::thread::sleep(Duration::from_secs(3));
     let vmm = processes_mentioning(&d.run_dir.join("vms").join(&vm))
@@ -156,7 +190,7 @@ fn exit_codes_as_docker_gives_them() {
         .expect("the pod's VMM runs");
     // SAFETY: kill(2) of the VMM this test's daemon started.
     unsafe { libc::kill(vmm.0 as i32, libc::SIGKILL) };
-    for child in [attached, exec] {
+    for child in [run, exec] {
         let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(137), "{stderr}\n{}", d.log());
