@@ -131,3 +131,65 @@ fn exec_and_attach_over_the_hijacked_socket() {
     // The daemon is still up.
     assert_eq!(d.curl("GET", "/_ping", None).status, 200);
 }
+
+#[test]
+fn tty_sessions_detach_resize_and_execvm() {
+    let d = TestDaemon::start();
+    d.import_busybox();
+    d.ok(&["run", "-d", "-t", "--name", "term", "busybox", "cat"]);
+
+    // A TTY container takes stdin through /attach: raw bytes both ways; the detach keys end
+    // the session and leave cat running; a later attach still reaches it.
+    let mut a = d.hijack("/attach?container=term&stdin=1").unwrap();
+    a.write(b"first line\r");
+    a.read_until(b"first line\r\n");
+    a.write(b"\x10\x11");
+    let rest = a.read_to_end();
+    assert!(
+        !String::from_utf8_lossy(&rest).contains('\u{10}'),
+        "{rest:?}"
+    );
+    let rows = d.list("container");
+    assert_eq!(rows[0][3], "running", "{rows:?}");
+    let mut b = d
+        .hijack("/attach?container=term&stdin=1&detachKeys=ctrl-a,x")
+        .unwrap();
+    b.write(b"second\r");
+    b.read_until(b"second\r\n");
+    b.write(b"\x01x");
+    b.read_to_end();
+    assert_eq!(d.list("container")[0][3], "running");
+
+    // An exec on a TTY gets the size sent with /tty/resize.
+    let id = exec_create(&d, "term", r#"["sh","-c","sleep 2; stty size"]"#, true);
+    let mut e = d
+        .hijack(&format!("/exec/start?container=term&exec={id}"))
+        .unwrap();
+    let r = d.curl(
+        "POST",
+        &format!("/tty/resize?container=term&exec={id}&h=21&w=77"),
+        None,
+    );
+    assert_eq!(r.status, 200, "{r:?}\n{}", d.log());
+    let out = String::from_utf8_lossy(&e.read_to_end()).into_owned();
+    assert!(out.contains("21 77"), "{out:?}");
+    // Resizing a process without a terminal is refused.
+    let plain = exec_create(&d, "term", r#"["true"]"#, false);
+    let r = d.curl(
+        "POST",
+        &format!("/tty/resize?container=term&exec={plain}&h=21&w=77"),
+        None,
+    );
+    assert_eq!(r.status, 409, "{r:?}");
+
+    // /execvm runs in the VM itself, raw output.
+    let mut vm = d
+        .hijack("/execvm?podId=term&command=%5B%22uname%22%2C%22-s%22%5D")
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&vm.read_to_end()), "Linux\n");
+    let r = d
+        .hijack("/execvm?podId=nosuch&command=%5B%22true%22%5D")
+        .err()
+        .unwrap();
+    assert_eq!(r.status, 404, "{r:?}");
+}

@@ -301,3 +301,71 @@ fn run_it_under_a_real_terminal() {
     };
     assert_eq!(status.code(), Some(3), "{seen:?}\n{}", d.log());
 }
+
+#[test]
+fn stats_labels_and_pod_kill() {
+    let d = TestDaemon::start();
+    d.import_busybox();
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "busy",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo got USR1' USR1; while true; do usleep 100000; done",
+    ]);
+
+    let r = d.curl("GET", "/pod/stats?podId=busy", None);
+    assert_eq!(r.status, 200, "{r:?}\n{}", d.log());
+    let stats: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let one = &stats[0];
+    assert_eq!(one["name"], "/busy");
+    assert!(one["memory_stats"]["usage"].as_u64().unwrap() > 0, "{one}");
+    assert!(
+        one["cpu_stats"]["cpu_usage"]["total_usage"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{one}"
+    );
+    assert!(one["pids_stats"]["current"].as_u64().unwrap() >= 1, "{one}");
+    let table = d.ok(&["stats", "--no-stream", "busy"]);
+    assert!(
+        table.starts_with("CONTAINER") && table.contains("busy"),
+        "{table}"
+    );
+
+    let r = d.curl(
+        "POST",
+        "/pod/labels?podId=busy&labels=%7B%22tier%22%3A%22web%22%7D",
+        None,
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = d.curl(
+        "POST",
+        "/pod/labels?podId=busy&labels=%7B%22tier%22%3A%22db%22%7D",
+        None,
+    );
+    assert_eq!(r.status, 409, "{r:?}");
+    assert!(r.body.contains("tier"), "{r:?}");
+    let r = d.curl(
+        "POST",
+        "/pod/labels?podId=busy&labels=%7B%22tier%22%3A%22db%22%7D&override=true",
+        None,
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let info = d.curl("GET", "/pod/info?podName=busy", None);
+    assert!(info.body.contains(r#""tier":"db""#), "{info:?}");
+    let r = d.curl("POST", "/pod/labels?podId=busy&labels=notjson", None);
+    assert_eq!(r.status, 400, "{r:?}");
+
+    d.ok(&["kill", "-s", "USR1", "busy"]);
+    d.wait_until(Duration::from_secs(30), "the trap to run", || {
+        d.hyperctl(&["logs", "busy"]).stdout.contains("got USR1")
+    });
+    let r = d.curl("POST", "/pod/kill?podId=busy&signal=KILL", None);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(d.exit_code("busy"), 137);
+}
