@@ -202,7 +202,7 @@ fn a_vmm_killed_under_run_and_exec_gives_137_and_says_so() {
 /// A pseudo-terminal of `rows` × `cols`: (master, slave).
 fn pty(rows: u16, cols: u16) -> (OwnedFd, OwnedFd) {
     let (mut master, mut slave) = (0, 0);
-    let mut ws = libc::winsize {
+    let ws = libc::winsize {
         ws_row: rows,
         ws_col: cols,
         ws_xpixel: 0,
@@ -215,7 +215,7 @@ fn pty(rows: u16, cols: u16) -> (OwnedFd, OwnedFd) {
             &mut slave,
             std::ptr::null_mut(),
             std::ptr::null(),
-            &mut ws,
+            &ws,
         )
     };
     assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
