@@ -60,7 +60,8 @@ pub struct Args {
     #[arg(long, value_enum)]
     pub vmm: Option<VmmChoice>,
     /// A JSON config file with the same keys as the flags (hosts, root, runDir, vmm, log,
-    /// shim, guestDir, insecureRegistries, registryMirrors, certsDir, dockerHubHost).
+    /// shim, guestDir, insecureRegistries, registryMirrors, certsDir, dockerHubHost, logOpts:
+    /// an object such as {"max-size": "10m"}).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Log filter (tracing syntax, e.g. info or hyperd=debug) [default: info].
@@ -316,6 +317,33 @@ mod tests {
         assert_eq!(c.root, PathBuf::from("/from/flag"));
         assert_eq!(c.run_dir, PathBuf::from("/run/file"));
         assert_eq!(c.listen, vec![Listen::Unix("/var/run/hyper.sock".into())]);
+    }
+
+    #[test]
+    fn log_opts_from_the_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.json");
+        std::fs::write(&file, r#"{"logOpts":{"max-size":"1m","max-file":"2"}}"#).unwrap();
+        let c = Config::load(Args {
+            config: Some(file.clone()),
+            shim: Some("/bin/true".into()),
+            log_opts: vec!["max-file=4".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            (c.log_default.max_size, c.log_default.max_file),
+            (1 << 20, 4)
+        );
+        for bad in ["max-file", "max-size=big", "compress=true"] {
+            let err = Config::load(Args {
+                shim: Some("/bin/true".into()),
+                log_opts: vec![bad.into()],
+                ..Default::default()
+            })
+            .unwrap_err();
+            assert!(err.to_string().starts_with("--log-opt: "), "{bad}: {err}");
+        }
     }
 
     #[test]

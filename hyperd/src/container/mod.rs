@@ -307,6 +307,55 @@ mod tests {
     use hyper_proto::rest::{EnvironmentVar, UserUser};
 
     #[test]
+    fn lookup_by_name_id_or_unique_prefix_and_an_ambiguous_prefix_names_the_candidates() {
+        use crate::pod::PodState;
+        use crate::store::PodRecord;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let ct = |id: &str, name: &str| ContainerRecord {
+            id: id.into(),
+            pod_id: "p".into(),
+            idx: 0,
+            name: name.into(),
+            image: "busybox".into(),
+            image_id: "i".into(),
+            process: ProcessSpec::default(),
+            state: ContainerState::Pending,
+            exit_code: None,
+            dir: "/nowhere".into(),
+        };
+        store
+            .write(|tx| {
+                store::insert_pod(
+                    tx,
+                    &PodRecord {
+                        id: "p".into(),
+                        spec: Default::default(),
+                        state: PodState::Pending,
+                        vm_id: None,
+                        created: 0,
+                    },
+                )?;
+                store::insert_container(tx, &ct("abc1f", "one"))?;
+                let mut two = ct("abc2f", "two");
+                two.idx = 1;
+                store::insert_container(tx, &two)
+            })
+            .unwrap();
+        assert_eq!(find(&store, "one").unwrap().id, "abc1f");
+        assert_eq!(find(&store, "abc2f").unwrap().name, "two");
+        assert_eq!(find(&store, "abc1").unwrap().name, "one");
+        let e = find(&store, "abc").unwrap_err();
+        assert_eq!(e.kind(), Kind::Conflict);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("abc1f (one)") && msg.contains("abc2f (two)"),
+            "{msg}"
+        );
+        assert_eq!(find(&store, "abd").unwrap_err().kind(), Kind::NotFound);
+    }
+
+    #[test]
     fn signals_by_number_or_name() {
         assert_eq!(parse_signal("signal", "9").unwrap(), 9);
         assert_eq!(parse_signal("signal", "KILL").unwrap(), 9);
