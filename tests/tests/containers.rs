@@ -47,6 +47,24 @@ fn a_container_added_to_a_running_pod_shares_it_and_stops_alone() {
     assert_eq!(info["status"]["phase"], "pending");
     assert_eq!(info["container"]["containerID"], id.as_str());
 
+    // Bad specs and pods are named; nothing half-made is left.
+    let r = d.curl_body("POST", "/container/create?podId=base", r#"{"image":5}"#);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.body.contains("image"), "{r:?}");
+    let r = d.curl_body(
+        "POST",
+        "/container/create?podId=base",
+        r#"{"image":"nosuchimage"}"#,
+    );
+    assert_eq!(r.status, 404, "{r:?}");
+    let r = d.curl_body(
+        "POST",
+        "/container/create?podId=nosuch",
+        r#"{"image":"busybox"}"#,
+    );
+    assert_eq!(r.status, 404, "{r:?}");
+    assert_eq!(d.list("container").len(), 2, "{:?}", d.list("container"));
+
     let r = d.curl("POST", "/container/start?container=side", None);
     assert_eq!(r.status, 200, "{r:?}\n{}", d.log());
     let hostname = d.hyperctl(&["exec", "base", "hostname"]).stdout;
@@ -126,6 +144,11 @@ fn pause_freezes_every_container_and_unpause_resumes_them() {
     });
     let r = d.curl("POST", "/pod/unpause?podId=frozen", None);
     assert_eq!(r.status, 409, "unpausing a running pod: {r:?}");
+
+    // A paused pod can still be stopped.
+    d.ok(&["pause", "frozen"]);
+    d.ok(&["stop", "frozen"]);
+    assert_eq!(d.list("pod")[0].last().unwrap(), "stopped");
 }
 
 #[test]

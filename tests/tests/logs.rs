@@ -125,9 +125,32 @@ fn no_line_is_lost_or_doubled_across_a_hyperd_kill_9() {
     d.wait_until(Duration::from_secs(60), "some lines", || {
         d.hyperctl(&["logs", "steady"]).stdout.contains("line 10\n")
     });
+    // An exec running across the restart still gets its exit code recorded.
+    let r = d.curl(
+        "POST",
+        "/exec/create?container=steady&command=%5B%22sh%22%2C%22-c%22%2C%22sleep%204%3B%20exit%205%22%5D",
+        None,
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let exec: String = serde_json::from_str(&r.body).unwrap();
+    let session = d
+        .hijack(&format!("/exec/start?container=steady&exec={exec}"))
+        .unwrap();
     d.kill9();
+    drop(session);
     std::thread::sleep(Duration::from_secs(2));
     d.restart();
+    let code = d.curl(
+        "GET",
+        &format!("/exitcode?container=steady&exec={exec}"),
+        None,
+    );
+    assert_eq!(
+        (code.status, code.body.trim()),
+        (200, "5"),
+        "{code:?}\n{}",
+        d.log()
+    );
     assert_eq!(d.exit_code("steady"), 0, "{}", d.log());
     let logs = d.hyperctl(&["logs", "steady"]);
     let want: String = (0..120).map(|i| format!("line {i}\n")).collect();

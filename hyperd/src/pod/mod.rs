@@ -585,6 +585,7 @@ impl Pods {
                         ct.process.tty,
                     )
                     .await?;
+                self.rewait_execs(&shim, &ct)?;
                 self.supervise(shim.clone(), ct, recording);
             }
             tracing::info!(pod_id = %pod.id, %vm_id, "pod re-adopted");
