@@ -35,7 +35,8 @@ fn pump(mut w: impl Write + Send + 'static, mut r: impl Read, total: usize) -> (
             w.write_all(&block[..n]).unwrap();
             left -= n;
         }
-        w
+        // Dropped here: the reader's side sees the end of its input.
+        drop(w);
     });
     let mut buf = vec![0u8; 1 << 20];
     let mut got = 0;
@@ -45,7 +46,7 @@ fn pump(mut w: impl Write + Send + 'static, mut r: impl Read, total: usize) -> (
             n => got += n,
         }
     }
-    drop(writer.join().unwrap());
+    writer.join().unwrap();
     (got, started.elapsed())
 }
 

@@ -4,6 +4,8 @@
 
 use anyhow::Result;
 
+use hyper_proto::rest::ContainerInfoResponse;
+
 use crate::client::{Client, enc};
 use crate::session::{self, Ended, Session};
 
@@ -20,13 +22,13 @@ pub struct Args {
 }
 
 pub async fn run(client: &Client, args: Args) -> Result<i32> {
-    let info: serde_json::Value = client
+    let info: ContainerInfoResponse = client
         .get(&format!(
             "/container/info?container={}",
             enc(&args.container)
         ))
         .await?;
-    let tty = info["container"]["tty"].as_bool().unwrap_or(false);
+    let tty = info.container.tty;
     let stdin = tty && !args.no_stdin;
     let stream = client
         .hijack(&format!(

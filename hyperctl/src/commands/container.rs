@@ -126,7 +126,7 @@ pub async fn run(client: &Client, command: Command) -> Result<i32> {
         Command::Inspect(t) => {
             let mut all = Vec::new();
             for c in &t.containers {
-                let info: serde_json::Value = client
+                let info: hyper_proto::rest::ContainerInfoResponse = client
                     .get(&format!("/container/info?container={}", enc(c)))
                     .await?;
                 all.push(info);

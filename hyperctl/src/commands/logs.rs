@@ -5,6 +5,8 @@ use anyhow::{Result, bail};
 use hyper::Method;
 use tokio::io::AsyncWriteExt;
 
+use hyper_proto::rest::ContainerInfoResponse;
+
 use crate::client::{Client, enc, full, reader};
 use crate::stdcopy;
 
@@ -49,13 +51,13 @@ fn since(v: &str) -> Result<String> {
 }
 
 pub async fn run(client: &Client, args: Args) -> Result<i32> {
-    let info: serde_json::Value = client
+    let info: ContainerInfoResponse = client
         .get(&format!(
             "/container/info?container={}",
             enc(&args.container)
         ))
         .await?;
-    let tty = info["container"]["tty"].as_bool().unwrap_or(false);
+    let tty = info.container.tty;
     let mut path = format!(
         "/container/logs?container={}&stdout=1&stderr=1&follow={}&timestamps={}&tail={}",
         enc(&args.container),

@@ -12,14 +12,13 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use hyper_proto::rest::{IdResponse, UserContainer};
+use hyper_proto::rest::{ContainerInfoResponse, IdResponse, UserContainer};
 
 use super::error::ApiResult;
 use super::{Params, param, required, truthy};
 use crate::Daemon;
 use crate::container::{self, stdio};
 use crate::error::Error;
-use crate::pod::ContainerInfoResponse;
 
 /// `podId`; the body is a UserContainer (JSON). 201 `{"ID": <container id>}`.
 pub async fn create(

@@ -7,10 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use serde_json::{Value, json};
 
-use hyper_proto::rest::{ContainerInfo, ContainerStatus, UserContainer};
+use hyper_proto::rest::{ContainerInfoResponse, UserContainer};
 use hyper_proto::types::{ContainerStats, ProcessRef};
 
 use super::{Error, PodState, Pods, Result, container_info, spec, stop_signal};
@@ -18,17 +17,6 @@ use crate::container::{self, ContainerState, ProcessSpec, exec};
 use crate::ids;
 use crate::store::{self, ContainerRecord, PodRecord};
 use crate::vm::Shim;
-
-/// `GET /container/info`: hyperd 1.1's ContainerInfo.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ContainerInfoResponse {
-    pub container: ContainerInfo,
-    pub created_at: i64,
-    #[serde(rename = "podID")]
-    pub pod_id: String,
-    pub status: ContainerStatus,
-}
 
 impl Pods {
     /// A running pod and its shim, locked by the caller.

@@ -30,7 +30,7 @@ use crate::ids;
 use crate::image::{self, Images};
 use crate::store::{self, ContainerRecord, PodRecord, Store, VmRecord};
 use crate::vm::{self, Shim, VmSize, VmState, Vms};
-pub use live::{ContainerInfoResponse, StatsSampler};
+pub use live::StatsSampler;
 pub use state::PodState;
 
 /// A stopping container gets SIGTERM, then SIGKILL after this long.
