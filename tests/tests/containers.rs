@@ -295,6 +295,21 @@ fn run_it_under_a_real_terminal() {
     expect(&mut master, &mut seen, "# ", Duration::from_secs(120));
     master.write_all(b"stty size\r").unwrap();
     expect(&mut master, &mut seen, "33 101", Duration::from_secs(30));
+    // A new window size (SIGWINCH to hyperctl) reaches the guest's pty.
+    let ws = libc::winsize {
+        ws_row: 40,
+        ws_col: 120,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize; the fd is our pty's master.
+    assert_eq!(
+        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) },
+        0
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    master.write_all(b"stty size\r").unwrap();
+    expect(&mut master, &mut seen, "40 120", Duration::from_secs(30));
     // Ctrl-C interrupts a sleep and the shell lives on.
     master.write_all(b"sleep 100\r").unwrap();
     std::thread::sleep(Duration::from_secs(2));
@@ -354,6 +369,20 @@ fn stats_labels_and_pod_kill() {
         "{one}"
     );
     assert!(one["pids_stats"]["current"].as_u64().unwrap() >= 1, "{one}");
+    // stream=true: one array a line, every second.
+    let streamed = Command::new("curl")
+        .args(["-s", "--max-time", "3.5", "--unix-socket"])
+        .arg(&d.socket)
+        .arg("http://hyperd/pod/stats?podId=busy&stream=true")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&streamed.stdout);
+    let samples: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(samples.len() >= 3, "{text}");
+    assert_eq!(samples[1][0]["preread"], samples[0][0]["read"]);
     let table = d.ok(&["stats", "--no-stream", "busy"]);
     assert!(
         table.starts_with("CONTAINER") && table.contains("busy"),
