@@ -34,6 +34,8 @@ const MAX_MEMORY_MIB: u32 = 1 << 20;
 const HELPER_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Agent calls that should answer promptly (all but Wait and Attach) get this long.
 const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a failed Wait looks for the VMM's exit before reporting the agent's own error.
+const CRASH_NOTICE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The power-off request gets this long; the VM may vanish before it answers.
 const POWER_OFF_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -59,7 +61,7 @@ pub struct Vm {
     /// Notified when the shim's work is over: the VM was shut down, or its VMM died.
     ended: Notify,
     /// Why the VM ended on its own, if it did.
-    crash: std::sync::Mutex<Option<String>>,
+    crash: tokio::sync::watch::Sender<Option<String>>,
 }
 
 /// A validated CreateVm request.
@@ -136,7 +138,7 @@ impl Vm {
             stopping: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             ended: Notify::new(),
-            crash: std::sync::Mutex::new(None),
+            crash: tokio::sync::watch::Sender::new(None),
         }))
     }
 
@@ -293,7 +295,8 @@ impl Vm {
                 lifecycle.info.state = VmState::Stopped as i32;
             }
             // A shim without its VM has nothing left to do: exiting is how hyperd learns.
-            *vm.crash.lock().expect("crash lock") = Some(format!("the VMM exited ({status})"));
+            vm.crash
+                .send_replace(Some(format!("the VMM exited ({status})")));
             vm.end();
         });
     }
@@ -309,7 +312,7 @@ impl Vm {
 
     /// Why the VM ended by itself, if it did.
     pub fn crash(&self) -> Option<String> {
-        self.crash.lock().expect("crash lock").clone()
+        self.crash.borrow().clone()
     }
 
     /// The agent's client. Errors: [`Error::Conflict`] while the VM is paused (a frozen guest
@@ -401,8 +404,36 @@ impl Vm {
         Ok(())
     }
 
+    /// Waits for the process to end and returns its exit status. Errors: when the VMM dies
+    /// meanwhile, [`Error::Unavailable`] saying so (the status died with the guest).
     pub async fn wait(&self, req: ProcessRef) -> Result<i32> {
-        Ok(self.agent()?.wait(req).await?.into_inner().exit_code)
+        let mut agent = self.agent()?;
+        let mut crash = self.crash.subscribe();
+        let waited = tokio::select! {
+            waited = agent.wait(req) => waited,
+            _ = crash.wait_for(Option::is_some) => return Err(self.died_while_waiting()),
+        };
+        match waited {
+            Ok(reply) => Ok(reply.into_inner().exit_code),
+            Err(status) => {
+                // The broken agent connection may be seen before the VMM's exit.
+                let crashed =
+                    tokio::time::timeout(CRASH_NOTICE_TIMEOUT, crash.wait_for(Option::is_some))
+                        .await;
+                match crashed {
+                    Ok(Ok(_)) => Err(self.died_while_waiting()),
+                    _ => Err(status.into()),
+                }
+            }
+        }
+    }
+
+    fn died_while_waiting(&self) -> Error {
+        Error::Unavailable(format!(
+            "vm {}: {} while the process ran",
+            self.config.id,
+            self.crash().unwrap_or_else(|| "the VMM exited".into())
+        ))
     }
 
     pub async fn remove_container(&self, id: String) -> Result<()> {

@@ -516,9 +516,22 @@ async fn stdin_reaches_the_process_and_signals_end_it() {
 async fn a_vmm_that_dies_ends_its_shim_and_leaves_nothing() {
     let mut shim = ShimHandle::start("vmmdeath").await;
     let info = shim.boot().await;
+    let rootfs = busybox_rootfs(shim.dir.path());
+    start_container(&mut shim, "c", &rootfs, process(&["sleep", "600"])).await;
+    let mut client = shim.client.clone();
+    let waiting = tokio::spawn(async move { client.wait(init_of("c")).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
     // The VMM dies under the shim (a crash, a guest panic with panic=-1, an OOM kill).
     // SAFETY: plain kill(2) of the VMM this test's shim started.
     unsafe { libc::kill(info.vmm_pid as i32, libc::SIGKILL) };
+    // A Wait in progress says the VM died: the process's status is lost, not 0.
+    let e = within(waiting).await.unwrap().unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e}");
+    assert!(
+        e.message().starts_with("vm vmmdeath: the VMM exited (")
+            && e.message().ends_with(") while the process ran"),
+        "{e}"
+    );
     let status = shim.wait_exit(Duration::from_secs(30)).await;
     assert!(!status.success(), "a shim whose VM died must not exit 0");
     assert!(
