@@ -4,10 +4,11 @@
 //! (Docker's `max-size` and `max-file`).
 //!
 //! Every output chunk of the guest has a sequence number; `log.state` holds the next one to
-//! record and the size the log had then, written after each append. After a hyperd restart
-//! (or kill -9) the log is cut back to that size and recording resumes from that sequence
-//! number, so no chunk is lost or written twice; chunks the guest dropped meanwhile leave a
-//! marker line.
+//! record and the size the log had then, written after each append (and, when a chunk's lines
+//! straddle a rotation, how many of that chunk's lines the rotated files already hold). After a
+//! hyperd restart (or kill -9) the log is cut back to that size and recording resumes from that
+//! sequence number, so no line is lost or written twice; chunks the guest dropped meanwhile
+//! leave a marker line.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -126,6 +127,9 @@ pub struct LogWriter {
     state: File,
     size: u64,
     next_seq: u64,
+    /// Lines of chunk `next_seq` already in the log (written before a rotation that a crash
+    /// then cut short): skipped when the chunk comes again.
+    skip: usize,
     progress: watch::Sender<Progress>,
 }
 
@@ -148,7 +152,7 @@ impl LogWriter {
             .open(dir.join(STATE))?;
         let mut text = String::new();
         state.read_to_string(&mut text)?;
-        let (seq, size) = parse_state(&text).unwrap_or((0, u64::MAX));
+        let (seq, size, skip) = parse_state(&text).unwrap_or((0, u64::MAX, 0));
         let file = OpenOptions::new()
             .append(true)
             .create(true)
@@ -166,9 +170,10 @@ impl LogWriter {
             state,
             size,
             next_seq: if resume { seq } else { 0 },
+            skip: if resume { skip } else { 0 },
             progress,
         };
-        w.save_state()?;
+        w.save_state(w.skip)?;
         Ok(w)
     }
 
@@ -183,6 +188,13 @@ impl LogWriter {
         if seq < self.next_seq {
             return Ok(());
         }
+        // The same chunk again: its lines split the same way, the first `skip` are written.
+        let skip = if seq == self.next_seq {
+            std::mem::take(&mut self.skip)
+        } else {
+            self.skip = 0;
+            0
+        };
         let mut lines = Vec::new();
         let now = now();
         if seq > self.next_seq {
@@ -203,7 +215,7 @@ impl LogWriter {
         // Lines are written in runs; a line that would take the file past max-size goes to a
         // fresh one (Docker rotates by line too).
         let mut buf = Vec::new();
-        for e in &lines {
+        for (i, e) in lines.iter().enumerate().skip(skip) {
             let mut line = serde_json::to_vec(e).map_err(std::io::Error::other)?;
             line.push(b'\n');
             let size = self.size + buf.len() as u64;
@@ -213,19 +225,20 @@ impl LogWriter {
             {
                 self.file.write_all(&buf)?;
                 buf.clear();
-                self.rotate()?;
+                self.rotate(i)?;
             }
             buf.extend_from_slice(&line);
         }
         self.file.write_all(&buf)?;
         self.size += buf.len() as u64;
         self.next_seq = seq + 1;
-        self.save_state()?;
+        self.save_state(0)?;
         self.progress.send_modify(|p| p.appended += 1);
         Ok(())
     }
 
-    fn rotate(&mut self) -> std::io::Result<()> {
+    /// Starts a fresh current file; `written` lines of chunk `next_seq` are in the old ones.
+    fn rotate(&mut self, written: usize) -> std::io::Result<()> {
         let path = |n: u32| match n {
             0 => self.dir.join(LOG),
             n => self.dir.join(format!("{LOG}.{n}")),
@@ -243,12 +256,12 @@ impl LogWriter {
             self.file = OpenOptions::new().append(true).create(true).open(path(0))?;
         }
         self.size = 0;
-        self.save_state()
+        self.save_state(written)
     }
 
     /// Fixed width, written in place: one write(2), which a kill -9 cannot tear.
-    fn save_state(&mut self) -> std::io::Result<()> {
-        let text = format!("{:020} {:020}\n", self.next_seq, self.size);
+    fn save_state(&mut self, skip: usize) -> std::io::Result<()> {
+        let text = format!("{:020} {:020} {:020}\n", self.next_seq, self.size, skip);
         self.state.write_all_at(text.as_bytes(), 0)
     }
 
@@ -265,9 +278,13 @@ impl Drop for LogWriter {
     }
 }
 
-fn parse_state(text: &str) -> Option<(u64, u64)> {
-    let (seq, size) = text.trim().split_once(' ')?;
-    Some((seq.parse().ok()?, size.parse().ok()?))
+/// `seq size [skip]`.
+fn parse_state(text: &str) -> Option<(u64, u64, usize)> {
+    let mut fields = text.split_whitespace();
+    let seq = fields.next()?.parse().ok()?;
+    let size = fields.next()?.parse().ok()?;
+    let skip = fields.next().map_or(Some(0), |s| s.parse().ok())?;
+    Some((seq, size, skip))
 }
 
 pub fn now() -> String {
@@ -547,6 +564,41 @@ mod tests {
         let kept = all(d.path(), ReadOptions::default()).await;
         assert_eq!(kept.last().unwrap(), "line 39\n");
         assert!(kept.len() < 40);
+    }
+
+    #[tokio::test]
+    async fn a_chunk_straddling_a_rotation_is_not_doubled_when_replayed() {
+        let d = tempfile::tempdir().unwrap();
+        let (tx, _) = watch::channel(Progress::default());
+        let config = LogConfig {
+            max_size: 200,
+            max_file: 10,
+        };
+        let mut w = LogWriter::open(d.path(), config, false, tx.clone()).unwrap();
+        w.append(0, Stream::Stdout, b"a\n").unwrap();
+        // hyperd dies in the middle of chunk 1: its first line written, the file rotated,
+        // the state saying so, and nothing more.
+        let first = Entry {
+            log: "line 0\n".into(),
+            stream: Stream::Stdout,
+            time: now(),
+        };
+        let mut line = serde_json::to_vec(&first).unwrap();
+        line.push(b'\n');
+        w.file.write_all(&line).unwrap();
+        w.rotate(1).unwrap();
+        drop(w);
+        // The guest sends chunk 1 again, whole.
+        let mut w = LogWriter::open(d.path(), config, true, tx).unwrap();
+        assert_eq!((w.next_seq(), w.skip), (1, 1));
+        let chunk: String = (0..6).map(|i| format!("line {i}\n")).collect();
+        w.append(1, Stream::Stdout, chunk.as_bytes()).unwrap();
+        drop(w);
+        let got = all(d.path(), ReadOptions::default()).await;
+        let want: Vec<String> = std::iter::once("a\n".to_string())
+            .chain((0..6).map(|i| format!("line {i}\n")))
+            .collect();
+        assert_eq!(got, want);
     }
 
     #[test]
