@@ -334,6 +334,23 @@ fn complete_lines(carry: &mut Vec<u8>) -> Vec<Entry> {
         .collect()
 }
 
+/// The rotated files written after the one with inode `ino` (which was the current file
+/// when a follower last read it), oldest first. When that file has been rotated out, every
+/// rotated file left is newer than it.
+fn newer_rotated(dir: &Path, ino: u64) -> Vec<PathBuf> {
+    let mut newer = Vec::new();
+    for n in 1.. {
+        let p = dir.join(format!("{LOG}.{n}"));
+        match std::fs::metadata(&p) {
+            Ok(m) if m.ino() == ino => break,
+            Ok(_) => newer.push(p),
+            Err(_) => break,
+        }
+    }
+    newer.reverse();
+    newer
+}
+
 async fn read_into(
     dir: &Path,
     opts: ReadOptions,
@@ -417,6 +434,19 @@ async fn read_into(
                 None => None,
             };
             if ino_now.is_some() && ino_now != ino_ours {
+                // Rotated (maybe more than once since the last read): the files newer than
+                // ours, oldest first, then the new current one.
+                if let Some(ours) = ino_ours {
+                    for p in newer_rotated(dir, ours) {
+                        let mut bytes = std::fs::read(&p).unwrap_or_default();
+                        bytes.push(b'\n');
+                        for e in complete_lines(&mut bytes) {
+                            if keep(&e) && tx.send(Ok(e)).await.is_err() {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
                 file = Some(File::open(&current)?);
                 carry.clear();
                 continue;
@@ -541,8 +571,8 @@ mod tests {
         for i in 0..40u64 {
             w.append(i, Stream::Stdout, format!("line {i}\n").as_bytes())
                 .unwrap();
-            if i % 3 == 0 {
-                // Let the follower keep up with the rotations.
+            if i % 9 == 0 {
+                // The follower reads now and then: several rotations may pass in between.
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                 seen.extend(texts(&mut follower));
             }
