@@ -13,7 +13,8 @@ use hyper_proto::shim::{
     AddContainerRequest, ContainerRef, CreateVmRequest, ShutdownRequest, VmInfo,
 };
 use hyper_proto::types::{
-    AttachInput, AttachOutput, Empty, ExecRequest, ProcessRef, SignalRequest, WaitResponse,
+    AttachInput, AttachOutput, ContainerStats, Empty, ExecRequest, ProcessRef, ResizeRequest,
+    SignalRequest, WaitResponse,
 };
 
 use crate::vm::{DEFAULT_SHUTDOWN_GRACE, Vm};
@@ -80,6 +81,25 @@ impl Shim for ShimService {
         req: Request<ContainerRef>,
     ) -> Result<Response<Empty>, Status> {
         self.vm.remove_container(req.into_inner().id).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn resize(&self, req: Request<ResizeRequest>) -> Result<Response<Empty>, Status> {
+        self.vm.resize(req.into_inner()).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn stats(&self, req: Request<ContainerRef>) -> Result<Response<ContainerStats>, Status> {
+        Ok(Response::new(self.vm.stats(req.into_inner().id).await?))
+    }
+
+    async fn pause_vm(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {
+        self.vm.pause().await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn resume_vm(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {
+        self.vm.resume().await?;
         Ok(Response::new(Empty {}))
     }
 

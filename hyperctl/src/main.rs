@@ -7,6 +7,7 @@ mod commands;
 mod credentials;
 mod progress;
 mod reference;
+mod session;
 mod stdcopy;
 mod table;
 

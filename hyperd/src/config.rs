@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
+use hyper_proto::rest::PodLogConfig;
+
+use crate::container::stdio::LogConfig;
+
 pub const DEFAULT_HOST: &str = "unix:///var/run/hyper.sock";
 pub const DEFAULT_ROOT: &str = "/var/lib/hyper";
 pub const DEFAULT_RUN_DIR: &str = "/run/hyper";
@@ -56,7 +60,8 @@ pub struct Args {
     #[arg(long, value_enum)]
     pub vmm: Option<VmmChoice>,
     /// A JSON config file with the same keys as the flags (hosts, root, runDir, vmm, log,
-    /// shim, guestDir, insecureRegistries, registryMirrors, certsDir, dockerHubHost).
+    /// shim, guestDir, insecureRegistries, registryMirrors, certsDir, dockerHubHost, logOpts:
+    /// an object such as {"max-size": "10m"}).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Log filter (tracing syntax, e.g. info or hyperd=debug) [default: info].
@@ -85,6 +90,10 @@ pub struct Args {
     /// they do can reach the internet.
     #[arg(long)]
     pub docker_hub_host: Option<String>,
+    /// Default container log options, Docker's json-file keys: max-size=SIZE (k/m/g),
+    /// max-file=N (repeatable); a pod's own `log.config` wins.
+    #[arg(long = "log-opt", value_name = "KEY=VALUE")]
+    pub log_opts: Vec<String>,
 }
 
 /// The config file: every key optional; unknown keys are an error (a typo must not pass).
@@ -102,6 +111,7 @@ struct FileConfig {
     registry_mirrors: Vec<String>,
     certs_dir: Option<PathBuf>,
     docker_hub_host: Option<String>,
+    log_opts: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +142,8 @@ pub struct Config {
     pub registry_mirrors: Vec<String>,
     pub certs_dir: PathBuf,
     pub docker_hub_host: String,
+    /// Container logs' rotation unless a pod says otherwise.
+    pub log_default: LogConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +156,8 @@ pub enum ConfigError {
     SocketTooLong(PathBuf),
     #[error("hyper-shim not found next to hyperd nor on PATH; give --shim")]
     NoShim,
+    #[error("--log-opt: {0}")]
+    LogOpt(String),
 }
 
 pub fn parse_host(s: &str) -> Result<Listen, ConfigError> {
@@ -199,6 +213,21 @@ impl Config {
             .map(|h| parse_host(h))
             .collect::<Result<Vec<_>, _>>()?;
         let vmm = args.vmm.or(file.vmm).unwrap_or_default();
+        let mut log_opts = file.log_opts;
+        for opt in &args.log_opts {
+            let (k, v) = opt
+                .split_once('=')
+                .ok_or_else(|| ConfigError::LogOpt(format!("{opt:?}: expected KEY=VALUE")))?;
+            log_opts.insert(k.to_string(), v.to_string());
+        }
+        let log_default = LogConfig::from_spec(
+            &PodLogConfig {
+                kind: String::new(),
+                config: log_opts,
+            },
+            LogConfig::default(),
+        )
+        .map_err(|e| ConfigError::LogOpt(e.replacen("log.config.", "", 1)))?;
         Ok(Self {
             listen,
             root: args
@@ -226,6 +255,7 @@ impl Config {
                 .docker_hub_host
                 .or(file.docker_hub_host)
                 .unwrap_or_else(|| DEFAULT_DOCKER_HUB_HOST.into()),
+            log_default,
         })
     }
 
@@ -287,6 +317,33 @@ mod tests {
         assert_eq!(c.root, PathBuf::from("/from/flag"));
         assert_eq!(c.run_dir, PathBuf::from("/run/file"));
         assert_eq!(c.listen, vec![Listen::Unix("/var/run/hyper.sock".into())]);
+    }
+
+    #[test]
+    fn log_opts_from_the_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.json");
+        std::fs::write(&file, r#"{"logOpts":{"max-size":"1m","max-file":"2"}}"#).unwrap();
+        let c = Config::load(Args {
+            config: Some(file.clone()),
+            shim: Some("/bin/true".into()),
+            log_opts: vec!["max-file=4".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            (c.log_default.max_size, c.log_default.max_file),
+            (1 << 20, 4)
+        );
+        for bad in ["max-file", "max-size=big", "compress=true"] {
+            let err = Config::load(Args {
+                shim: Some("/bin/true".into()),
+                log_opts: vec![bad.into()],
+                ..Default::default()
+            })
+            .unwrap_err();
+            assert!(err.to_string().starts_with("--log-opt: "), "{bad}: {err}");
+        }
     }
 
     #[test]

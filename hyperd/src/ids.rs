@@ -30,6 +30,11 @@ pub fn vm_id() -> String {
     format!("vm-{}", letters(10))
 }
 
+/// 10 random letters, for generated names.
+pub fn name_suffix() -> String {
+    letters(10)
+}
+
 pub fn exec_id() -> String {
     format!("exec-{}", letters(10))
 }

@@ -184,6 +184,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         vms.clone(),
         images.clone(),
         changes.clone(),
+        config.log_default,
     )
     .map_err(|e| io("mkdir containers", e))?;
     let execs = Arc::new(Execs::new(store.clone(), vms.clone(), changes));

@@ -598,6 +598,17 @@ pub struct ContainerInfo {
     pub labels: BTreeMap<String, String>,
 }
 
+/// `GET /container/info` (hyperd 1.1's ContainerInfo).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerInfoResponse {
+    pub container: ContainerInfo,
+    pub created_at: i64,
+    #[serde(rename = "podID")]
+    pub pod_id: String,
+    pub status: ContainerStatus,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodInfoStatus {

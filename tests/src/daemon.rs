@@ -208,6 +208,24 @@ impl TestDaemon {
         }
     }
 
+    /// A hijacked request over this daemon's socket.
+    pub fn hijack(&self, path: &str) -> Result<crate::hijack::Hijacked, Http> {
+        crate::hijack::hijack(&self.socket, path)
+    }
+
+    /// Waits until hyperd's record of `container` says it no longer runs.
+    pub fn exit_code(&self, container: &str) -> i32 {
+        let r = self.curl("GET", &format!("/exitcode?container={container}"), None);
+        assert_eq!(
+            r.status,
+            200,
+            "{r:?}
+{}",
+            self.log()
+        );
+        r.body.trim().parse().unwrap()
+    }
+
     /// curl with a body given as a string.
     pub fn curl_body(&self, method: &str, path: &str, body: &str) -> Http {
         let file = self.dir.path().join("body.json");

@@ -3,6 +3,7 @@
 //! started is killed when its handle drops, even when the test panics.
 
 pub mod daemon;
+pub mod hijack;
 pub mod oci;
 pub mod proxy;
 pub mod registry;

@@ -130,8 +130,9 @@ fn a_pod_starts_in_a_prebooted_vm_and_exec_runs_in_it() {
         ("warm\n", "err\n", 4),
         "{out:?}"
     );
+    // Not found: 127, as Docker answers, with the guest's message on stderr.
     let out = d.hyperctl(&["exec", "warm", "nosuchcmd"]);
-    assert_eq!(out.code, 255);
+    assert_eq!(out.code, 127, "{out:?}");
     assert!(out.stderr.contains("executable file not found"), "{out:?}");
 
     // Stopped with --keep-vm, the VM goes back to idle and takes the next pod.

@@ -36,7 +36,7 @@ pub struct PodFlags {
     /// Override the entrypoint (one string).
     #[arg(long)]
     pub entrypoint: Option<String>,
-    /// Allocate a TTY (stored; not wired through yet).
+    /// Allocate a TTY (its stdin is then open for attach; `run -i -t` uses it).
     #[arg(short = 't', long)]
     pub tty: bool,
     /// IMAGE [COMMAND [ARG...]] (not with --podfile).

@@ -2,23 +2,30 @@
 //! `run` returns the exit status hyperctl ends with.
 
 mod api_spec;
+mod attach;
+mod container;
 mod create;
 mod exec;
 mod images;
 mod import;
 mod info;
 mod inspect;
+mod kill;
 mod list;
 mod load;
 mod login;
 mod logout;
+mod logs;
+mod pause;
 mod pull;
 mod push;
+mod rename;
 mod rm;
 mod rmi;
 mod run;
 pub mod save;
 mod start;
+mod stats;
 mod stop;
 mod tag;
 mod version;
@@ -49,6 +56,23 @@ pub enum Command {
     Version,
     /// Run a command in a running container (or a pod's first container).
     Exec(exec::Args),
+    /// Attach to a container: its output, and our terminal for a TTY container.
+    Attach(attach::Args),
+    /// Print a container's log.
+    Logs(logs::Args),
+    /// Send a signal to containers.
+    Kill(kill::Args),
+    /// Freeze pods' VMs.
+    Pause(pause::Args),
+    /// Thaw paused pods.
+    Unpause(pause::Args),
+    /// Rename a container.
+    Rename(rename::Args),
+    /// Show a pod's containers' resource use.
+    Stats(stats::Args),
+    /// Manage single containers of running pods.
+    #[command(subcommand)]
+    Container(container::Command),
     /// List images.
     Images(images::Args),
     /// Import a rootfs tarball as an image.
@@ -89,6 +113,14 @@ pub async fn run(client: &Client, command: Command) -> Result<i32> {
         Command::Info => info::run(client).await,
         Command::Version => version::run(client).await,
         Command::Exec(a) => exec::run(client, a).await,
+        Command::Attach(a) => attach::run(client, a).await,
+        Command::Logs(a) => logs::run(client, a).await,
+        Command::Kill(a) => kill::run(client, a).await,
+        Command::Pause(a) => pause::run(client, a, true).await,
+        Command::Unpause(a) => pause::run(client, a, false).await,
+        Command::Rename(a) => rename::run(client, a).await,
+        Command::Stats(a) => stats::run(client, a).await,
+        Command::Container(c) => container::run(client, c).await,
         Command::Images(a) => images::run(client, a).await,
         Command::Import(a) => import::run(client, a).await,
         Command::Pull(a) => pull::run(client, a).await,

@@ -1,15 +1,16 @@
-//! `hyperctl run`: create, start, then (unless `-d`) print the container's output and exit
-//! with its status; `--rm` removes the pod at the end.
+//! `hyperctl run`: create, start, then (unless `-d`) attach to the container (its output;
+//! with `-i -t` also our terminal, raw) and exit with its status; `--rm` removes the pod at
+//! the end (not after a detach).
 
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 
 use hyper_proto::rest::{IdResponse, PodInfo};
 
 use super::create::{PodFlags, create_pod};
 use crate::client::{Client, enc};
-use crate::stdcopy;
+use crate::session::{self, Ended, Session};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -19,6 +20,12 @@ pub struct Args {
     /// Remove the pod when its container has exited.
     #[arg(long)]
     pub rm: bool,
+    /// Keep stdin open: our stdin goes to the container (needs -t).
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// The keys that detach from a -i -t session and leave the container running.
+    #[arg(long, default_value = "ctrl-p,ctrl-q")]
+    pub detach_keys: String,
     /// Start the pod in this idle VM (from `hyperctl vm create`) instead of booting one.
     #[arg(long = "vm")]
     pub vm: Option<String>,
@@ -27,6 +34,9 @@ pub struct Args {
 }
 
 pub async fn run(client: &Client, args: Args) -> Result<i32> {
+    if args.interactive && !args.pod.tty {
+        bail!("run -i: a container takes stdin only on a TTY; add -t");
+    }
     let started = Instant::now();
     let pod_id = create_pod(client, &args.pod).await?;
     let vm = args.vm.as_deref().unwrap_or("");
@@ -54,13 +64,28 @@ pub async fn run(client: &Client, args: Args) -> Result<i32> {
     let code = if container.is_empty() {
         0
     } else {
+        let tty = args.pod.tty;
         let stream = client
-            .hijack(&format!("/attach?container={}", enc(&container)))
+            .hijack(&format!(
+                "/attach?container={}&stdin={}&detachKeys={}",
+                enc(&container),
+                args.interactive,
+                enc(&args.detach_keys)
+            ))
             .await?;
-        stdcopy::demux(stream, &mut tokio::io::stdout(), &mut tokio::io::stderr()).await?;
-        client
-            .get::<i32>(&format!("/exitcode?container={}", enc(&container)))
-            .await?
+        let ended = Session {
+            client,
+            tty,
+            stdin: args.interactive,
+            resize: tty.then(|| format!("/tty/resize?container={}", enc(&container))),
+            detach_keys: session::detach_bytes(&args.detach_keys),
+        }
+        .run(stream)
+        .await?;
+        if ended == Ended::Detached {
+            return Ok(0);
+        }
+        session::exit_code(client, &container, None).await?
     };
     if args.rm {
         remove(client, &pod_id).await;

@@ -1,5 +1,6 @@
-//! `/exec/create`, `/exec/start` (hijacked), `/exitcode`, and `/attach` (hijacked, replays
-//! and follows a container's recorded output).
+//! `/exec/create`, `/exec/start` (hijacked), `/execvm` (hijacked), `/exitcode`,
+//! `/tty/resize`, and `/attach` (hijacked: a container's output replayed from its log and
+//! followed, and its stdin). The stdio itself is `container::stdio`'s.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,32 +9,31 @@ use axum::Json;
 use axum::extract::{Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use futures::StreamExt;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
-use hyper_proto::rest::{STDCOPY_STDERR, STDCOPY_STDOUT, stdcopy_header};
-use hyper_proto::types::{AttachInput, OutputStream, attach_input};
-
-use super::error::ApiResult;
-use super::{Params, hijack, param, required};
+use super::error::{ApiError, ApiResult};
+use super::{Params, hijack, param, required, truthy};
 use crate::Daemon;
-use crate::container::exec::ExecSession;
+use crate::container::stdio::{self, DetachKeys, Framing, Relayed};
 use crate::error::Error;
 
-/// `command` is a JSON array string, e.g. `["ls","-l"]`. Answers 201 with the exec id as a
-/// JSON string.
+fn command(q: &HashMap<String, String>) -> Result<Vec<String>, ApiError> {
+    Ok(serde_json::from_str(required(q, "command")?).map_err(|e| {
+        Error::InvalidInput(format!("command: expected a JSON array of strings: {e}"))
+    })?)
+}
+
+/// `command` is a JSON array string, e.g. `["ls","-l"]`; `tty` runs it on a terminal.
+/// Answers 201 with the exec id as a JSON string.
 pub async fn create(
     State(d): State<Arc<Daemon>>,
     q: Params,
 ) -> ApiResult<(StatusCode, Json<String>)> {
     let container = required(&q, "container")?;
-    let command: Vec<String> = serde_json::from_str(required(&q, "command")?).map_err(|e| {
-        Error::InvalidInput(format!("command: expected a JSON array of strings: {e}"))
-    })?;
-    let id = d.execs.create(container, command)?;
+    let command = command(&q)?;
+    let id = d
+        .execs
+        .create(container, command, truthy(param(&q, "tty")))?;
     Ok((StatusCode::CREATED, Json(id)))
 }
 
@@ -43,18 +43,46 @@ fn query(req: &Request) -> HashMap<String, String> {
         .unwrap_or_default()
 }
 
+fn detach_keys(q: &HashMap<String, String>) -> Result<DetachKeys, crate::container::Error> {
+    Ok(DetachKeys::parse(param(q, "detachKeys"))?)
+}
+
+/// Hijacks: stdcopy frames without a TTY, raw with one; `detachKeys` (TTY only) detaches
+/// and leaves the exec running.
 pub async fn start(State(d): State<Arc<Daemon>>, mut req: Request) -> ApiResult<Response> {
     let q = query(&req);
     let container = required(&q, "container")?.to_string();
     let exec_id = required(&q, "exec")?.to_string();
+    let detach = detach_keys(&q)?;
     let upgrade = hijack::take_upgrade(&mut req)?;
-    // Started before the 101, so a bad command is still a proper 400.
+    // Started before the 101, so a bad command is still a proper 4xx.
     let session = d.execs.start(&container, &exec_id).await?;
     tokio::spawn(async move {
-        match upgrade.await {
-            Ok(upgraded) => relay_exec(&d, session, TokioIo::new(upgraded)).await,
+        let framing = Framing::of(session.tty);
+        let relayed = match upgrade.await {
+            Ok(upgraded) => stdio::relay_exec(
+                &session.shim,
+                session.process.clone(),
+                TokioIo::new(upgraded),
+                framing,
+                Some(detach),
+            )
+            .await
+            .map_err(|e| e.to_string()),
+            Err(e) => Err(format!("upgrade: {e}")),
+        };
+        match relayed {
+            Ok(Relayed::Detached) => {
+                tracing::info!(exec_id, "client detached");
+                // The exit is still recorded when the exec ends.
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(exec_id, "{e}"),
+        }
+        match d.execs.finish(&session).await {
+            Ok(code) => tracing::info!(exec_id, code, "exec exited"),
             Err(e) => {
-                tracing::warn!(exec_id, "upgrade: {e}");
+                tracing::warn!(exec_id, "exec wait: {e}");
                 if let Err(e) = d.execs.record(&exec_id, 255) {
                     tracing::error!(exec_id, "{e}");
                 }
@@ -64,111 +92,112 @@ pub async fn start(State(d): State<Arc<Daemon>>, mut req: Request) -> ApiResult<
     Ok(hijack::upgraded())
 }
 
-async fn relay_exec<IO>(d: &Daemon, session: ExecSession, io: IO)
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
-{
-    let exec_id = session.process.exec_id.clone();
-    let (mut rd, mut wr) = tokio::io::split(io);
-    let (tx, rx) = mpsc::channel::<AttachInput>(16);
-    let open = AttachInput {
-        input: Some(attach_input::Input::Open(session.process.clone())),
-    };
-    // The channel is fresh and has room: this send cannot wait or fail.
-    if tx.try_send(open).is_err() {
-        tracing::error!(exec_id, "attach input channel refused the first message");
+/// `podId` (or hyperd 1.1's `pod`) and `command` (a JSON array string): runs the command in
+/// the pod's VM outside every container; the connection is hijacked, raw both ways.
+pub async fn execvm(State(d): State<Arc<Daemon>>, mut req: Request) -> ApiResult<Response> {
+    let q = query(&req);
+    let pod_id = match param(&q, "podId") {
+        "" => required(&q, "pod")?,
+        id => id,
     }
-    let stdin = tokio::spawn(async move {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            let msg = match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => attach_input::Input::CloseStdin(true),
-                Ok(n) => attach_input::Input::Stdin(buf[..n].to_vec()),
-            };
-            let last = matches!(msg, attach_input::Input::CloseStdin(_));
-            if tx.send(AttachInput { input: Some(msg) }).await.is_err() || last {
-                break;
-            }
-        }
-    });
-    match session
-        .shim
-        .client
-        .clone()
-        .attach(ReceiverStream::new(rx))
-        .await
-    {
-        Ok(out) => {
-            let mut out = out.into_inner();
-            while let Some(Ok(chunk)) = out.next().await {
-                let id = match OutputStream::try_from(chunk.stream) {
-                    Ok(OutputStream::Stderr) => STDCOPY_STDERR,
-                    _ => STDCOPY_STDOUT,
-                };
-                let header = stdcopy_header(id, chunk.data.len() as u32);
-                if wr.write_all(&header).await.is_err() || wr.write_all(&chunk.data).await.is_err()
-                {
-                    tracing::debug!(exec_id, "client went away");
-                    break;
+    .to_string();
+    let command = command(&q)?;
+    let upgrade = hijack::take_upgrade(&mut req)?;
+    let shim = d.pods.vm_of(&pod_id)?;
+    let session = d.execs.start_in_vm(shim, command).await?;
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(upgraded) => {
+                let relayed = stdio::relay_exec(
+                    &session.shim,
+                    session.process.clone(),
+                    TokioIo::new(upgraded),
+                    Framing::Raw,
+                    None,
+                )
+                .await;
+                if let Err(e) = relayed {
+                    tracing::warn!(pod_id, "execvm: {e}");
                 }
             }
+            Err(e) => tracing::warn!(pod_id, "upgrade: {e}"),
         }
-        Err(s) => tracing::warn!(exec_id, "attach: {}", s.message()),
-    }
-    if let Err(e) = wr.shutdown().await {
-        tracing::debug!(exec_id, "close: {e}");
-    }
-    stdin.abort();
-    match d.execs.finish(&session).await {
-        Ok(code) => tracing::info!(exec_id, code, "exec exited"),
-        Err(e) => {
-            tracing::warn!(exec_id, "exec wait: {e}");
-            if let Err(e) = d.execs.record(&exec_id, 255) {
-                tracing::error!(exec_id, "{e}");
-            }
+        if let Err(e) = d.execs.finish(&session).await {
+            tracing::debug!(pod_id, "execvm wait: {e}");
         }
-    }
+    });
+    Ok(hijack::upgraded())
 }
 
-/// A JSON integer; for a container once it is no longer running, for an exec once it ended
-/// (at most 10 s).
+/// A JSON integer; for a container once it is no longer running (137 if its VM died), for
+/// an exec once it ended (at most 10 s).
 pub async fn exit_code(State(d): State<Arc<Daemon>>, q: Params) -> ApiResult<Json<i32>> {
     let container = required(&q, "container")?;
     let exec = Some(param(&q, "exec")).filter(|e| !e.is_empty());
     Ok(Json(d.execs.exit_code(container, exec).await?))
 }
 
-/// Replays a container's output from its start and follows it to the end.
+/// `h` rows and `w` columns for a container's main process or (`exec`) an exec; both must
+/// run on a terminal.
+pub async fn resize(State(d): State<Arc<Daemon>>, q: Params) -> ApiResult<StatusCode> {
+    let container = required(&q, "container")?;
+    let exec = Some(param(&q, "exec")).filter(|e| !e.is_empty());
+    let size = |name: &str| -> Result<u32, ApiError> {
+        Ok(required(&q, name)?
+            .parse::<u16>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(u32::from)
+            .ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "query parameter {name}: an integer from 1 to 65535"
+                ))
+            })?)
+    };
+    let (h, w) = (size("h")?, size("w")?);
+    d.execs.resize(container, exec, h, w).await?;
+    Ok(StatusCode::OK)
+}
+
+/// Replays a container's output from its log and follows it until the container closes
+/// it; `stdout`/`stderr` (default yes) pick the streams; `stdin` (default: yes when the
+/// container has a TTY) relays the client's bytes until it half-closes or types
+/// `detachKeys` (TTY only; default ctrl-p,ctrl-q), which leaves the container running.
 pub async fn attach(State(d): State<Arc<Daemon>>, mut req: Request) -> ApiResult<Response> {
     let q = query(&req);
-    let container = required(&q, "container")?.to_string();
+    let reference = required(&q, "container")?.to_string();
+    let detach = detach_keys(&q)?;
+    let flag = |name: &str, default: bool| q.get(name).map_or(default, |v| truthy(v));
+    let ct = d.pods.container(&reference)?;
+    let tty = ct.process.tty;
+    let stdin = flag("stdin", tty);
+    if stdin && !tty {
+        return Err(crate::container::Error::from(stdio::Error::NoStdin(ct.name)).into());
+    }
+    let streams = (flag("stdout", true), flag("stderr", true));
     let upgrade = hijack::take_upgrade(&mut req)?;
-    let mut output = Box::pin(d.pods.output(&container)?);
     tokio::spawn(async move {
         let upgraded = match upgrade.await {
             Ok(u) => u,
             Err(e) => {
-                tracing::warn!(container, "upgrade: {e}");
+                tracing::warn!(container = %ct.id, "upgrade: {e}");
                 return;
             }
         };
-        let mut io = TokioIo::new(upgraded);
-        while let Some(chunk) = output.next().await {
-            match chunk {
-                Ok(bytes) => {
-                    if io.write_all(&bytes).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(container, "read output log: {e}");
-                    break;
-                }
-            }
-        }
-        if let Err(e) = io.shutdown().await {
-            tracing::debug!(container, "close: {e}");
-        }
+        let end = d
+            .pods
+            .stdio
+            .attach(
+                &ct.id,
+                std::path::Path::new(&ct.dir),
+                TokioIo::new(upgraded),
+                Framing::of(tty),
+                streams,
+                stdin,
+                detach,
+            )
+            .await;
+        tracing::debug!(container = %ct.id, "attach ended: {end:?}");
     });
     Ok(hijack::upgraded())
 }

@@ -1,7 +1,8 @@
-//! Hijacked connections (`/exec/start`, `/attach`): the server answers
+//! Hijacked connections (`/exec/start`, `/attach`, `/execvm`): the server answers
 //! `HTTP/1.1 101 UPGRADED` and the socket becomes a raw stream: stdin bytes from the client,
-//! Docker stdcopy frames (8-byte header, then the payload) from the server, which closes its
-//! side once the process has closed stdout and stderr.
+//! and from the server Docker stdcopy frames (8-byte header, then the payload), or raw bytes
+//! for a process on a TTY; the server closes its side once the process has closed stdout and
+//! stderr (or the client typed the detach keys). What flows is `container::stdio`'s.
 
 use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode, header};

@@ -2,6 +2,7 @@
 //! also answers under, and the listeners (unix sockets, TCP). Handlers only translate between
 //! HTTP and the services in `pod`, `image`, `vm` and `container`.
 
+mod container;
 pub mod error;
 mod exec;
 mod hijack;
@@ -54,24 +55,9 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
 /// hyperd 1.1's and the seed's routes that are not built yet: each answers 501 naming itself,
 /// rather than a bare 404. A route leaves this list when it is built.
 const NOT_BUILT: &[(Method, &str)] = &[
-    (Method::POST, "/pod/kill"),
-    (Method::POST, "/pod/pause"),
-    (Method::POST, "/pod/unpause"),
-    (Method::POST, "/pod/labels"),
-    (Method::GET, "/pod/stats"),
     (Method::GET, "/pod/{id}/portmappings"),
     (Method::PUT, "/pod/{id}/portmappings/{action}"),
-    (Method::POST, "/container/create"),
-    (Method::POST, "/container/start"),
-    (Method::POST, "/container/stop"),
-    (Method::POST, "/container/kill"),
-    (Method::POST, "/container/remove"),
-    (Method::POST, "/container/rename"),
     (Method::POST, "/container/commit"),
-    (Method::GET, "/container/info"),
-    (Method::GET, "/container/logs"),
-    (Method::POST, "/execvm"),
-    (Method::POST, "/tty/resize"),
     (Method::POST, "/image/build"),
     (Method::GET, "/service/list"),
     (Method::POST, "/service/add"),
@@ -110,7 +96,22 @@ fn routes() -> Router<Arc<Daemon>> {
         .route("/exec/create", post(exec::create))
         .route("/exec/start", post(exec::start))
         .route("/exitcode", get(exec::exit_code))
-        .route("/attach", post(exec::attach));
+        .route("/attach", post(exec::attach))
+        .route("/execvm", post(exec::execvm))
+        .route("/tty/resize", post(exec::resize))
+        .route("/pod/kill", post(pod::kill))
+        .route("/pod/pause", post(pod::pause))
+        .route("/pod/unpause", post(pod::unpause))
+        .route("/pod/labels", post(pod::labels))
+        .route("/pod/stats", get(pod::stats))
+        .route("/container/create", post(container::create))
+        .route("/container/start", post(container::start))
+        .route("/container/stop", post(container::stop))
+        .route("/container/kill", post(container::kill))
+        .route("/container/remove", post(container::remove))
+        .route("/container/rename", post(container::rename))
+        .route("/container/info", get(container::info))
+        .route("/container/logs", get(container::logs));
     NOT_BUILT
         .iter()
         .fold(built, |r, (method, path)| {
@@ -252,6 +253,23 @@ mod proptests {
         "refs",
         "cpu",
         "mem",
+        "signal",
+        "t",
+        "oldName",
+        "newName",
+        "labels",
+        "override",
+        "stream",
+        "h",
+        "w",
+        "tail",
+        "since",
+        "follow",
+        "timestamps",
+        "stdout",
+        "stderr",
+        "tty",
+        "detachKeys",
         "bogus",
     ];
 
@@ -273,6 +291,19 @@ mod proptests {
         ("POST", "/exec/create"),
         ("GET", "/exitcode"),
         ("GET", "/images/save"),
+        ("GET", "/container/info"),
+        ("GET", "/container/logs"),
+        ("POST", "/container/start"),
+        ("POST", "/container/stop"),
+        ("POST", "/container/kill"),
+        ("POST", "/container/remove"),
+        ("POST", "/container/rename"),
+        ("POST", "/pod/kill"),
+        ("POST", "/pod/pause"),
+        ("POST", "/pod/unpause"),
+        ("POST", "/pod/labels"),
+        ("GET", "/pod/stats"),
+        ("POST", "/tty/resize"),
     ];
 
     fn value() -> impl Strategy<Value = String> {

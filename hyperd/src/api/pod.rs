@@ -79,3 +79,86 @@ pub async fn list(
     let list = d.pods.list(item, filter("pod"), filter("vm"))?;
     Ok((StatusCode::CREATED, Json(list)))
 }
+
+/// `podId` (or hyperd 1.1's `podName`).
+fn pod_id(q: &std::collections::HashMap<String, String>) -> Result<&str, super::error::ApiError> {
+    match param(q, "podId") {
+        "" => Ok(required(q, "podName")?),
+        id => Ok(id),
+    }
+}
+
+/// `signal` (a number or a name, default TERM) to `container` of the pod, or to all its
+/// running containers.
+pub async fn kill(State(d): State<Arc<Daemon>>, q: Params) -> ApiResult<Json<serde_json::Value>> {
+    let pod_id = pod_id(&q)?;
+    let signal = match param(&q, "signal") {
+        "" => libc::SIGTERM,
+        s => crate::container::parse_signal("signal", s)?,
+    };
+    let container = Some(param(&q, "container")).filter(|c| !c.is_empty());
+    d.pods.kill_pod(pod_id, container, signal).await?;
+    Ok(Json(serde_json::json!({})))
+}
+
+/// 204; the pod's whole VM is frozen.
+pub async fn pause(State(d): State<Arc<Daemon>>, q: Params) -> ApiResult<StatusCode> {
+    d.pods.pause(required(&q, "podId")?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn unpause(State(d): State<Arc<Daemon>>, q: Params) -> ApiResult<StatusCode> {
+    d.pods.unpause(required(&q, "podId")?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `labels`: a JSON object of strings; `override` replaces labels already set.
+pub async fn labels(
+    State(d): State<Arc<Daemon>>,
+    q: Params,
+) -> ApiResult<(StatusCode, Json<IdResponse>)> {
+    let pod_id = required(&q, "podId")?;
+    let labels: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(required(&q, "labels")?).map_err(|e| {
+            crate::error::Error::InvalidInput(format!(
+                "labels: expected a JSON object of strings: {e}"
+            ))
+        })?;
+    d.pods
+        .set_labels(pod_id, labels, truthy(param(&q, "override")))
+        .await?;
+    Ok((StatusCode::CREATED, Json(IdResponse::ok(pod_id))))
+}
+
+/// A JSON array with one Docker stats object per running container; `stream=true` writes
+/// one such array a line, every second, until the pod stops running or the client leaves.
+pub async fn stats(State(d): State<Arc<Daemon>>, q: Params) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let pod_id = required(&q, "podId")?.to_string();
+    let (shim, containers) = d.pods.stats_targets(&pod_id)?;
+    let mut sampler = crate::pod::StatsSampler::default();
+    let first = sampler.sample(&shim, &containers).await?;
+    if !truthy(param(&q, "stream")) {
+        return Ok(Json(first).into_response());
+    }
+    let line = |v: Vec<serde_json::Value>| {
+        let mut b = serde_json::to_vec(&v).unwrap_or_default();
+        b.push(b'\n');
+        axum::body::Bytes::from(b)
+    };
+    let head = futures::stream::iter([Ok::<_, std::io::Error>(line(first))]);
+    let rest = futures::stream::unfold(
+        (d, pod_id, sampler),
+        move |(d, pod_id, mut sampler)| async move {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let (shim, containers) = d.pods.stats_targets(&pod_id).ok()?;
+            let sample = sampler.sample(&shim, &containers).await.ok()?;
+            Some((Ok(line(sample)), (d, pod_id, sampler)))
+        },
+    );
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::from_stream(futures::StreamExt::chain(head, rest)),
+    )
+        .into_response())
+}

@@ -1,6 +1,7 @@
-//! Commands exec'ed into running containers (`/exec/create`, `/exec/start`, `/exitcode`).
-//! An exec is recorded at create; start runs it in the guest and the caller relays its stdio;
-//! the exit code is recorded when it ends.
+//! Commands exec'ed into running containers (`/exec/create`, `/exec/start`, `/exitcode`,
+//! `/tty/resize`) and into the VM itself (`/execvm`). An exec is recorded at create; start
+//! runs it in the guest and the caller relays its stdio ([`super::stdio`]); the exit code is
+//! recorded when it ends, 137 when its VM died under it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use hyper_proto::shim::ContainerRef;
-use hyper_proto::types::{ExecRequest, ProcessRef};
+use hyper_proto::types::{ExecRequest, Process, ProcessRef};
 
 use super::{Error, ProcessSpec, find};
 use crate::ids;
@@ -17,6 +18,10 @@ use crate::vm::{Shim, Vms};
 
 /// `/exitcode` waits this long for an exec to end (hyperd 1.1's limit).
 pub const EXEC_EXIT_WAIT: Duration = Duration::from_secs(10);
+
+/// The exit code of a process whose VM died under it (SIGKILL's, as Docker reports an OOM or
+/// a killed container).
+pub const VM_DIED_EXIT: i32 = 128 + libc::SIGKILL;
 
 pub struct Execs {
     store: Arc<Store>,
@@ -29,6 +34,7 @@ pub struct Execs {
 pub struct ExecSession {
     pub shim: Shim,
     pub process: ProcessRef,
+    pub tty: bool,
 }
 
 impl Execs {
@@ -49,13 +55,22 @@ impl Execs {
             .store
             .read(|c| store::get_pod(c, &ct.pod_id))?
             .ok_or_else(|| Error::NotFound(reference.into()))?;
+        if pod.state == crate::pod::PodState::Paused {
+            return Err(Error::Paused(pod.id));
+        }
         let vm_id = pod
             .vm_id
             .ok_or_else(|| Error::NotRunning(ct.name.clone()))?;
         Ok((ct, self.vms.shim(&vm_id)?))
     }
 
-    pub fn create(&self, container: &str, command: Vec<String>) -> Result<String, Error> {
+    /// Records an exec of `command` (on a terminal when `tty`) in a running container.
+    pub fn create(
+        &self,
+        container: &str,
+        command: Vec<String>,
+        tty: bool,
+    ) -> Result<String, Error> {
         if command.is_empty() {
             return Err(Error::Invalid(
                 "command: required, a JSON array like [\"ls\",\"-l\"]".into(),
@@ -67,6 +82,7 @@ impl Execs {
             container_id: ct.id,
             command,
             exit_code: None,
+            tty,
         };
         self.store.write(|tx| store::insert_exec(tx, &exec))?;
         Ok(exec.id)
@@ -88,37 +104,123 @@ impl Execs {
             args: exec.command.clone(),
             ..ct.process.clone()
         }
-        .to_process(true);
-        shim.client
-            .clone()
-            .exec(ExecRequest {
-                container_id: ct.id.clone(),
-                exec_id: exec.id.clone(),
-                process: Some(process),
-            })
-            .await
-            .map_err(|s| shim.error(s))?;
+        .to_process(exec.tty, true);
+        shim.exec(ExecRequest {
+            container_id: ct.id.clone(),
+            exec_id: exec.id.clone(),
+            process: Some(process),
+        })
+        .await?;
         Ok(ExecSession {
             process: ProcessRef {
                 container_id: ct.id,
                 exec_id: exec.id,
             },
             shim,
+            tty: exec.tty,
         })
     }
 
-    /// Waits for the exec's exit and records it.
+    /// `/execvm`: runs `command` in the VM of a running pod, outside every container, as
+    /// root in `/`, with stdin open and its output raw (hyperd 1.1's execvm has no framing).
+    pub async fn start_in_vm(
+        &self,
+        shim: Shim,
+        command: Vec<String>,
+    ) -> Result<ExecSession, Error> {
+        if command.is_empty() {
+            return Err(Error::Invalid(
+                "command: required, a JSON array like [\"ls\",\"-l\"]".into(),
+            ));
+        }
+        let exec_id = ids::exec_id();
+        shim.exec(ExecRequest {
+            container_id: String::new(),
+            exec_id: exec_id.clone(),
+            process: Some(Process {
+                args: command,
+                env: vec![super::DEFAULT_PATH.to_string()],
+                cwd: "/".into(),
+                user: String::new(),
+                terminal: false,
+                stdin: true,
+            }),
+        })
+        .await?;
+        Ok(ExecSession {
+            process: ProcessRef {
+                container_id: String::new(),
+                exec_id,
+            },
+            shim,
+            tty: true,
+        })
+    }
+
+    /// `/tty/resize`: a new window size for a container's main process (no `exec_id`) or an
+    /// exec, which must run on a terminal.
+    pub async fn resize(
+        &self,
+        container: &str,
+        exec_id: Option<&str>,
+        rows: u32,
+        cols: u32,
+    ) -> Result<(), Error> {
+        let (ct, shim) = self.running(container)?;
+        let (exec_id, tty) = match exec_id {
+            Some(id) => {
+                let exec = self.get(id)?;
+                if exec.container_id != ct.id {
+                    return Err(Error::ExecNotFound(format!(
+                        "{id} in container {container}"
+                    )));
+                }
+                if exec.exit_code.is_some() {
+                    return Err(Error::Invalid(format!("exec {id} has ended")));
+                }
+                (exec.id, exec.tty)
+            }
+            None => (String::new(), ct.process.tty),
+        };
+        if !tty {
+            return Err(Error::NoTty(if exec_id.is_empty() {
+                format!("(container {}: its main process)", ct.name)
+            } else {
+                exec_id
+            }));
+        }
+        shim.resize(
+            ProcessRef {
+                container_id: ct.id,
+                exec_id,
+            },
+            rows,
+            cols,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Waits for the exec's exit and records it: a wait that fails because the VM or its
+    /// shim is gone records [`VM_DIED_EXIT`].
     pub async fn finish(&self, session: &ExecSession) -> Result<i32, Error> {
-        let code = session
-            .shim
-            .client
-            .clone()
-            .wait(session.process.clone())
-            .await
-            .map_err(|s| session.shim.error(s))?
-            .into_inner()
-            .exit_code;
-        self.record(&session.process.exec_id, code)?;
+        let code = match session.shim.wait(session.process.clone()).await {
+            Ok(code) => code,
+            // The guest no longer answers for it: the VM (or its shim) died under it.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    crate::error::Kind::Unavailable | crate::error::Kind::Internal
+                ) =>
+            {
+                tracing::warn!(exec_id = %session.process.exec_id, "vm gone under the exec: {e}");
+                VM_DIED_EXIT
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if !session.process.container_id.is_empty() {
+            self.record(&session.process.exec_id, code)?;
+        }
         Ok(code)
     }
 

@@ -1,10 +1,10 @@
 //! Containers: their states, the process a container runs (resolved from its spec), finding
-//! one by name, id, id prefix or pod, its rootfs ([`rootfs`]), its recorded output
-//! ([`output`]) and the commands exec'ed into it ([`exec`]).
+//! one by name, id, id prefix or pod, its rootfs ([`rootfs`]), its stdio and log
+//! ([`stdio`]) and the commands exec'ed into it ([`exec`]).
 
 pub mod exec;
-pub mod output;
 pub mod rootfs;
+pub mod stdio;
 
 use std::fmt;
 use std::str::FromStr;
@@ -135,14 +135,14 @@ impl ProcessSpec {
         })
     }
 
-    /// The shim's process message. TTYs are not wired through yet: output is always framed.
-    pub fn to_process(&self, stdin: bool) -> Process {
+    /// The shim's process message: on a terminal when `tty`, with stdin open when `stdin`.
+    pub fn to_process(&self, tty: bool, stdin: bool) -> Process {
         Process {
             args: self.args.clone(),
             env: self.env.clone(),
             cwd: self.cwd.clone(),
             user: self.user.clone(),
-            terminal: false,
+            terminal: tty,
             stdin,
         }
     }
@@ -152,8 +152,11 @@ impl ProcessSpec {
 pub enum Error {
     #[error("no such container: {0}")]
     NotFound(String),
-    #[error("container reference {0:?} matches more than one container")]
-    Ambiguous(String),
+    #[error("container reference {reference:?} matches more than one container: {}", candidates.join(", "))]
+    Ambiguous {
+        reference: String,
+        candidates: Vec<String>,
+    },
     #[error("container {0} is not running")]
     NotRunning(String),
     #[error("no such exec: {0}")]
@@ -170,6 +173,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("pod {0} is paused")]
+    Paused(String),
+    #[error("exec {0} does not run on a terminal")]
+    NoTty(String),
+    #[error(transparent)]
+    Stdio(#[from] stdio::Error),
     #[error(transparent)]
     Vm(#[from] crate::vm::Error),
     #[error(transparent)]
@@ -180,12 +189,78 @@ impl Error {
     pub fn kind(&self) -> Kind {
         match self {
             Error::NotFound(_) | Error::ExecNotFound(_) => Kind::NotFound,
-            Error::Ambiguous(_) | Error::NoCommand { .. } | Error::Invalid(_) => Kind::InvalidInput,
-            Error::NotRunning(_) | Error::ExecStillRunning(_) => Kind::Conflict,
+            Error::NoCommand { .. } | Error::Invalid(_) => Kind::InvalidInput,
+            Error::Ambiguous { .. }
+            | Error::NotRunning(_)
+            | Error::ExecStillRunning(_)
+            | Error::NoTty(_)
+            | Error::Paused(_) => Kind::Conflict,
+            Error::Stdio(e) => e.kind(),
             Error::Vm(e) => e.kind(),
             Error::Io { .. } | Error::Store(_) => Kind::Internal,
         }
     }
+}
+
+/// Signal names Linux has (without `SIG`), by number.
+const SIGNALS: &[(&str, i32)] = &[
+    ("HUP", libc::SIGHUP),
+    ("INT", libc::SIGINT),
+    ("QUIT", libc::SIGQUIT),
+    ("ILL", libc::SIGILL),
+    ("TRAP", libc::SIGTRAP),
+    ("ABRT", libc::SIGABRT),
+    ("IOT", libc::SIGIOT),
+    ("BUS", libc::SIGBUS),
+    ("FPE", libc::SIGFPE),
+    ("KILL", libc::SIGKILL),
+    ("USR1", libc::SIGUSR1),
+    ("SEGV", libc::SIGSEGV),
+    ("USR2", libc::SIGUSR2),
+    ("PIPE", libc::SIGPIPE),
+    ("ALRM", libc::SIGALRM),
+    ("TERM", libc::SIGTERM),
+    ("STKFLT", libc::SIGSTKFLT),
+    ("CHLD", libc::SIGCHLD),
+    ("CONT", libc::SIGCONT),
+    ("STOP", libc::SIGSTOP),
+    ("TSTP", libc::SIGTSTP),
+    ("TTIN", libc::SIGTTIN),
+    ("TTOU", libc::SIGTTOU),
+    ("URG", libc::SIGURG),
+    ("XCPU", libc::SIGXCPU),
+    ("XFSZ", libc::SIGXFSZ),
+    ("VTALRM", libc::SIGVTALRM),
+    ("PROF", libc::SIGPROF),
+    ("WINCH", libc::SIGWINCH),
+    ("IO", libc::SIGIO),
+    ("PWR", libc::SIGPWR),
+    ("SYS", libc::SIGSYS),
+];
+
+/// A signal as Docker takes it: a number (1-64) or a name, with or without `SIG`, any case
+/// (`9`, `KILL`, `sigkill`). `field` names the parameter in the error.
+pub fn parse_signal(field: &str, s: &str) -> Result<i32, Error> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<i32>() {
+        if (1..=64).contains(&n) {
+            return Ok(n);
+        }
+        return Err(Error::Invalid(format!(
+            "{field}: {s}: not a signal number (1-64)"
+        )));
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    SIGNALS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, num)| *num)
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "{field}: {s:?}: not a signal (a number or a name like KILL, SIGTERM)"
+            ))
+        })
 }
 
 /// Finds a container by name, id, unique id prefix, or (hyperctl's shortcut) a pod id, which
@@ -216,7 +291,13 @@ pub fn find(store: &Store, reference: &str) -> Result<ContainerRecord, Error> {
     match found.len() {
         0 => Err(Error::NotFound(reference.into())),
         1 => Ok(found.remove(0)),
-        _ => Err(Error::Ambiguous(reference.into())),
+        _ => Err(Error::Ambiguous {
+            reference: reference.into(),
+            candidates: found
+                .into_iter()
+                .map(|c| format!("{} ({})", c.id, c.name))
+                .collect(),
+        }),
     }
 }
 
@@ -224,6 +305,67 @@ pub fn find(store: &Store, reference: &str) -> Result<ContainerRecord, Error> {
 mod tests {
     use super::*;
     use hyper_proto::rest::{EnvironmentVar, UserUser};
+
+    #[test]
+    fn lookup_by_name_id_or_unique_prefix_and_an_ambiguous_prefix_names_the_candidates() {
+        use crate::pod::PodState;
+        use crate::store::PodRecord;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let ct = |id: &str, name: &str| ContainerRecord {
+            id: id.into(),
+            pod_id: "p".into(),
+            idx: 0,
+            name: name.into(),
+            image: "busybox".into(),
+            image_id: "i".into(),
+            process: ProcessSpec::default(),
+            state: ContainerState::Pending,
+            exit_code: None,
+            dir: "/nowhere".into(),
+        };
+        store
+            .write(|tx| {
+                store::insert_pod(
+                    tx,
+                    &PodRecord {
+                        id: "p".into(),
+                        spec: Default::default(),
+                        state: PodState::Pending,
+                        vm_id: None,
+                        created: 0,
+                    },
+                )?;
+                store::insert_container(tx, &ct("abc1f", "one"))?;
+                let mut two = ct("abc2f", "two");
+                two.idx = 1;
+                store::insert_container(tx, &two)
+            })
+            .unwrap();
+        assert_eq!(find(&store, "one").unwrap().id, "abc1f");
+        assert_eq!(find(&store, "abc2f").unwrap().name, "two");
+        assert_eq!(find(&store, "abc1").unwrap().name, "one");
+        let e = find(&store, "abc").unwrap_err();
+        assert_eq!(e.kind(), Kind::Conflict);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("abc1f (one)") && msg.contains("abc2f (two)"),
+            "{msg}"
+        );
+        assert_eq!(find(&store, "abd").unwrap_err().kind(), Kind::NotFound);
+    }
+
+    #[test]
+    fn signals_by_number_or_name() {
+        assert_eq!(parse_signal("signal", "9").unwrap(), 9);
+        assert_eq!(parse_signal("signal", "KILL").unwrap(), 9);
+        assert_eq!(parse_signal("signal", "sigterm").unwrap(), 15);
+        for bad in ["", "0", "65", "-1", "NOPE", "SIG", "9x"] {
+            let e = parse_signal("signal", bad).unwrap_err();
+            assert!(e.to_string().starts_with("signal: "), "{bad}: {e}");
+            assert_eq!(e.kind(), Kind::InvalidInput);
+        }
+    }
 
     #[test]
     fn process_from_spec() {

@@ -1,8 +1,10 @@
 //! Pods: create (records only), start (a VM, booted now or taken from `/vm/create`, then the
 //! containers), stop, remove, info and the `/list` views; plus what happens when a container
-//! exits ([`supervise`]) or a VM's shim dies. Each pod's operations are serialised by a
-//! per-pod lock; every record change is one transaction.
+//! exits ([`supervise`]) or a VM's shim dies; containers added to, started, stopped and
+//! removed in a running pod, pausing, labels and stats ([`live`]). Each pod's operations are
+//! serialised by a per-pod lock; every record change is one transaction.
 
+mod live;
 pub mod spec;
 pub mod state;
 mod supervise;
@@ -21,16 +23,18 @@ use hyper_proto::rest::{
 use hyper_proto::shim::{AddContainerRequest, ContainerRef};
 use hyper_proto::types::{ProcessRef, SignalRequest};
 
-use crate::container::{self, ContainerState, ProcessSpec, exec, output::OutputLogs, rootfs};
+use crate::container::stdio::{LogConfig, Stdio};
+use crate::container::{self, ContainerState, ProcessSpec, exec, rootfs};
 use crate::error::Kind;
 use crate::ids;
 use crate::image::{self, Images};
 use crate::store::{self, ContainerRecord, PodRecord, Store, VmRecord};
 use crate::vm::{self, Shim, VmSize, VmState, Vms};
+pub use live::StatsSampler;
 pub use state::PodState;
 
 /// A stopping container gets SIGTERM, then SIGKILL after this long.
-const STOP_GRACE: Duration = Duration::from_secs(5);
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -46,6 +50,12 @@ pub enum Error {
     Spec(#[from] spec::SpecError),
     #[error("{0}")]
     Invalid(String),
+    #[error("pod {pod_id}: label {key} is already set to {value:?} (use override)")]
+    LabelSet {
+        pod_id: String,
+        key: String,
+        value: String,
+    },
     #[error(transparent)]
     Image(#[from] image::Error),
     #[error(transparent)]
@@ -60,7 +70,10 @@ impl Error {
     pub fn kind(&self) -> Kind {
         match self {
             Error::NotFound(_) => Kind::NotFound,
-            Error::Exists(_) | Error::NameInUse(_) | Error::WrongState { .. } => Kind::Conflict,
+            Error::Exists(_)
+            | Error::NameInUse(_)
+            | Error::WrongState { .. }
+            | Error::LabelSet { .. } => Kind::Conflict,
             Error::Spec(_) | Error::Invalid(_) => Kind::InvalidInput,
             Error::Image(e) => e.kind(),
             Error::Container(e) => e.kind(),
@@ -98,7 +111,10 @@ pub struct Pods {
     store: Arc<Store>,
     vms: Arc<Vms>,
     images: Arc<Images>,
-    pub outputs: OutputLogs,
+    /// Containers' stdio and logs.
+    pub stdio: Stdio,
+    /// Log rotation for pods whose spec sets none.
+    log_default: LogConfig,
     containers_dir: PathBuf,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Bumped whenever a container exit is recorded (`/exitcode` waits on it).
@@ -112,6 +128,7 @@ impl Pods {
         vms: Arc<Vms>,
         images: Arc<Images>,
         changes: watch::Sender<u64>,
+        log_default: LogConfig,
     ) -> std::io::Result<Arc<Self>> {
         let containers_dir = root.join("containers");
         std::fs::create_dir_all(&containers_dir)?;
@@ -119,7 +136,8 @@ impl Pods {
             store,
             vms,
             images,
-            outputs: OutputLogs::default(),
+            stdio: Stdio::default(),
+            log_default,
             containers_dir,
             locks: Mutex::default(),
             changes,
@@ -151,6 +169,7 @@ impl Pods {
 
     /// Records a validated spec: the pod and its containers, `pending`. Images must exist.
     pub fn create(&self, pod: UserPod) -> Result<String> {
+        self.log_config(&pod)?;
         let mut containers = Vec::new();
         for (i, c) in pod.containers.iter().enumerate() {
             let image = self.images.resolve(&c.image)?;
@@ -239,6 +258,11 @@ impl Pods {
         }
     }
 
+    /// The pod's log rotation: its spec's `log` over the daemon's default.
+    fn log_config(&self, pod: &UserPod) -> Result<LogConfig> {
+        LogConfig::from_spec(&pod.log, self.log_default).map_err(Error::Invalid)
+    }
+
     fn idle_vm(&self, vm_id: &str) -> Result<VmRecord> {
         let vm = self.vms.get(vm_id)?;
         if vm.state != VmState::Running {
@@ -260,46 +284,68 @@ impl Pods {
 
     async fn start_containers(self: &Arc<Self>, pod: &PodRecord, vm: &VmRecord) -> Result<()> {
         let shim = self.vms.shim(&vm.id)?;
-        for mut ct in self.containers(&pod.id)? {
-            let image = self.images.resolve(&ct.image_id)?;
-            let dir = Path::new(&ct.dir);
-            std::fs::create_dir_all(dir).map_err(|e| container::Error::Io {
-                context: format!("mkdir {}", dir.display()),
-                source: e,
-            })?;
-            let overlay = rootfs::overlay(self.images.lower_dirs(&image), dir);
-            let mut client = shim.client.clone();
-            client
-                .add_container(AddContainerRequest {
-                    id: ct.id.clone(),
-                    rootfs: String::new(),
-                    process: Some(ct.process.to_process(false)),
-                    hostname: pod.spec.hostname.clone(),
-                    resources: None,
-                    layers: overlay.layers,
-                    upper_dir: overlay.upper.to_string_lossy().into_owned(),
-                    work_dir: overlay.work.to_string_lossy().into_owned(),
-                })
-                .await
-                .map_err(|s| shim.error(s))?;
-            // Record the output from the very start: attach before the process runs.
-            let writer = self
-                .outputs
-                .begin(&ct.id, &container::output::log_path(dir))
-                .await
-                .map_err(|e| container::Error::Io {
-                    context: "create the output log".into(),
-                    source: e,
-                })?;
-            client
-                .start_container(ContainerRef { id: ct.id.clone() })
-                .await
-                .map_err(|s| shim.error(s))?;
-            ct.state = ContainerState::Running;
-            ct.exit_code = None;
-            self.store.write(|tx| store::update_container(tx, &ct))?;
-            self.supervise(shim.clone(), ct, writer);
+        for ct in self.containers(&pod.id)? {
+            self.add_to_vm(&shim, pod, &ct).await?;
+            self.start_in_vm(&shim, pod, ct).await?;
         }
+        Ok(())
+    }
+
+    /// Shares a container's rootfs with the VM and creates it there, stopped. A TTY
+    /// container's main process gets a terminal and takes stdin (`/attach?stdin=1`).
+    async fn add_to_vm(&self, shim: &Shim, pod: &PodRecord, ct: &ContainerRecord) -> Result<()> {
+        let image = self.images.resolve(&ct.image_id)?;
+        let dir = Path::new(&ct.dir);
+        std::fs::create_dir_all(dir).map_err(|e| container::Error::Io {
+            context: format!("mkdir {}", dir.display()),
+            source: e,
+        })?;
+        let overlay = rootfs::overlay(self.images.lower_dirs(&image), dir);
+        shim.client
+            .clone()
+            .add_container(AddContainerRequest {
+                id: ct.id.clone(),
+                rootfs: String::new(),
+                process: Some(ct.process.to_process(ct.process.tty, ct.process.tty)),
+                hostname: pod.spec.hostname.clone(),
+                resources: None,
+                layers: overlay.layers,
+                upper_dir: overlay.upper.to_string_lossy().into_owned(),
+                work_dir: overlay.work.to_string_lossy().into_owned(),
+            })
+            .await
+            .map_err(|s| shim.error(s))?;
+        Ok(())
+    }
+
+    /// Starts a container added to the VM, recording its output from the very start (the
+    /// recorder attaches before the process runs).
+    async fn start_in_vm(
+        self: &Arc<Self>,
+        shim: &Shim,
+        pod: &PodRecord,
+        mut ct: ContainerRecord,
+    ) -> Result<()> {
+        let recording = self
+            .stdio
+            .record(
+                shim,
+                &ct.id,
+                Path::new(&ct.dir),
+                self.log_config(&pod.spec)?,
+                false,
+                ct.process.tty,
+            )
+            .await?;
+        shim.client
+            .clone()
+            .start_container(ContainerRef { id: ct.id.clone() })
+            .await
+            .map_err(|s| shim.error(s))?;
+        ct.state = ContainerState::Running;
+        ct.exit_code = None;
+        self.store.write(|tx| store::update_container(tx, &ct))?;
+        self.supervise(shim.clone(), ct, recording);
         Ok(())
     }
 
@@ -326,9 +372,15 @@ impl Pods {
         if let Some(vm) = &vm {
             match self.vms.shim(&vm.id) {
                 Ok(shim) => {
+                    if pod.state == PodState::Paused
+                        && let Err(e) = shim.resume_vm().await
+                    {
+                        tracing::warn!(pod_id, "resume before stop: {e}");
+                    }
                     for ct in self.containers(pod_id)? {
                         if ct.state.is_running() {
-                            self.stop_container(&shim, &ct).await;
+                            let signal = stop_signal(&pod, &ct);
+                            self.stop_container(&shim, &ct, signal, STOP_GRACE).await;
                         }
                         if let Err(e) = exec::remove_from_vm(&shim, &ct.id).await {
                             tracing::warn!(container_id = %ct.id, "remove from vm: {e}");
@@ -349,15 +401,21 @@ impl Pods {
         Ok(())
     }
 
-    /// SIGTERM, then SIGKILL after [`STOP_GRACE`]; records the exit code.
-    async fn stop_container(&self, shim: &Shim, ct: &ContainerRecord) {
+    /// `signal` (the stop signal), then SIGKILL after `grace`; records the exit code.
+    async fn stop_container(
+        &self,
+        shim: &Shim,
+        ct: &ContainerRecord,
+        signal: i32,
+        grace: Duration,
+    ) {
         let target = ProcessRef {
             container_id: ct.id.clone(),
             exec_id: String::new(),
         };
         let mut client = shim.client.clone();
         let mut code = None;
-        for signal in [libc::SIGTERM, libc::SIGKILL] {
+        for signal in [signal, libc::SIGKILL] {
             let sent = client
                 .signal(SignalRequest {
                     process: Some(target.clone()),
@@ -367,9 +425,7 @@ impl Pods {
             if let Err(s) = sent {
                 tracing::debug!(container_id = %ct.id, "signal {signal}: {}", s.message());
             }
-            if let Ok(Ok(resp)) =
-                tokio::time::timeout(STOP_GRACE, client.wait(target.clone())).await
-            {
+            if let Ok(Ok(resp)) = tokio::time::timeout(grace, client.wait(target.clone())).await {
                 code = Some(resp.into_inner().exit_code);
                 break;
             }
@@ -423,7 +479,7 @@ impl Pods {
         let lock = self.lock_of(pod_id);
         let _guard = lock.lock().await;
         let pod = self.get(pod_id)?;
-        if pod.state == PodState::Running {
+        if pod.state.can_stop() {
             self.stop_locked(pod_id, true).await?;
         }
         if let Some(vm_id) = &pod.vm_id
@@ -433,7 +489,7 @@ impl Pods {
         }
         let containers = self.containers(pod_id)?;
         for ct in &containers {
-            self.outputs.forget(&ct.id);
+            self.stdio.forget(&ct.id);
             match std::fs::remove_dir_all(&ct.dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -477,8 +533,13 @@ impl Pods {
                 pod.state = PodState::Failed;
                 store::update_pod(tx, &pod)?;
                 for mut ct in store::containers_of_pod(tx, pod_id)? {
+                    // Its processes died with the VM: killed, as far as anyone can tell.
+                    for exec_id in store::unfinished_execs(tx, &ct.id)? {
+                        store::set_exec_exit(tx, &exec_id, exec::VM_DIED_EXIT)?;
+                    }
                     if ct.state.is_running() {
                         ct.state = ContainerState::Failed;
+                        ct.exit_code = Some(exec::VM_DIED_EXIT);
                         store::update_container(tx, &ct)?;
                     }
                 }
@@ -500,7 +561,7 @@ impl Pods {
             let Some(vm_id) = pod.vm_id.clone() else {
                 continue;
             };
-            let alive = !lost.contains(&vm_id) && pod.state == PodState::Running;
+            let alive = !lost.contains(&vm_id) && pod.state.can_stop();
             if !alive {
                 if pod.state != PodState::Failed {
                     self.fail_pod(&pod.id);
@@ -512,15 +573,20 @@ impl Pods {
                 if !ct.state.is_running() {
                     continue;
                 }
-                let writer = self
-                    .outputs
-                    .begin(&ct.id, &container::output::log_path(Path::new(&ct.dir)))
-                    .await
-                    .map_err(|e| container::Error::Io {
-                        context: "reopen the output log".into(),
-                        source: e,
-                    })?;
-                self.supervise(shim.clone(), ct, writer);
+                let config = self.log_config(&pod.spec).unwrap_or(self.log_default);
+                let recording = self
+                    .stdio
+                    .record(
+                        &shim,
+                        &ct.id,
+                        Path::new(&ct.dir),
+                        config,
+                        true,
+                        ct.process.tty,
+                    )
+                    .await?;
+                self.rewait_execs(&shim, &ct)?;
+                self.supervise(shim.clone(), ct, recording);
             }
             tracing::info!(pod_id = %pod.id, %vm_id, "pod re-adopted");
         }
@@ -570,18 +636,7 @@ impl Pods {
                 } else {
                     pod.state.phase().into()
                 },
-                container_status: containers
-                    .iter()
-                    .map(|c| ContainerStatus {
-                        name: c.name.clone(),
-                        container_id: c.id.clone(),
-                        phase: c.state.to_string(),
-                        terminated: c.exit_code.map(|code| Terminated {
-                            exit_code: code,
-                            reason: if code == 0 { "Succeeded" } else { "Failed" }.into(),
-                        }),
-                    })
-                    .collect(),
+                container_status: containers.iter().map(container_status).collect(),
             },
         })
     }
@@ -681,15 +736,28 @@ impl Pods {
         self.vms.destroy(&vm).await;
         Ok(())
     }
+}
 
-    /// The recorded output of a container, for `/attach`.
-    pub fn output(
-        &self,
-        reference: &str,
-    ) -> Result<impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + use<>> {
-        let ct = container::find(&self.store, reference)?;
-        let path = container::output::log_path(Path::new(&ct.dir));
-        Ok(self.outputs.follow(&ct.id, &path))
+/// A container's stop signal: its spec's `StopSignal`, else SIGTERM.
+fn stop_signal(pod: &PodRecord, ct: &ContainerRecord) -> i32 {
+    pod.spec
+        .containers
+        .get(ct.idx as usize)
+        .map(|c| c.stop_signal.as_str())
+        .filter(|s| !s.is_empty())
+        .and_then(|s| container::parse_signal("StopSignal", s).ok())
+        .unwrap_or(libc::SIGTERM)
+}
+
+fn container_status(c: &ContainerRecord) -> ContainerStatus {
+    ContainerStatus {
+        name: c.name.clone(),
+        container_id: c.id.clone(),
+        phase: c.state.to_string(),
+        terminated: c.exit_code.map(|code| Terminated {
+            exit_code: code,
+            reason: if code == 0 { "Succeeded" } else { "Failed" }.into(),
+        }),
     }
 }
 

@@ -55,7 +55,7 @@ pub fn parse(json: &[u8]) -> Result<UserPod, SpecError> {
 }
 
 /// `^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`: Docker's container names, also used for pod ids.
-fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     name.len() >= 2
         && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
@@ -96,12 +96,24 @@ fn hostname_from_id(id: &str) -> String {
 }
 
 /// The last path component of an image reference without its tag: `a/b:1` → `b`.
-fn image_base(image: &str) -> &str {
+pub(crate) fn image_base(image: &str) -> &str {
     let no_tag = match image.rsplit_once(':') {
         Some((repo, tag)) if !tag.contains('/') => repo,
         _ => image,
     };
     no_tag.rsplit('/').next().unwrap_or(no_tag)
+}
+
+/// Validates and normalises one container added to a pod (`/container/create`) by the pod's
+/// rules; its errors name the field as `containers[0].…`.
+pub fn normalize_container(
+    pod: &UserPod,
+    container: hyper_proto::rest::UserContainer,
+) -> Result<hyper_proto::rest::UserContainer, SpecError> {
+    let mut probe = pod.clone();
+    probe.containers = vec![container];
+    let mut probe = normalize(probe)?;
+    Ok(probe.containers.remove(0))
 }
 
 /// Fills in defaults and validates. The result is what hyperd stores and runs.

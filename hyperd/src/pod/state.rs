@@ -8,6 +8,8 @@ pub enum PodState {
     /// Created (or being started): no VM runs its containers yet.
     Pending,
     Running,
+    /// Its VM is frozen (`/pod/pause`) until `/pod/unpause`.
+    Paused,
     /// Stopped by the user, or every container exited; can be started again.
     Stopped,
     /// Its VM's shim died or could not be re-adopted; only removal is left.
@@ -20,7 +22,7 @@ impl PodState {
     }
 
     pub fn can_stop(self) -> bool {
-        self == PodState::Running
+        matches!(self, PodState::Running | PodState::Paused)
     }
 
     /// The `phase` of `/pod/info`.
@@ -28,6 +30,7 @@ impl PodState {
         match self {
             PodState::Pending => "Pending",
             PodState::Running => "Running",
+            PodState::Paused => "Paused",
             PodState::Stopped => "Succeeded",
             PodState::Failed => "Failed",
         }
@@ -39,6 +42,7 @@ impl fmt::Display for PodState {
         f.write_str(match self {
             PodState::Pending => "pending",
             PodState::Running => "running",
+            PodState::Paused => "paused",
             PodState::Stopped => "stopped",
             PodState::Failed => "failed",
         })
@@ -51,6 +55,7 @@ impl FromStr for PodState {
         Ok(match s {
             "pending" => PodState::Pending,
             "running" => PodState::Running,
+            "paused" => PodState::Paused,
             "stopped" => PodState::Stopped,
             "failed" => PodState::Failed,
             other => return Err(format!("unknown pod state {other:?}")),
@@ -67,6 +72,7 @@ mod tests {
         for s in [
             PodState::Pending,
             PodState::Running,
+            PodState::Paused,
             PodState::Stopped,
             PodState::Failed,
         ] {

@@ -1,16 +1,17 @@
-//! Watching a running container: its output goes to its log, and its exit is recorded (which
-//! may stop the pod). A shim that dies mid-way is the VM monitor's business, not this one's.
+//! Watching a running container: its output goes to its log (through its
+//! [`Recording`]), and its exit is recorded (which may stop the pod); after a hyperd restart,
+//! also the exits of its execs that were running. A shim that dies mid-way is the VM
+//! monitor's business, not this one's.
 
 use std::sync::Arc;
 
-use tokio_stream::StreamExt;
+use hyper_proto::types::ProcessRef;
 
-use hyper_proto::rest::{STDCOPY_STDERR, STDCOPY_STDOUT};
-use hyper_proto::types::{AttachInput, OutputStream, ProcessRef, attach_input};
-
-use super::Pods;
-use crate::container::output::OutputWriter;
-use crate::store::ContainerRecord;
+use super::{Pods, Result};
+use crate::container::exec::VM_DIED_EXIT;
+use crate::container::stdio::Recording;
+use crate::error::Kind;
+use crate::store::{self, ContainerRecord};
 use crate::vm::Shim;
 
 impl Pods {
@@ -18,7 +19,7 @@ impl Pods {
         self: &Arc<Self>,
         shim: Shim,
         ct: ContainerRecord,
-        writer: OutputWriter,
+        recording: Recording,
     ) {
         let pods = Arc::clone(self);
         tokio::spawn(async move {
@@ -26,57 +27,45 @@ impl Pods {
                 container_id: ct.id.clone(),
                 exec_id: String::new(),
             };
-            let tee = record_output(&shim, target.clone(), writer);
-            let mut client = shim.client.clone();
-            let wait = client.wait(target);
-            let (_, waited) = tokio::join!(tee, wait);
+            let (_, waited) = tokio::join!(recording.run(), shim.wait(target));
             match waited {
-                Ok(resp) => {
-                    let code = resp.into_inner().exit_code;
+                Ok(code) => {
                     tracing::info!(container_id = %ct.id, code, "container exited");
                     pods.container_exited(&ct.pod_id, &ct.id, code).await;
                 }
-                Err(status) => {
-                    tracing::debug!(container_id = %ct.id, "wait ended: {}", status.message());
-                }
+                Err(e) => tracing::debug!(container_id = %ct.id, "wait ended: {e}"),
             }
         });
     }
-}
 
-/// Appends everything the container prints to its log, until it closes its output.
-async fn record_output(shim: &Shim, target: ProcessRef, mut writer: OutputWriter) {
-    let open = AttachInput {
-        input: Some(attach_input::Input::Open(target.clone())),
-    };
-    let stream = shim
-        .client
-        .clone()
-        .attach(tokio_stream::iter(vec![open]))
-        .await;
-    let mut stream = match stream {
-        Ok(s) => s.into_inner(),
-        Err(s) => {
-            tracing::warn!(container_id = %target.container_id, "attach: {}", s.message());
-            return;
+    /// After a hyperd restart: waits again for the execs of `ct` that had not ended, so
+    /// `/exitcode` gets their codes. One the guest does not know (never started) stays open.
+    pub(super) fn rewait_execs(self: &Arc<Self>, shim: &Shim, ct: &ContainerRecord) -> Result<()> {
+        for exec_id in self.store.read(|c| store::unfinished_execs(c, &ct.id))? {
+            let pods = Arc::clone(self);
+            let shim = shim.clone();
+            let process = ProcessRef {
+                container_id: ct.id.clone(),
+                exec_id: exec_id.clone(),
+            };
+            tokio::spawn(async move {
+                let code = match shim.wait(process).await {
+                    Ok(code) => code,
+                    Err(e) if e.kind() == Kind::NotFound => return,
+                    Err(e) => {
+                        tracing::warn!(exec_id, "wait: {e}");
+                        VM_DIED_EXIT
+                    }
+                };
+                match pods
+                    .store
+                    .write(|tx| store::set_exec_exit(tx, &exec_id, code))
+                {
+                    Ok(()) => pods.bump(),
+                    Err(e) => tracing::error!(exec_id, "record exit: {e}"),
+                }
+            });
         }
-    };
-    while let Some(chunk) = stream.next().await {
-        let chunk = match chunk {
-            Ok(c) => c,
-            Err(s) => {
-                tracing::debug!(container_id = %target.container_id, "output stream: {}", s.message());
-                break;
-            }
-        };
-        let id = match OutputStream::try_from(chunk.stream) {
-            Ok(OutputStream::Stderr) => STDCOPY_STDERR,
-            _ => STDCOPY_STDOUT,
-        };
-        if let Err(e) = writer.frame(id, &chunk.data).await {
-            tracing::error!(container_id = %target.container_id, "write output log: {e}");
-            break;
-        }
+        Ok(())
     }
-    writer.finish();
 }

@@ -91,6 +91,8 @@ const MIGRATIONS: &[&str] = &[
         image_id TEXT NOT NULL REFERENCES images(id),
         PRIMARY KEY (repo, digest)
     );",
+    // 3: execs with a TTY.
+    "ALTER TABLE execs ADD COLUMN tty INTEGER NOT NULL DEFAULT 0;",
 ];
 
 pub struct Store {

@@ -78,6 +78,8 @@ pub struct ExecRecord {
     pub container_id: String,
     pub command: Vec<String>,
     pub exit_code: Option<i32>,
+    /// Runs on a terminal: raw output, resizable.
+    pub tty: bool,
 }
 
 fn parse<T: FromStr>(what: &str, s: String) -> Result<T>
@@ -384,6 +386,15 @@ pub fn update_pod(c: &Connection, pod: &PodRecord) -> Result<()> {
     Ok(())
 }
 
+/// Writes a pod's spec (labels changed, a container added).
+pub fn update_pod_spec(c: &Connection, pod: &PodRecord) -> Result<()> {
+    c.execute(
+        "UPDATE pods SET spec = ?2 WHERE id = ?1",
+        params![pod.id, to_json(&pod.spec)],
+    )?;
+    Ok(())
+}
+
 pub fn get_pod(c: &Connection, id: &str) -> Result<Option<PodRecord>> {
     c.query_row(
         "SELECT id, spec, state, vm_id, created FROM pods WHERE id = ?1",
@@ -484,6 +495,40 @@ pub fn update_container(c: &Connection, ct: &ContainerRecord) -> Result<()> {
     Ok(())
 }
 
+pub fn rename_container(c: &Connection, id: &str, name: &str) -> Result<()> {
+    c.execute(
+        "UPDATE containers SET name = ?2 WHERE id = ?1",
+        params![id, name],
+    )?;
+    Ok(())
+}
+
+/// Deletes a container and its execs.
+pub fn delete_container(c: &Connection, id: &str) -> Result<()> {
+    c.execute("DELETE FROM execs WHERE container_id = ?1", [id])?;
+    c.execute("DELETE FROM containers WHERE id = ?1", [id])?;
+    Ok(())
+}
+
+/// The largest `idx` of a pod's containers (-1 for none).
+pub fn max_container_idx(c: &Connection, pod_id: &str) -> Result<i64> {
+    Ok(c.query_row(
+        "SELECT COALESCE(MAX(idx), -1) FROM containers WHERE pod_id = ?1",
+        [pod_id],
+        |r| r.get(0),
+    )?)
+}
+
+/// The execs of a container that have not recorded an exit.
+pub fn unfinished_execs(c: &Connection, container_id: &str) -> Result<Vec<String>> {
+    let mut stmt =
+        c.prepare("SELECT id FROM execs WHERE container_id = ?1 AND exit_code IS NULL")?;
+    let ids = stmt
+        .query_map([container_id], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(ids)
+}
+
 fn query_containers(c: &Connection, filter: &str, arg: &str) -> Result<Vec<ContainerRecord>> {
     let mut stmt = c.prepare(&format!(
         "SELECT {CONTAINER_COLUMNS} FROM containers {filter} ORDER BY pod_id, idx"
@@ -522,8 +567,14 @@ pub fn containers_by_id_prefix(c: &Connection, prefix: &str) -> Result<Vec<Conta
 
 pub fn insert_exec(c: &Connection, e: &ExecRecord) -> Result<()> {
     c.execute(
-        "INSERT INTO execs (id, container_id, command, exit_code) VALUES (?1, ?2, ?3, ?4)",
-        params![e.id, e.container_id, to_json(&e.command), e.exit_code],
+        "INSERT INTO execs (id, container_id, command, exit_code, tty) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            e.id,
+            e.container_id,
+            to_json(&e.command),
+            e.exit_code,
+            e.tty
+        ],
     )?;
     Ok(())
 }
@@ -538,7 +589,7 @@ pub fn set_exec_exit(c: &Connection, id: &str, code: i32) -> Result<()> {
 
 pub fn get_exec(c: &Connection, id: &str) -> Result<Option<ExecRecord>> {
     c.query_row(
-        "SELECT id, container_id, command, exit_code FROM execs WHERE id = ?1",
+        "SELECT id, container_id, command, exit_code, tty FROM execs WHERE id = ?1",
         [id],
         |r| {
             Ok((
@@ -546,16 +597,18 @@ pub fn get_exec(c: &Connection, id: &str) -> Result<Option<ExecRecord>> {
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
                 r.get::<_, Option<i32>>(3)?,
+                r.get::<_, bool>(4)?,
             ))
         },
     )
     .optional()?
-    .map(|(id, container_id, command, exit_code)| {
+    .map(|(id, container_id, command, exit_code, tty)| {
         Ok(ExecRecord {
             command: json(&format!("exec {id}"), &command)?,
             id,
             container_id,
             exit_code,
+            tty,
         })
     })
     .transpose()

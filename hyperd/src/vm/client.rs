@@ -1,4 +1,5 @@
-//! The one client of a shim's gRPC API (shim.proto). gRPC status codes are mapped back to
+//! The one client of a shim's gRPC API (shim.proto): typed methods for what hyperd asks of a
+//! VM (processes, their stdio, sizes, stats, pausing). gRPC status codes are mapped back to
 //! [`Error`] kinds here and nowhere else, so a guest "no such process" reaches the user as a
 //! 404 and a bad command as a 400.
 
@@ -9,7 +10,14 @@ use hyper_util::rt::TokioIo;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use futures::Stream;
+use hyper_proto::shim::ContainerRef;
 use hyper_proto::shim::shim_client::ShimClient;
+use hyper_proto::types::{
+    AttachFrom, AttachInput, AttachOutput, ContainerStats, Empty, ExecRequest, ProcessRef,
+    ResizeRequest, SignalRequest, attach_input,
+};
+use tonic::Streaming;
 
 use super::Error;
 
@@ -64,6 +72,118 @@ impl Shim {
         })
     }
 
+    /// Attaches to a process's stdio: its output from chunk `from_seq` on (0: all the guest
+    /// still keeps), and `stdin` (stdin bytes or a close) relayed to it. Dropping the stream
+    /// detaches.
+    pub async fn attach(
+        &self,
+        process: ProcessRef,
+        from_seq: u64,
+        stdin: impl Stream<Item = AttachInput> + Send + 'static,
+    ) -> Result<Streaming<AttachOutput>, Error> {
+        let first = AttachInput {
+            input: Some(if from_seq == 0 {
+                attach_input::Input::Open(process)
+            } else {
+                attach_input::Input::Resume(AttachFrom {
+                    process: Some(process),
+                    from_seq,
+                })
+            }),
+        };
+        let input = futures::StreamExt::chain(futures::stream::iter([first]), stdin);
+        Ok(self
+            .client
+            .clone()
+            .attach(input)
+            .await
+            .map_err(|s| self.error(s))?
+            .into_inner())
+    }
+
+    /// Runs a process in a container (or, with an empty `container_id`, in the VM itself).
+    pub async fn exec(&self, req: ExecRequest) -> Result<(), Error> {
+        self.client
+            .clone()
+            .exec(req)
+            .await
+            .map_err(|s| self.error(s))?;
+        Ok(())
+    }
+
+    /// Sends signal number `signal` to a process.
+    pub async fn signal(&self, process: ProcessRef, signal: i32) -> Result<(), Error> {
+        self.client
+            .clone()
+            .signal(SignalRequest {
+                process: Some(process),
+                signal,
+            })
+            .await
+            .map_err(|s| self.error(s))?;
+        Ok(())
+    }
+
+    /// Waits for a process to end; its exit status as a shell reports it (128 + N for
+    /// signal N).
+    pub async fn wait(&self, process: ProcessRef) -> Result<i32, Error> {
+        Ok(self
+            .client
+            .clone()
+            .wait(process)
+            .await
+            .map_err(|s| self.error(s))?
+            .into_inner()
+            .exit_code)
+    }
+
+    /// A new window size (rows × columns) for a process started with a terminal.
+    pub async fn resize(&self, process: ProcessRef, rows: u32, cols: u32) -> Result<(), Error> {
+        self.client
+            .clone()
+            .resize(ResizeRequest {
+                process: Some(process),
+                rows,
+                cols,
+            })
+            .await
+            .map_err(|s| self.error(s))?;
+        Ok(())
+    }
+
+    /// A container's resource use, read from its cgroup in the guest.
+    pub async fn stats(&self, container_id: &str) -> Result<ContainerStats, Error> {
+        Ok(self
+            .client
+            .clone()
+            .stats(ContainerRef {
+                id: container_id.into(),
+            })
+            .await
+            .map_err(|s| self.error(s))?
+            .into_inner())
+    }
+
+    /// Freezes the whole VM (QMP `stop`, CH `vm.pause`); pausing a paused VM is no error.
+    pub async fn pause_vm(&self) -> Result<(), Error> {
+        self.client
+            .clone()
+            .pause_vm(Empty {})
+            .await
+            .map_err(|s| self.error(s))?;
+        Ok(())
+    }
+
+    /// Thaws a paused VM; resuming a running one is no error.
+    pub async fn resume_vm(&self) -> Result<(), Error> {
+        self.client
+            .clone()
+            .resume_vm(Empty {})
+            .await
+            .map_err(|s| self.error(s))?;
+        Ok(())
+    }
+
     /// Maps a failed call on this shim to an [`Error`].
     pub fn error(&self, status: tonic::Status) -> Error {
         status_error(&self.vm_id, status)
@@ -80,6 +200,7 @@ pub fn status_error(vm_id: &str, status: tonic::Status) -> Error {
             vm_id: vm_id.to_string(),
             message,
         },
+        Code::Unimplemented => Error::Unsupported(message),
         Code::DeadlineExceeded => Error::Timeout {
             vm_id: vm_id.to_string(),
             message,

@@ -90,6 +90,9 @@ pub enum Error {
     GuestNotFound(String),
     #[error("{0}")]
     GuestConflict(String),
+    /// The shim or guest is of a build without this call.
+    #[error("not supported by this vm: {0}")]
+    Unsupported(String),
     #[error(transparent)]
     Store(#[from] store::Error),
 }
@@ -102,6 +105,7 @@ impl Error {
                 Kind::Conflict
             }
             Error::Rejected(_) => Kind::InvalidInput,
+            Error::Unsupported(_) => Kind::Unavailable,
             // A shim that cannot start is a component down (503), like one that went away.
             Error::ShimGone { .. } | Error::Timeout { .. } | Error::Launch(_) => Kind::Unavailable,
             Error::Shim { .. } | Error::Store(_) => Kind::Internal,

@@ -28,6 +28,7 @@ fn module_source(module: &str) -> Option<&'static str> {
         "vm" => include_str!("../vm.rs"),
         "image" => include_str!("../image.rs"),
         "exec" => include_str!("../exec.rs"),
+        "container" => include_str!("../container.rs"),
         "spec" => include_str!("../spec.rs"),
         _ => return None,
     })
@@ -652,6 +653,7 @@ pub(in crate::api) fn live(dir: &std::path::Path) -> axum::Router {
         certs_dir: dir.join("certs.d"),
         // Nothing listens there: no request of these tests leaves the machine.
         docker_hub_host: "127.0.0.1:9".into(),
+        log_default: Default::default(),
     });
     std::fs::create_dir_all(&config.root).unwrap();
     let store = Arc::new(store::Store::open(&config.db_path()).unwrap());
@@ -672,6 +674,7 @@ pub(in crate::api) fn live(dir: &std::path::Path) -> axum::Router {
         vms.clone(),
         images.clone(),
         changes.clone(),
+        Default::default(),
     )
     .unwrap();
     let execs = Arc::new(container::exec::Execs::new(store, vms.clone(), changes));

@@ -1,0 +1,53 @@
+//! `hyperctl attach CONTAINER`: the container's output (from its start) and, for a TTY
+//! container, our terminal as its stdin until we type the detach keys; exits with the
+//! container's status once it ends, 0 after a detach.
+
+use anyhow::Result;
+
+use hyper_proto::rest::ContainerInfoResponse;
+
+use crate::client::{Client, enc};
+use crate::session::{self, Ended, Session};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Don't send our stdin.
+    #[arg(long)]
+    pub no_stdin: bool,
+    /// The keys that detach and leave the container running.
+    #[arg(long, default_value = "ctrl-p,ctrl-q")]
+    pub detach_keys: String,
+    /// A container name, id or id prefix (or a pod id: its first container).
+    pub container: String,
+}
+
+pub async fn run(client: &Client, args: Args) -> Result<i32> {
+    let info: ContainerInfoResponse = client
+        .get(&format!(
+            "/container/info?container={}",
+            enc(&args.container)
+        ))
+        .await?;
+    let tty = info.container.tty;
+    let stdin = tty && !args.no_stdin;
+    let stream = client
+        .hijack(&format!(
+            "/attach?container={}&stdin={stdin}&detachKeys={}",
+            enc(&args.container),
+            enc(&args.detach_keys)
+        ))
+        .await?;
+    let ended = Session {
+        client,
+        tty,
+        stdin,
+        resize: tty.then(|| format!("/tty/resize?container={}", enc(&args.container))),
+        detach_keys: session::detach_bytes(&args.detach_keys),
+    }
+    .run(stream)
+    .await?;
+    if ended == Ended::Detached {
+        return Ok(0);
+    }
+    session::exit_code(client, &args.container, None).await
+}
