@@ -411,6 +411,7 @@ impl JsonMessage {
         Self {
             error_detail: Some(ErrorDetail {
                 message: message.clone(),
+                code: None,
             }),
             error: message,
             ..Default::default()
@@ -430,6 +431,9 @@ pub struct ProgressDetail {
 pub struct ErrorDetail {
     #[serde(default)]
     pub message: String,
+    /// A build's failing `RUN`: the command's exit code, as Docker reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
 }
 
 /// Docker's `AuthConfig`: the body of `POST /auth`, and (base64url-encoded JSON) the

@@ -7,6 +7,7 @@
 //! are collected when images are removed.
 
 pub mod archive;
+pub mod build;
 pub mod compression;
 pub mod config;
 mod content;
@@ -80,6 +81,8 @@ pub enum Error {
     Registry(registry::Error),
     #[error(transparent)]
     Archive(#[from] archive::Error),
+    #[error(transparent)]
+    Pack(#[from] build::layer::Error),
 }
 
 impl Error {
@@ -96,9 +99,11 @@ impl Error {
             Error::Archive(e) => e.kind(),
             Error::Content(content::Error::DigestMismatch { .. })
             | Error::Content(content::Error::SizeMismatch { .. }) => Kind::InvalidInput,
-            Error::Content(_) | Error::Snapshot(_) | Error::Io { .. } | Error::Store(_) => {
-                Kind::Internal
-            }
+            Error::Content(_)
+            | Error::Snapshot(_)
+            | Error::Io { .. }
+            | Error::Store(_)
+            | Error::Pack(_) => Kind::Internal,
         }
     }
 
@@ -268,6 +273,59 @@ impl Images {
             Ok((layer, unpacked))
         })
         .await
+    }
+
+    /// Stores the directory `dir` (an overlay upper dir or a plain tree, on the filesystem of
+    /// hyperd's root) as a layer on top of `parent_chain`: a gzip layer blob in the content store,
+    /// and `dir` itself moved in as the layer's snapshot (no unpacking). `dir` is gone or left
+    /// for the caller to remove. Returns the layer and its bytes of file content. The caller
+    /// holds [`Images::gc_guard`] until something records the layer.
+    pub async fn layer_from_dir(
+        &self,
+        dir: PathBuf,
+        parent_chain: Option<Digest>,
+    ) -> Result<(LayerRecord, u64)> {
+        let content = self.content.clone();
+        let snapshots = self.snapshots.clone();
+        blocking(move || {
+            let mut blob = content.writer()?;
+            let gz = flate2::write::GzEncoder::new(&mut blob, flate2::Compression::default());
+            let mut tar = digest::HashingWriter::new(gz);
+            let stats = build::layer::pack_dir(&dir, &mut tar)?;
+            let (diff_id, _, gz) = tar.finish();
+            gz.finish()
+                .map_err(|e| Error::io("compress the layer", e))?;
+            let size = blob.written();
+            let digest = blob.commit(None)?;
+            let chain_id = digest::chain_id(parent_chain.as_ref(), &diff_id);
+            snapshots.commit_dir(&dir, &chain_id, stats.size)?;
+            let layer = LayerRecord {
+                digest,
+                diff_id,
+                chain_id,
+                media_type: manifest::MEDIA_TYPE_OCI_LAYER_GZIP.to_string(),
+                size,
+            };
+            Ok((layer, stats.size))
+        })
+        .await
+    }
+
+    /// Held while work adds blobs and snapshots that nothing records yet (a build between its
+    /// steps): garbage collection waits for it.
+    pub async fn gc_guard(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.gc_lock.read().await
+    }
+
+    /// The snapshot dir (overlay lower dir) of a layer stack's chain id.
+    pub fn snapshot_path(&self, chain_id: &Digest) -> PathBuf {
+        self.snapshots.fs_path(chain_id)
+    }
+
+    /// Where builds and commits keep their work dirs: on the filesystem of the snapshots, so a
+    /// finished upper dir moves into a snapshot by rename. Cleared at start.
+    pub fn work_dir(&self) -> &Path {
+        &self.tmp
     }
 
     /// Writes the config and manifest blobs and the image record for `layers` (bottom first,
@@ -639,6 +697,11 @@ impl Images {
         let images = self.store.read(store::list_images)?;
         let mut blobs = std::collections::HashSet::new();
         let mut chains = std::collections::HashSet::new();
+        // The build cache's layers are roots too: an unchanged rebuild must find them.
+        for l in self.store.read(store::build_cache_layers)? {
+            blobs.insert(l.digest);
+            chains.insert(l.chain_id);
+        }
         for image in &images {
             if image.manifest.is_empty() {
                 continue;

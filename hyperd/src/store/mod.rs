@@ -91,6 +91,13 @@ const MIGRATIONS: &[&str] = &[
         image_id TEXT NOT NULL REFERENCES images(id),
         PRIMARY KEY (repo, digest)
     );",
+    // 3: the build cache: a step's key (parent + instruction + inputs) → the layer it made
+    // (JSON LayerRecord, or NULL for a step that changes only the config) and when.
+    "CREATE TABLE build_cache (
+        key TEXT PRIMARY KEY,
+        layer TEXT,
+        created INTEGER NOT NULL
+    );",
 ];
 
 pub struct Store {
