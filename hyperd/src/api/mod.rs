@@ -2,6 +2,7 @@
 //! also answers under, and the listeners (unix sockets, TCP). Handlers only translate between
 //! HTTP and the services in `pod`, `image`, `vm` and `container`.
 
+mod build;
 pub mod error;
 mod exec;
 mod hijack;
@@ -72,7 +73,6 @@ const NOT_BUILT: &[(Method, &str)] = &[
     (Method::GET, "/container/logs"),
     (Method::POST, "/execvm"),
     (Method::POST, "/tty/resize"),
-    (Method::POST, "/image/build"),
     (Method::GET, "/service/list"),
     (Method::POST, "/service/add"),
     (Method::POST, "/service/update"),
@@ -102,6 +102,7 @@ fn routes() -> Router<Arc<Daemon>> {
         .route("/image/push", post(image::push))
         .route("/images/push", post(image::push))
         .route("/image/load", post(image::load))
+        .route("/image/build", post(build::build))
         .route("/images/save", get(image::save))
         .route("/auth", post(image::auth))
         .route("/image/tag", post(image::tag))

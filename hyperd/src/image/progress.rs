@@ -46,6 +46,11 @@ impl Progress {
         }
     }
 
+    /// Whether nobody reads the messages any more.
+    pub fn is_closed(&self) -> bool {
+        self.tx.as_ref().is_some_and(|tx| tx.is_closed())
+    }
+
     /// A line of text (`{"stream": …}`), as load and build print.
     pub fn line(&self, text: impl Into<String>) {
         let mut text = text.into();

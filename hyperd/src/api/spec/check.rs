@@ -27,6 +27,7 @@ fn module_source(module: &str) -> Option<&'static str> {
         "pod" => include_str!("../pod.rs"),
         "vm" => include_str!("../vm.rs"),
         "image" => include_str!("../image.rs"),
+        "build" => include_str!("../build.rs"),
         "exec" => include_str!("../exec.rs"),
         "spec" => include_str!("../spec.rs"),
         _ => return None,

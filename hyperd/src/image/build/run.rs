@@ -84,10 +84,15 @@ impl BuildVm {
     }
 
     /// Runs `step` to its end, sending its output to `progress` as `{"stream": …}` messages as
-    /// it comes. Returns the exit code (128 + signal for a signal). The container is removed
+    /// it comes (when `echo`). Returns the exit code (128 + signal for a signal). The container is removed
     /// from the VM in every case. [`Error::Cancelled`] when the client that reads `progress`
     /// goes away (the process is left to die with the VM).
-    pub async fn run(&mut self, step: &RunStep, progress: &Progress) -> Result<i32, Error> {
+    pub async fn run(
+        &mut self,
+        step: &RunStep,
+        progress: &Progress,
+        echo: bool,
+    ) -> Result<i32, Error> {
         let shim = self.shim().await?;
         let mut client = shim.client.clone();
         client
@@ -104,7 +109,7 @@ impl BuildVm {
             .await
             .map_err(|s| shim.error(s))?;
         let result = tokio::select! {
-            r = run_added(&shim, &step.id, progress) => r,
+            r = run_added(&shim, &step.id, progress, echo) => r,
             () = progress.closed() => Err(Error::Cancelled),
         };
         if !matches!(result, Err(Error::Cancelled)) {
@@ -130,7 +135,7 @@ impl BuildVm {
     }
 }
 
-async fn run_added(shim: &Shim, id: &str, progress: &Progress) -> Result<i32, Error> {
+async fn run_added(shim: &Shim, id: &str, progress: &Progress, echo: bool) -> Result<i32, Error> {
     let mut client = shim.client.clone();
     client
         .start_container(ContainerRef { id: id.to_string() })
@@ -157,6 +162,9 @@ async fn run_added(shim: &Shim, id: &str, progress: &Progress) -> Result<i32, Er
             }
         };
         while let Some(Ok(chunk)) = stream.next().await {
+            if !echo {
+                continue;
+            }
             progress.send(JsonMessage {
                 stream: String::from_utf8_lossy(&chunk.data).into_owned(),
                 ..Default::default()
