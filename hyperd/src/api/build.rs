@@ -109,18 +109,8 @@ fn options(query: &str, headers: &HeaderMap) -> ApiResult<BuildOptions> {
             }
         }
     }
-    if let Some(ct) = headers.get("content-type") {
-        let ct = ct.to_str().unwrap_or("");
-        let mime = ct.split(';').next().unwrap_or("").trim();
-        if !matches!(
-            mime,
-            "application/tar" | "application/x-tar" | "application/octet-stream" | ""
-        ) {
-            return Err(invalid(format!(
-                "header Content-Type {ct:?}: the body must be a tar archive (application/tar)"
-            )));
-        }
-    }
+    // The body's format comes from its magic bytes (as Docker reads it), whatever
+    // Content-Type says: curl's default form type must not fail a tar upload.
     if let Some(v) = headers.get("x-registry-config") {
         opts.registry_auth = registry_config(v.to_str().unwrap_or(""))?;
     }

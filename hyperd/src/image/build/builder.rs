@@ -796,6 +796,16 @@ impl Build<'_> {
                 code,
             });
         }
+        // Mount points the runtime had to create are not the command's doing.
+        let lowers = self.lowers(state);
+        for name in ["proc", "sys", "dev"] {
+            let p = upper.join(name);
+            if !copy::is_dir(&lowers, Path::new(name))
+                && std::fs::read_dir(&p).is_ok_and(|mut d| d.next().is_none())
+            {
+                let _ = std::fs::remove_dir(&p);
+            }
+        }
         self.layer_from(upper, state).await
     }
 
