@@ -7,6 +7,7 @@
 //! are collected when images are removed.
 
 pub mod archive;
+pub mod build;
 pub mod compression;
 pub mod config;
 mod content;
