@@ -231,7 +231,7 @@ impl Builder {
             .map_err(|e| Error::io("create the build dir", e))?;
         let tar = work.path().join("context.tar");
         receive(body, &tar).await?;
-        let ctx_dir = work.path().join("context");
+        let ctx_dir = work.path().join("ctx");
         std::fs::create_dir(&ctx_dir).map_err(|e| Error::io("create the context dir", e))?;
         let context = {
             let (tar, dir) = (tar.clone(), ctx_dir.clone());
