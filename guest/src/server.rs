@@ -14,8 +14,8 @@ use hyper_proto::agent::{
     ContainerRequest, CreateContainerRequest, PingResponse, StartContainerResponse,
 };
 use hyper_proto::types::{
-    AttachInput, AttachOutput, Empty, ExecRequest, ProcessRef, SignalRequest, WaitResponse,
-    attach_input,
+    AttachInput, AttachOutput, ContainerStats, Empty, ExecRequest, ProcessRef, ResizeRequest,
+    SignalRequest, WaitResponse, attach_input,
 };
 
 use crate::container::Containers;
@@ -117,13 +117,19 @@ impl Agent for AgentService {
     ) -> Result<Response<AttachStream>, Status> {
         let mut input = req.into_inner();
         let first = input.message().await?;
-        let Some(AttachInput {
-            input: Some(attach_input::Input::Open(target)),
-        }) = first
-        else {
-            return Err(Status::invalid_argument(
-                "attach: the first message must name the process",
-            ));
+        let (target, from_seq) = match first.and_then(|m| m.input) {
+            Some(attach_input::Input::Open(target)) => (target, 0),
+            Some(attach_input::Input::Resume(from)) => (
+                from.process.ok_or_else(|| {
+                    Status::invalid_argument("attach: resume must name the process")
+                })?,
+                from.from_seq,
+            ),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "attach: the first message must name the process",
+                ));
+            }
         };
         let process = self.containers.process(&target)?;
 
@@ -146,18 +152,22 @@ impl Agent for AgentService {
         });
 
         let output = process.output.clone();
-        let stream = futures::stream::unfold(0u64, move |cursor| {
+        let stream = futures::stream::unfold(from_seq, move |cursor| {
             let output = output.clone();
             async move {
                 let (chunks, next) = output.next(cursor).await?;
-                Some((futures::stream::iter(chunks), next))
+                // The chunks are the ones numbered up to `next`, contiguously.
+                let first = next - chunks.len() as u64;
+                let numbered = chunks.into_iter().zip(first..);
+                Some((futures::stream::iter(numbered), next))
             }
         })
         .flatten()
-        .map(|c| {
+        .map(|(c, seq)| {
             Ok(AttachOutput {
                 stream: c.stream as i32,
                 data: c.data,
+                seq,
             })
         });
         Ok(Response::new(Box::pin(stream)))
@@ -185,6 +195,18 @@ impl Agent for AgentService {
     ) -> Result<Response<Empty>, Status> {
         self.containers.remove(&req.get_ref().id).await?;
         Ok(Response::new(Empty {}))
+    }
+
+    // PLACEHOLDER (branch live-proto): the live-container work implements these.
+    async fn resize(&self, _: Request<ResizeRequest>) -> Result<Response<Empty>, Status> {
+        Err(Status::unimplemented("resize: not built yet"))
+    }
+
+    async fn stats(
+        &self,
+        _: Request<ContainerRequest>,
+    ) -> Result<Response<ContainerStats>, Status> {
+        Err(Status::unimplemented("stats: not built yet"))
     }
 
     async fn power_off(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {

@@ -13,7 +13,8 @@ use hyper_proto::shim::{
     AddContainerRequest, ContainerRef, CreateVmRequest, ShutdownRequest, VmInfo,
 };
 use hyper_proto::types::{
-    AttachInput, AttachOutput, Empty, ExecRequest, ProcessRef, SignalRequest, WaitResponse,
+    AttachInput, AttachOutput, ContainerStats, Empty, ExecRequest, ProcessRef, ResizeRequest,
+    SignalRequest, WaitResponse,
 };
 
 use crate::vm::{DEFAULT_SHUTDOWN_GRACE, Vm};
@@ -81,6 +82,23 @@ impl Shim for ShimService {
     ) -> Result<Response<Empty>, Status> {
         self.vm.remove_container(req.into_inner().id).await?;
         Ok(Response::new(Empty {}))
+    }
+
+    // PLACEHOLDER (branch live-proto): the live-container work implements these.
+    async fn resize(&self, _: Request<ResizeRequest>) -> Result<Response<Empty>, Status> {
+        Err(Status::unimplemented("resize: not built yet"))
+    }
+
+    async fn stats(&self, _: Request<ContainerRef>) -> Result<Response<ContainerStats>, Status> {
+        Err(Status::unimplemented("stats: not built yet"))
+    }
+
+    async fn pause_vm(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {
+        Err(Status::unimplemented("pause: not built yet"))
+    }
+
+    async fn resume_vm(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {
+        Err(Status::unimplemented("resume: not built yet"))
     }
 
     async fn shutdown(&self, req: Request<ShutdownRequest>) -> Result<Response<Empty>, Status> {
