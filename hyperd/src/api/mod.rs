@@ -3,6 +3,7 @@
 //! HTTP and the services in `pod`, `image`, `vm` and `container`.
 
 mod build;
+mod commit;
 pub mod error;
 mod exec;
 mod hijack;
@@ -68,7 +69,6 @@ const NOT_BUILT: &[(Method, &str)] = &[
     (Method::POST, "/container/kill"),
     (Method::POST, "/container/remove"),
     (Method::POST, "/container/rename"),
-    (Method::POST, "/container/commit"),
     (Method::GET, "/container/info"),
     (Method::GET, "/container/logs"),
     (Method::POST, "/execvm"),
@@ -103,6 +103,7 @@ fn routes() -> Router<Arc<Daemon>> {
         .route("/images/push", post(image::push))
         .route("/image/load", post(image::load))
         .route("/image/build", post(build::build))
+        .route("/container/commit", post(commit::commit))
         .route("/images/save", get(image::save))
         .route("/auth", post(image::auth))
         .route("/image/tag", post(image::tag))

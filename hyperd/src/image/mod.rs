@@ -8,6 +8,7 @@
 
 pub mod archive;
 pub mod build;
+pub mod commit;
 pub mod compression;
 pub mod config;
 mod content;
@@ -291,7 +292,7 @@ impl Images {
             let mut blob = content.writer()?;
             let gz = flate2::write::GzEncoder::new(&mut blob, flate2::Compression::default());
             let mut tar = digest::HashingWriter::new(gz);
-            let stats = build::layer::pack_dir(&dir, &mut tar)?;
+            let stats = build::layer::pack_dir(&dir, &mut tar, true)?;
             let (diff_id, _, gz) = tar.finish();
             gz.finish()
                 .map_err(|e| Error::io("compress the layer", e))?;

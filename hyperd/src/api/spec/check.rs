@@ -28,6 +28,7 @@ fn module_source(module: &str) -> Option<&'static str> {
         "vm" => include_str!("../vm.rs"),
         "image" => include_str!("../image.rs"),
         "build" => include_str!("../build.rs"),
+        "commit" => include_str!("../commit.rs"),
         "exec" => include_str!("../exec.rs"),
         "spec" => include_str!("../spec.rs"),
         _ => return None,

@@ -505,17 +505,7 @@ impl Build<'_> {
     /// Variables for word expansion: the image's `ENV` first, then the stage's `ARG`s.
     fn lookup<'s>(state: &'s State, vars: &'s StageVars) -> impl Fn(&str) -> Option<String> + 's {
         move |name: &str| {
-            state
-                .config
-                .config
-                .env
-                .iter()
-                .rev()
-                .find_map(|e| {
-                    e.split_once('=')
-                        .filter(|(k, _)| *k == name)
-                        .map(|(_, v)| v.to_string())
-                })
+            env_lookup(&state.config.config.env, name)
                 .or_else(|| vars.args.get(name).cloned().flatten())
         }
     }
@@ -816,94 +806,35 @@ impl Build<'_> {
         vars: &mut StageVars,
         ins: &Instruction,
     ) -> Result<()> {
-        let line = ins.line;
         match &ins.command {
-            Command::Env(pairs) => {
-                for (k, v) in pairs {
-                    let k = self.expand(k, state, vars, line)?;
-                    let v = self.expand(v, state, vars, line)?;
-                    set_env(&mut state.config.config.env, &k, &v);
-                }
-            }
             Command::Arg(decls) => {
                 for d in decls {
                     let known = vars.args.clone();
-                    let v = self.arg_value(d, &known, line)?;
+                    let v = self.arg_value(d, &known, ins.line)?;
                     vars.args.insert(d.name.clone(), v);
                 }
+                Ok(())
             }
-            Command::Label(pairs) => {
-                for (k, v) in pairs {
-                    let k = self.expand(k, state, vars, line)?;
-                    let v = self.expand(v, state, vars, line)?;
-                    state.config.config.labels.insert(k, v);
+            Command::Run(_) | Command::Copy(_) | Command::Add(_) => Ok(()),
+            command => {
+                if matches!(command, Command::Cmd(_)) {
+                    vars.cmd_set = true;
                 }
-            }
-            Command::Expose(ports) => {
-                for p in self.expand_all(ports, state, vars, line)? {
-                    for p in p.split_whitespace() {
-                        let p = if p.contains('/') {
-                            p.to_string()
-                        } else {
-                            format!("{p}/tcp")
-                        };
-                        state
-                            .config
-                            .config
-                            .exposed_ports
-                            .insert(p, serde_json::json!({}));
-                    }
-                }
-            }
-            Command::Volume(paths) => {
-                for p in self.expand_all(paths, state, vars, line)? {
-                    if p.is_empty() {
-                        return Err(Error::Step {
-                            line,
-                            message: "VOLUME: an empty path".into(),
-                        });
-                    }
-                    state.config.config.volumes.insert(p, serde_json::json!({}));
-                }
-            }
-            Command::StopSignal(s) => {
-                state.config.config.stop_signal = self.expand(s, state, vars, line)?;
-            }
-            Command::User(u) => {
-                state.config.config.user = self.expand(u, state, vars, line)?;
-            }
-            Command::Workdir(w) => {
-                let w = self.expand(w, state, vars, line)?;
-                let base = &state.config.config.working_dir;
-                let joined = if w.starts_with('/') {
-                    PathBuf::from(&w)
-                } else {
-                    Path::new(if base.is_empty() { "/" } else { base }).join(&w)
+                let inherited_cmd = !vars.cmd_set;
+                // Every word of one instruction sees the variables as they were before it.
+                let env = state.config.config.env.clone();
+                let args = vars.args.clone();
+                let lookup = move |name: &str| {
+                    env_lookup(&env, name).or_else(|| args.get(name).cloned().flatten())
                 };
-                let (rel, _) = copy::resolve_dest(&joined.to_string_lossy(), "/")
-                    .map_err(|source| Error::Copy { line, source })?;
-                state.config.config.working_dir = format!("/{}", rel.display());
-            }
-            Command::Shell(v) => state.config.config.shell = v.clone(),
-            Command::Cmd(c) => {
-                state.config.config.cmd = command_of(state, c);
-                vars.cmd_set = true;
-            }
-            Command::Entrypoint(c) => {
-                state.config.config.entrypoint = command_of(state, c);
-                if !vars.cmd_set {
+                apply_instruction(&mut state.config, ins, &lookup, self.escape)?;
+                if matches!(command, Command::Entrypoint(_)) && inherited_cmd {
                     // Docker: an ENTRYPOINT drops a CMD inherited from the base.
                     state.config.config.cmd.clear();
                 }
+                Ok(())
             }
-            Command::Healthcheck(h) => {
-                state.config.config.healthcheck = Some(healthcheck_json(state, h));
-            }
-            Command::Onbuild(inner) => state.config.config.on_build.push(inner.original.clone()),
-            Command::Maintainer(m) => state.config.author = m.clone(),
-            Command::Run(_) | Command::Copy(_) | Command::Add(_) => {}
         }
-        Ok(())
     }
 
     /// Resolves a `COPY`/`ADD`'s sources and flags before the cache lookup: the key part is
@@ -1092,6 +1023,114 @@ impl Build<'_> {
     }
 }
 
+/// The value of `name` in an image's `KEY=VALUE` environment (the last one wins).
+pub(crate) fn env_lookup(env: &[String], name: &str) -> Option<String> {
+    env.iter().rev().find_map(|e| {
+        e.split_once('=')
+            .filter(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    })
+}
+
+/// Applies an instruction that changes only the image config (`ENV`, `LABEL`, `EXPOSE`,
+/// `VOLUME`, `STOPSIGNAL`, `USER`, `WORKDIR`, `SHELL`, `CMD`, `ENTRYPOINT`, `HEALTHCHECK`,
+/// `ONBUILD`, `MAINTAINER`) to `config`, expanding words with `lookup` as Docker does. Used by
+/// builds and by `commit`'s `changes`. Errors: [`Error::Word`], [`Error::Step`] (with the
+/// instruction's line) for an instruction that is not a config change.
+pub(crate) fn apply_instruction(
+    config: &mut ImageConfigFile,
+    ins: &Instruction,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    escape: char,
+) -> Result<()> {
+    let line = ins.line;
+    let expand = |raw: &str| -> Result<String> {
+        words::expand_word(raw, lookup, escape).map_err(|source| Error::Word { line, source })
+    };
+    let shell = if config.config.shell.is_empty() {
+        DEFAULT_SHELL.iter().map(|s| s.to_string()).collect()
+    } else {
+        config.config.shell.clone()
+    };
+    let command = |c: &ShellOrExec| match c {
+        ShellOrExec::Shell(s) => {
+            let mut v = shell.clone();
+            v.push(s.clone());
+            v
+        }
+        ShellOrExec::Exec(v) => v.clone(),
+    };
+    let c = &mut config.config;
+    match &ins.command {
+        Command::Env(pairs) => {
+            for (k, v) in pairs {
+                let (k, v) = (expand(k)?, expand(v)?);
+                set_env(&mut c.env, &k, &v);
+            }
+        }
+        Command::Label(pairs) => {
+            for (k, v) in pairs {
+                c.labels.insert(expand(k)?, expand(v)?);
+            }
+        }
+        Command::Expose(ports) => {
+            for p in ports {
+                for p in expand(p)?.split_whitespace() {
+                    let p = if p.contains('/') {
+                        p.to_string()
+                    } else {
+                        format!("{p}/tcp")
+                    };
+                    c.exposed_ports.insert(p, serde_json::json!({}));
+                }
+            }
+        }
+        Command::Volume(paths) => {
+            for p in paths {
+                let p = expand(p)?;
+                if p.is_empty() {
+                    return Err(Error::Step {
+                        line,
+                        message: "VOLUME: an empty path".into(),
+                    });
+                }
+                c.volumes.insert(p, serde_json::json!({}));
+            }
+        }
+        Command::StopSignal(s) => c.stop_signal = expand(s)?,
+        Command::User(u) => c.user = expand(u)?,
+        Command::Workdir(w) => {
+            let w = expand(w)?;
+            let joined = if w.starts_with('/') {
+                PathBuf::from(&w)
+            } else {
+                Path::new(if c.working_dir.is_empty() {
+                    "/"
+                } else {
+                    &c.working_dir
+                })
+                .join(&w)
+            };
+            let (rel, _) = copy::resolve_dest(&joined.to_string_lossy(), "/")
+                .map_err(|source| Error::Copy { line, source })?;
+            c.working_dir = format!("/{}", rel.display());
+        }
+        Command::Shell(v) => c.shell = v.clone(),
+        Command::Cmd(cmd) => c.cmd = command(cmd),
+        Command::Entrypoint(e) => c.entrypoint = command(e),
+        Command::Healthcheck(h) => c.healthcheck = Some(healthcheck_json(h)),
+        Command::Onbuild(inner) => c.on_build.push(inner.original.clone()),
+        Command::Maintainer(m) => config.author = m.clone(),
+        Command::Run(_) | Command::Copy(_) | Command::Add(_) | Command::Arg(_) => {
+            return Err(Error::Step {
+                line,
+                message: format!("{}: not a change of the image config", ins.original),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Where a `COPY`/`ADD` reads from.
 enum CopyFrom {
     Context(Vec<Source>),
@@ -1255,18 +1294,7 @@ fn shell_of(state: &State) -> Vec<String> {
     }
 }
 
-fn command_of(state: &State, c: &ShellOrExec) -> Vec<String> {
-    match c {
-        ShellOrExec::Shell(s) => {
-            let mut v = shell_of(state);
-            v.push(s.clone());
-            v
-        }
-        ShellOrExec::Exec(v) => v.clone(),
-    }
-}
-
-fn healthcheck_json(state: &State, h: &Healthcheck) -> serde_json::Value {
+fn healthcheck_json(h: &Healthcheck) -> serde_json::Value {
     match h {
         Healthcheck::None => serde_json::json!({ "Test": ["NONE"] }),
         Healthcheck::Cmd {
@@ -1282,7 +1310,6 @@ fn healthcheck_json(state: &State, h: &Healthcheck) -> serde_json::Value {
                     .chain(v.iter().cloned())
                     .collect(),
             };
-            let _ = state;
             let ns = |d: &Option<std::time::Duration>| d.map_or(0, |d| d.as_nanos() as u64);
             serde_json::json!({
                 "Test": test,
@@ -1295,7 +1322,7 @@ fn healthcheck_json(state: &State, h: &Healthcheck) -> serde_json::Value {
     }
 }
 
-fn set_env(env: &mut Vec<String>, key: &str, value: &str) {
+pub(crate) fn set_env(env: &mut Vec<String>, key: &str, value: &str) {
     let entry = format!("{key}={value}");
     match env
         .iter_mut()

@@ -64,14 +64,17 @@ pub struct PackStats {
 }
 
 /// Writes the tree under `dir` (an overlay upper dir, or a plain dir) as an uncompressed layer
-/// tar to `out`, and strips overlayfs bookkeeping xattrs from it. `dir` itself is not a member.
+/// tar to `out`; with `strip`, also removes overlayfs bookkeeping xattrs from it (for a dir that
+/// becomes a snapshot; never for the upper dir of a mounted overlay). `dir` itself is not a
+/// member.
 /// Errors: [`Error::Io`] naming the path that failed; [`Error::Unsupported`] for overlay
 /// redirects.
-pub fn pack_dir(dir: &Path, out: impl Write) -> Result<PackStats, Error> {
+pub fn pack_dir(dir: &Path, out: impl Write, strip: bool) -> Result<PackStats, Error> {
     let mut packer = Packer {
         tar: tar::Builder::new(out),
         links: HashMap::new(),
         stats: PackStats::default(),
+        strip,
     };
     packer.tar.follow_symlinks(false);
     packer.dir(dir, &PathBuf::new())?;
@@ -88,6 +91,7 @@ struct Packer<W: Write> {
     /// (dev, ino) of files with more than one link → the first member's name.
     links: HashMap<(u64, u64), PathBuf>,
     stats: PackStats,
+    strip: bool,
 }
 
 impl<W: Write> Packer<W> {
@@ -125,7 +129,9 @@ impl<W: Write> Packer<W> {
         if ft.is_socket() {
             return Ok(());
         }
-        strip_bookkeeping(abs)?;
+        if self.strip {
+            strip_bookkeeping(abs)?;
+        }
         if xattr(abs, "trusted.overlay.redirect").is_some()
             || xattr(abs, "trusted.overlay.metacopy").is_some()
         {
@@ -293,7 +299,7 @@ mod tests {
         )
         .unwrap();
         let mut out = Vec::new();
-        let stats = pack_dir(d, &mut out).unwrap();
+        let stats = pack_dir(d, &mut out, true).unwrap();
         let got = members(&out);
         let names: Vec<&str> = got.iter().map(|m| m.0.as_str()).collect();
         assert_eq!(
@@ -329,9 +335,9 @@ mod tests {
         std::fs::write(d.join("x/y/f"), "hello").unwrap();
         std::fs::write(d.join("z"), "z".repeat(200)).unwrap();
         let mut one = Vec::new();
-        pack_dir(&d, &mut one).unwrap();
+        pack_dir(&d, &mut one, true).unwrap();
         let mut two = Vec::new();
-        pack_dir(&d, &mut two).unwrap();
+        pack_dir(&d, &mut two, true).unwrap();
         assert_eq!(one, two);
         let back = dir.path().join("b");
         std::fs::create_dir(&back).unwrap();
@@ -341,7 +347,7 @@ mod tests {
             "hello"
         );
         let mut three = Vec::new();
-        pack_dir(&back, &mut three).unwrap();
+        pack_dir(&back, &mut three, true).unwrap();
         assert_eq!(
             one, three,
             "unpack keeps what the tar says (mtimes included)"
