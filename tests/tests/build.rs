@@ -368,3 +368,79 @@ fn bad_input_fails_in_the_stream_and_leaves_nothing() {
     assert_eq!(b.status, 400);
     assert!(b.messages[0]["http"].as_str().unwrap().contains("remote"));
 }
+
+#[test]
+fn a_committed_container_is_an_image_with_its_changes() {
+    let d = TestDaemon::start();
+    base_image(&d);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c1",
+        "base:1",
+        "sh",
+        "-c",
+        "echo changed > /x; rm /bin/vi; sleep 600",
+    ]);
+    d.wait_until(
+        std::time::Duration::from_secs(60),
+        "the container to write /x",
+        || d.hyperctl(&["exec", "c1", "cat", "/x"]).stdout == "changed\n",
+    );
+    // The seed's example body, and a change that wins over its Cmd. The build branch's shim
+    // has no PauseVm yet: pause=0 copies the changes without freezing the VM.
+    let body = r#"{"Hostname":"","Domainname":"","User":"","Memory":0,"MemorySwap":0,
+        "CpuShares":512,"Cpuset":"0,1","AttachStdin":false,"AttachStdout":true,
+        "AttachStderr":true,"PortSpecs":null,"Tty":false,"OpenStdin":false,"StdinOnce":false,
+        "Env":null,"Cmd":["date"],"Volumes":{"/tmp":{}},"WorkingDir":"",
+        "NetworkDisabled":false,"ExposedPorts":{"22/tcp":{}}}"#;
+    let resp = d.curl_body(
+        "POST",
+        "/container/commit?container=c1&repo=committed&tag=1&comment=snap&author=me&pause=0\
+         &changes=CMD%20%5B%22cat%22%2C%22%2Fx%22%5D",
+        body,
+    );
+    assert_eq!(resp.status, 200, "{resp:?}\n{}", d.log());
+    let id: serde_json::Value = serde_json::from_str(&resp.body).unwrap();
+    assert!(
+        id["ID"].as_str().unwrap().starts_with("sha256:"),
+        "{resp:?}"
+    );
+    assert_eq!(d.ok(&["run", "--rm", "committed:1"]), "changed\n");
+    let out = d.hyperctl(&["run", "--rm", "committed:1", "ls", "/bin/vi"]);
+    assert_ne!(out.code, 0, "the deletion is in the layer: {out:?}");
+    let inspect = d.curl("GET", "/image/inspect?imageId=committed:1", None);
+    let inspect: serde_json::Value = serde_json::from_str(&inspect.body).unwrap();
+    assert_eq!(inspect["Config"]["Cmd"], serde_json::json!(["cat", "/x"]));
+    assert!(
+        inspect["Config"]["Volumes"]["/tmp"].is_object(),
+        "{inspect}"
+    );
+    assert_eq!(inspect["Author"], "me");
+    // hyperctl history shows the commit on top, with its comment.
+    let history = d.ok(&["history", "committed:1"]);
+    let top = history.lines().nth(1).unwrap();
+    assert!(
+        top.starts_with(&id["ID"].as_str().unwrap()[7..19]) && top.ends_with("snap"),
+        "{history}"
+    );
+    // Bad input is a 400 naming it, and leaves no image.
+    for (query, named) in [
+        ("container=c1&changes=RUN%20true", "RUN"),
+        ("container=c1&bogus=1", "bogus"),
+        ("container=nosuch", "nosuch"),
+    ] {
+        let r = d.curl("POST", &format!("/container/commit?{query}&pause=0"), None);
+        assert!(r.status == 400 || r.status == 404, "{query}: {r:?}");
+        assert!(r.body.contains(named), "{query}: {r:?}");
+    }
+    let r = d.curl_body(
+        "POST",
+        "/container/commit?container=c1&pause=0",
+        r#"{"Cmdd":["x"]}"#,
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.body.contains("Cmdd"), "{r:?}");
+    d.ok(&["rm", "c1"]);
+}

@@ -2,8 +2,10 @@
 //! `run` returns the exit status hyperctl ends with.
 
 mod api_spec;
+mod commit;
 mod create;
 mod exec;
+mod history;
 mod images;
 mod import;
 mod info;
@@ -71,6 +73,10 @@ pub enum Command {
     Tag(tag::Args),
     /// Show images' details as JSON.
     Inspect(inspect::Args),
+    /// Make an image of a container's changes.
+    Commit(commit::Args),
+    /// Show an image's history.
+    History(history::Args),
     /// Print the daemon's REST API as an OpenAPI document (YAML).
     ApiSpec(api_spec::Args),
     /// Manage idle VMs that pods can start in.
@@ -90,6 +96,8 @@ pub async fn run(client: &Client, command: Command) -> Result<i32> {
         Command::Version => version::run(client).await,
         Command::Exec(a) => exec::run(client, a).await,
         Command::Images(a) => images::run(client, a).await,
+        Command::Commit(a) => commit::run(client, a).await,
+        Command::History(a) => history::run(client, a).await,
         Command::Import(a) => import::run(client, a).await,
         Command::Pull(a) => pull::run(client, a).await,
         Command::Push(a) => push::run(client, a).await,

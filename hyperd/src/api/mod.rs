@@ -99,6 +99,7 @@ fn routes() -> Router<Arc<Daemon>> {
         .route("/image/create", post(image::create))
         .route("/images/get", get(image::list))
         .route("/image/inspect", get(image::inspect))
+        .route("/image/history", get(image::history))
         .route("/image/push", post(image::push))
         .route("/images/push", post(image::push))
         .route("/image/load", post(image::load))

@@ -555,6 +555,61 @@ impl Images {
         })
     }
 
+    /// Docker's image history of `reference`: one row per history entry of its config, newest
+    /// first; entries that made a layer (not `empty_layer`) take the image's layers in order.
+    pub fn history(&self, reference: &str) -> Result<Vec<rest::ImageHistoryItem>> {
+        let image = self.resolve(reference)?;
+        let config = self.config_of(&image)?;
+        let tags: Vec<String> = self
+            .store
+            .read(|c| store::tags_of_image(c, &image.id))?
+            .iter()
+            .map(|t| format!("{}:{}", t.repo, t.tag))
+            .collect();
+        let mut layers = image.layers.iter();
+        let mut rows: Vec<rest::ImageHistoryItem> = config
+            .history
+            .iter()
+            .map(|h| {
+                let empty = h["empty_layer"].as_bool().unwrap_or(false);
+                let size = if empty {
+                    0
+                } else {
+                    layers
+                        .next()
+                        .map_or(0, |l| self.snapshots.size(&l.chain_id) as i64)
+                };
+                let created = h["created"]
+                    .as_str()
+                    .and_then(|c| humantime::parse_rfc3339_weak(c.trim_end_matches('Z')).ok())
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_secs() as i64);
+                rest::ImageHistoryItem {
+                    id: "<missing>".into(),
+                    created,
+                    created_by: h["created_by"].as_str().unwrap_or("").to_string(),
+                    tags: vec![],
+                    size,
+                    comment: h["comment"].as_str().unwrap_or("").to_string(),
+                }
+            })
+            .collect();
+        // Layers no history entry accounts for (a config without history).
+        for l in layers {
+            rows.push(rest::ImageHistoryItem {
+                id: "<missing>".into(),
+                size: self.snapshots.size(&l.chain_id) as i64,
+                ..Default::default()
+            });
+        }
+        rows.reverse();
+        if let Some(top) = rows.first_mut() {
+            top.id = format!("sha256:{}", image.id);
+            top.tags = tags;
+        }
+        Ok(rows)
+    }
+
     /// Tags the image `source` as `repo:tag` (moving the tag if another image had it).
     pub fn tag(&self, source: &str, repo: &str, tag: &str) -> Result<Reference> {
         let image = self.resolve(source)?;
