@@ -447,7 +447,7 @@ mod proptests {
     use super::*;
 
     fn env(name: &str) -> Option<String> {
-        (name.len() % 2 == 0).then(|| format!("<{name} 'v\" $x>"))
+        name.len().is_multiple_of(2).then(|| format!("<{name} 'v\" $x>"))
     }
 
     proptest! {
