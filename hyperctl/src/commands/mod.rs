@@ -2,6 +2,7 @@
 //! `run` returns the exit status hyperctl ends with.
 
 mod api_spec;
+mod build;
 mod create;
 mod exec;
 mod images;
@@ -53,6 +54,8 @@ pub enum Command {
     Images(images::Args),
     /// Import a rootfs tarball as an image.
     Import(import::Args),
+    /// Build an image from a Dockerfile.
+    Build(build::Args),
     /// Pull an image from a registry.
     Pull(pull::Args),
     /// Push an image to a registry.
@@ -91,6 +94,7 @@ pub async fn run(client: &Client, command: Command) -> Result<i32> {
         Command::Exec(a) => exec::run(client, a).await,
         Command::Images(a) => images::run(client, a).await,
         Command::Import(a) => import::run(client, a).await,
+        Command::Build(a) => build::run(client, a).await,
         Command::Pull(a) => pull::run(client, a).await,
         Command::Push(a) => push::run(client, a).await,
         Command::Login(a) => login::run(client, a).await,
