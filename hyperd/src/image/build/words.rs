@@ -447,7 +447,9 @@ mod proptests {
     use super::*;
 
     fn env(name: &str) -> Option<String> {
-        name.len().is_multiple_of(2).then(|| format!("<{name} 'v\" $x>"))
+        name.len()
+            .is_multiple_of(2)
+            .then(|| format!("<{name} 'v\" $x>"))
     }
 
     proptest! {
