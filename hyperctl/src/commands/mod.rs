@@ -2,6 +2,7 @@
 //! `run` returns the exit status hyperctl ends with.
 
 mod api_spec;
+mod build;
 mod commit;
 mod create;
 mod exec;
@@ -55,6 +56,8 @@ pub enum Command {
     Images(images::Args),
     /// Import a rootfs tarball as an image.
     Import(import::Args),
+    /// Build an image from a Dockerfile.
+    Build(build::Args),
     /// Pull an image from a registry.
     Pull(pull::Args),
     /// Push an image to a registry.
@@ -99,6 +102,7 @@ pub async fn run(client: &Client, command: Command) -> Result<i32> {
         Command::Commit(a) => commit::run(client, a).await,
         Command::History(a) => history::run(client, a).await,
         Command::Import(a) => import::run(client, a).await,
+        Command::Build(a) => build::run(client, a).await,
         Command::Pull(a) => pull::run(client, a).await,
         Command::Push(a) => push::run(client, a).await,
         Command::Login(a) => login::run(client, a).await,

@@ -503,25 +503,34 @@ fn sorted_dir(dir: &Path) -> Result<Vec<(String, fs::FileType)>, ContextError> {
 }
 
 /// Reads a regular file at `rel` resolved inside `base` (symlinks and `..` cannot leave it).
+/// Anything else (a FIFO, a device) is "missing": it is never opened for reading, which could
+/// block or touch a device.
 fn read_in_root(base: &Path, rel: &str) -> io::Result<Vec<u8>> {
     let dir = rfs::open(
         base,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
+    let how = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+    let path_fd = rfs::openat2(
+        &dir,
+        rel,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        how,
+    )?;
+    if rfs::FileType::from_raw_mode(rfs::fstat(&path_fd)?.st_mode) != rfs::FileType::RegularFile {
+        return Err(io::Error::from_raw_os_error(libc::ENOENT));
+    }
     let fd = rfs::openat2(
         &dir,
         rel,
         OFlags::RDONLY | OFlags::CLOEXEC,
         Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        how,
     )?;
-    let mut file = fs::File::from(fd);
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::from_raw_os_error(libc::ENOENT));
-    }
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
+    fs::File::from(fd).read_to_end(&mut bytes)?;
     Ok(bytes)
 }
 
@@ -598,6 +607,7 @@ mod tests {
         RawName(&'a [u8]),
         HardLink(&'a str, &'a [u8]),
         PaxGlobal(&'a str),
+        Fifo(&'a str),
     }
 
     fn tar_of(entries: &[E<'_>]) -> Vec<u8> {
@@ -642,6 +652,13 @@ mod tests {
                     h.as_old_mut().linkname[..target.len()].copy_from_slice(target);
                     h.set_cksum();
                     b.append(&h, io::empty()).unwrap();
+                }
+                E::Fifo(name) => {
+                    h.set_entry_type(tar::EntryType::Fifo);
+                    h.set_mode(0o644);
+                    h.set_size(0);
+                    h.set_cksum();
+                    b.append_data(&mut h, name, io::empty()).unwrap();
                 }
                 E::PaxGlobal(comment) => {
                     // A PAX record is "<length> key=value\n", the length counting itself.
@@ -801,6 +818,12 @@ mod tests {
             ctx.unwrap().dockerfile("").unwrap_err().to_string(),
             "cannot locate specified Dockerfile: Dockerfile"
         );
+        // A FIFO is no Dockerfile (and reading it must not hang).
+        let (_dir, ctx) = extract(&tar_of(&[E::Fifo("Dockerfile")]));
+        assert!(matches!(
+            ctx.unwrap().dockerfile(""),
+            Err(ContextError::NoDockerfile(_))
+        ));
         // An empty body is an empty context.
         let (_dir, ctx) = extract(b"");
         assert!(matches!(
@@ -1033,5 +1056,135 @@ mod tests {
         }
         assert_ne!(digest(&base, &["f", "d"]), reference);
         assert_ne!(digest(&base, &["d", "f", "l"]), reference);
+    }
+}
+
+/// Any archive extracts or is refused with a typed error, writes nothing outside its
+/// directory, and whatever extracts can be searched and hashed without panics or I/O errors.
+/// `PROPTEST_CASES=10000` for the long run.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+    use tar::EntryType;
+
+    use super::*;
+    use hyper_tests::oci::{RawEntry, raw_tar};
+
+    fn path() -> impl Strategy<Value = String> {
+        let part = prop_oneof![
+            Just("a".to_string()),
+            Just("b".to_string()),
+            Just("..".to_string()),
+            Just(".".to_string()),
+            Just(String::new()),
+            Just("Dockerfile".to_string()),
+            Just(DOCKERIGNORE.to_string()),
+            Just(".wh.a".to_string()),
+            Just("outside".to_string()),
+            "[a-z.*?\\[!]{1,5}",
+        ];
+        (
+            prop_oneof![Just(""), Just("/"), Just("./")],
+            prop::collection::vec(part, 1..4),
+        )
+            .prop_map(|(lead, parts)| format!("{lead}{}", parts.join("/")))
+    }
+
+    fn member() -> impl Strategy<Value = RawEntry> {
+        let kind = prop_oneof![
+            4 => Just(EntryType::Regular),
+            3 => Just(EntryType::Directory),
+            3 => Just(EntryType::Symlink),
+            1 => Just(EntryType::Link),
+            1 => Just(EntryType::Fifo),
+            1 => any::<u8>().prop_map(EntryType::new),
+        ];
+        let link = prop_oneof![
+            path(),
+            Just("/etc".to_string()),
+            Just("../../outside".to_string())
+        ];
+        let data = prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..16),
+            "[a-z*!/#\\[\n]{0,20}".prop_map(String::into_bytes),
+        ];
+        (kind, path(), link, data, 0u32..0o10000).prop_map(|(kind, path, link, data, mode)| {
+            RawEntry {
+                kind,
+                path,
+                link,
+                data,
+                mode,
+            }
+        })
+    }
+
+    fn listing(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if fs::symlink_metadata(&p).unwrap().is_dir() {
+                    todo.push(p.clone());
+                }
+                out.push(p);
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn check(tar: &[u8]) -> Result<(), TestCaseError> {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("ctx");
+        let outside = parent.path().join("outside");
+        fs::create_dir_all(&dir).unwrap();
+        fs::create_dir_all(outside.join("a")).unwrap();
+        fs::write(outside.join("a/file"), b"keep").unwrap();
+        let before = listing(&outside);
+        match BuildContext::extract(tar, &dir) {
+            Ok(ctx) => {
+                for p in [".", "*", "a", "a/*", "Dockerfile", "?/b"] {
+                    match ctx.sources(&[p.to_string()]) {
+                        Ok(sources) => {
+                            for s in &sources {
+                                prop_assert!(s.path.starts_with(ctx.root()));
+                            }
+                            if let Err(e) = ctx.digest(&sources) {
+                                prop_assert!(false, "digest of {p}: {e}");
+                            }
+                        }
+                        Err(ContextError::NotFound(_) | ContextError::OutsideContext(_)) => {}
+                        Err(e) => prop_assert!(false, "sources({p}): {e}"),
+                    }
+                }
+                match ctx.dockerfile("Dockerfile") {
+                    Ok(_) | Err(ContextError::NoDockerfile(_)) => {}
+                    Err(e) => prop_assert!(false, "dockerfile: {e}"),
+                }
+            }
+            Err(e) => prop_assert_eq!(e.kind(), Kind::InvalidInput, "{}", e),
+        }
+        prop_assert_eq!(listing(&outside), before);
+        let mut names: Vec<_> = fs::read_dir(parent.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        prop_assert_eq!(names, ["ctx", "outside"]);
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn any_archive(members in prop::collection::vec(member(), 0..8)) {
+            check(&raw_tar(&members))?;
+        }
+
+        #[test]
+        fn any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+            check(&bytes)?;
+        }
     }
 }

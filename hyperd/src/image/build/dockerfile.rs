@@ -1504,3 +1504,90 @@ mod tests {
         }
     }
 }
+
+/// Any text gives a Dockerfile or a typed error naming a line of the text, never a panic.
+/// `PROPTEST_CASES=10000` for the long run.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Lines made of Dockerfile pieces, so that many texts parse and the rest fail late.
+    fn dockerfile_like() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("FROM scratch".to_string()),
+            Just("FROM img AS stage".to_string()),
+            Just("ARG A=1".to_string()),
+            Just("# escape=`".to_string()),
+            Just("# syntax=x".to_string()),
+            Just("# comment".to_string()),
+            Just(String::new()),
+            Just("\u{feff}".to_string()),
+            "(RUN|CMD|ENTRYPOINT|SHELL|VOLUME|COPY|ADD|ENV|LABEL|ARG|EXPOSE|USER|WORKDIR|STOPSIGNAL|HEALTHCHECK|ONBUILD|MAINTAINER|FROM|run|Foo) ?(--[a-z-]{1,6}(=[a-z0-9]{0,3})? )?",
+            "[\\[\\]\"'=`\\\\$ {}:,a-z0-9<-]{0,12}",
+        ];
+        prop::collection::vec(
+            (
+                piece.clone(),
+                piece,
+                prop_oneof![Just("\n"), Just("\r\n"), Just(" \\\n"), Just(" `\n")],
+            ),
+            0..8,
+        )
+        .prop_map(|lines| {
+            lines
+                .into_iter()
+                .map(|(a, b, end)| format!("{a} {b}{end}"))
+                .collect()
+        })
+    }
+
+    fn check(text: &str) -> Result<(), TestCaseError> {
+        let lines = text.split('\n').count();
+        match parse(text) {
+            Ok(d) => {
+                prop_assert!(!d.stages.is_empty());
+                prop_assert!(d.escape == '\\' || d.escape == '`');
+                for stage in &d.stages {
+                    prop_assert!(stage.line >= 1 && stage.line <= lines);
+                    if let Some(name) = &stage.name {
+                        prop_assert_eq!(name, &name.to_lowercase());
+                    }
+                    for i in &stage.instructions {
+                        prop_assert!(i.line >= stage.line && i.line <= lines);
+                        if let Command::Copy(c) | Command::Add(c) = &i.command {
+                            prop_assert!(!c.sources.is_empty());
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                if let Some(line) = e.line() {
+                    prop_assert!(line >= 1 && line <= lines, "{e} of {lines} lines");
+                }
+                prop_assert!(!e.to_string().is_empty());
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn any_text(text in "\\PC{0,200}") {
+            check(&text)?;
+        }
+
+        #[test]
+        fn dockerfile_like_text(text in dockerfile_like()) {
+            check(&text)?;
+        }
+
+        #[test]
+        fn any_single_instruction(text in "\\PC{0,80}", escape in prop_oneof![Just('\\'), Just('`')]) {
+            if let Ok(i) = parse_instruction(&text, 1, escape) {
+                prop_assert_eq!(i.line, 1);
+            }
+        }
+    }
+}

@@ -437,3 +437,39 @@ mod tests {
         assert_eq!(expand_word("${EMPTY?x}", &env, '\\').unwrap(), "");
     }
 }
+
+/// Any text expands to words or a typed error, never a panic; text with no quote, escape or
+/// `$` is left alone. `PROPTEST_CASES=10000` for the long run.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        name.len()
+            .is_multiple_of(2)
+            .then(|| format!("<{name} 'v\" $x>"))
+    }
+
+    proptest! {
+        #[test]
+        fn any_text(raw in "[a-zA-Z0-9_ $'\"`\\\\{}:+?=#*@-]{0,40}|\\PC{0,40}", backtick in any::<bool>()) {
+            let escape = if backtick { '`' } else { '\\' };
+            let word = expand_word(&raw, &env, escape);
+            let words = expand_words(&raw, &env, escape);
+            // Both read the text the same way, so both fail or neither does.
+            prop_assert_eq!(word.is_ok(), words.is_ok(), "{:?}", raw);
+            if let Ok(words) = words {
+                prop_assert!(words.len() <= raw.len() * 3 + 1);
+            }
+        }
+
+        #[test]
+        fn plain_text_is_left_alone(raw in "[a-zA-Z0-9_./:@ -]{0,40}") {
+            prop_assert_eq!(expand_word(&raw, &env, '\\').unwrap(), raw.clone());
+            let split: Vec<String> = raw.split_whitespace().map(String::from).collect();
+            prop_assert_eq!(expand_words(&raw, &env, '\\').unwrap(), split);
+        }
+    }
+}
