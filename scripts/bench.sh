@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs a benchmark (default: boot) on release builds and prints its figures.
-#   scripts/bench.sh [boot | pods | pull ...]
-# pull also needs skopeo and docker-registry: checked before the (long) build.
+#   scripts/bench.sh [boot | pods | pull | build ...]
+# pull also needs skopeo and docker-registry, build needs buildah: checked before the (long) build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 benches=("$@")
@@ -13,6 +13,10 @@ for b in "${benches[@]}"; do
         command -v "$tool" >/dev/null ||
           { echo "bench pull needs $tool: apt-get install $tool" >&2; exit 1; }
       done
+      ;;
+    build)
+      command -v buildah >/dev/null ||
+        { echo "bench build needs buildah: apt-get install buildah" >&2; exit 1; }
       ;;
   esac
 done

@@ -869,7 +869,7 @@ impl Build<'_> {
         let flags = format!("{dest_rel:?} {dest_is_dir} {owner:?} {mode:?}");
         if let Some(from) = &c.from {
             let from = self.expand(from, state, vars, line)?;
-            let (from_lowers, from_key) = self.from_stage(&from, line).await?;
+            let (from_lowers, from_key) = self.copy_source_fs(&from, line).await?;
             let mut paths = Vec::new();
             for s in &sources {
                 if s.contains(['*', '?', '[']) {
@@ -942,7 +942,7 @@ impl Build<'_> {
 
     /// `COPY --from=`: an earlier stage by name or index, or an image. Returns its lower dirs
     /// and its identity for the cache key.
-    async fn from_stage(&self, from: &str, line: usize) -> Result<(Vec<PathBuf>, String)> {
+    async fn copy_source_fs(&self, from: &str, line: usize) -> Result<(Vec<PathBuf>, String)> {
         let lower = from.to_ascii_lowercase();
         let st = self
             .stages
