@@ -444,3 +444,51 @@ fn a_committed_container_is_an_image_with_its_changes() {
     assert!(r.body.contains("Cmdd"), "{r:?}");
     d.ok(&["rm", "c1"]);
 }
+
+#[test]
+fn parser_cases_build_through_hyperctl_and_onbuild_triggers_run() {
+    let d = TestDaemon::start();
+    base_image(&d);
+    // A BOM, the backtick escape, a RUN continued over lines, and .dockerignore with an
+    // exception; built from a directory by hyperctl, which leaves excluded files out.
+    let ctx = context(
+        &d,
+        "parser",
+        &[
+            (
+                "Dockerfile",
+                "\u{feff}# escape=`\nFROM base:1\nRUN echo one `\n    two `\n    > /cont.txt\n\
+                 COPY . /ctx/\nONBUILD RUN echo triggered > /trig.txt\n",
+            ),
+            (".dockerignore", "*.log\n!keep.log\n"),
+            ("drop.log", "no"),
+            ("keep.log", "yes"),
+            ("b.txt", "b"),
+        ],
+    );
+    let out = d.ok(&["build", "-t", "parsed:1", ctx.to_str().unwrap()]);
+    assert!(out.contains("Step 2/4 : RUN echo one"), "{out}");
+    assert!(out.contains("Successfully tagged parsed:1"), "{out}");
+    assert_eq!(
+        d.ok(&["run", "--rm", "parsed:1", "cat", "/cont.txt"]),
+        "one two\n"
+    );
+    let ls = d.ok(&["run", "--rm", "parsed:1", "ls", "/ctx"]);
+    assert!(ls.contains("keep.log") && ls.contains("b.txt"), "{ls}");
+    assert!(!ls.contains("drop.log"), "{ls}");
+    // The ONBUILD trigger is stored, and runs when a build starts FROM the image.
+    let out = d.hyperctl(&["run", "--rm", "parsed:1", "ls", "/trig.txt"]);
+    assert_ne!(out.code, 0, "{out:?}");
+    let child = context(
+        &d,
+        "child",
+        &[(
+            "Dockerfile",
+            "FROM parsed:1\nCMD [\"cat\", \"/trig.txt\"]\n",
+        )],
+    );
+    let out = d.ok(&["build", "-t", "child:1", child.to_str().unwrap()]);
+    assert!(out.contains("# Executing 1 build trigger"), "{out}");
+    assert_eq!(d.ok(&["run", "--rm", "child:1"]), "triggered\n");
+    assert_nothing_left(&d);
+}
