@@ -492,3 +492,53 @@ fn parser_cases_build_through_hyperctl_and_onbuild_triggers_run() {
     assert_eq!(d.ok(&["run", "--rm", "child:1"]), "triggered\n");
     assert_nothing_left(&d);
 }
+
+#[test]
+fn a_client_that_goes_away_stops_the_build_and_its_vm() {
+    use std::io::BufRead as _;
+    let d = TestDaemon::start();
+    base_image(&d);
+    let ctx = context(
+        &d,
+        "slow",
+        &[("Dockerfile", "FROM base:1\nRUN echo started; sleep 300\n")],
+    );
+    let body = tar(&ctx, "");
+    let mut curl = Command::new("curl")
+        .args(["-sN", "--unix-socket"])
+        .arg(&d.socket)
+        .arg("--data-binary")
+        .arg(format!("@{}", body.display()))
+        .arg("http://hyperd/image/build?t=slow:1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(curl.stdout.take().unwrap()).lines();
+    let started = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("started"));
+    assert!(started, "the RUN never printed\n{}", d.log());
+    assert!(!processes_mentioning(&d.run_dir.join("vms")).is_empty());
+    curl.kill().unwrap();
+    curl.wait().unwrap();
+    drop(lines);
+    d.wait_until(
+        std::time::Duration::from_secs(60),
+        "the build VM to go",
+        || processes_mentioning(&d.run_dir.join("vms")).is_empty(),
+    );
+    d.wait_until(
+        std::time::Duration::from_secs(30),
+        "the work dir to go",
+        || {
+            std::fs::read_dir(d.root.join("tmp"))
+                .unwrap()
+                .next()
+                .is_none()
+        },
+    );
+    assert_nothing_left(&d);
+    let images = d.curl("GET", "/images/get?all=1", None).body;
+    assert!(!images.contains("slow"), "{images}");
+}
