@@ -542,3 +542,56 @@ fn a_client_that_goes_away_stops_the_build_and_its_vm() {
     let images = d.curl("GET", "/images/get?all=1", None).body;
     assert!(!images.contains("slow"), "{images}");
 }
+
+#[test]
+fn a_missing_base_is_pulled_with_the_credentials_of_x_registry_config() {
+    use base64::Engine as _;
+    let reg = hyper_tests::registry::TestRegistry::start_token_auth("alice", "s3cret");
+    let bb = tempfile::tempdir().unwrap();
+    let rootfs = busybox_rootfs(bb.path());
+    let image =
+        hyper_tests::oci::TestImage::new(vec![hyper_tests::oci::TestLayer::from_dir(&rootfs)])
+            .cmd(&["sh"]);
+    reg.push_image(&image, "base:1");
+    let d = TestDaemon::start();
+    let base = format!("{}/base:1", reg.host());
+    let ctx = context(
+        &d,
+        "pulled",
+        &[("Dockerfile", &format!("FROM {base}\nRUN echo built > /x\n"))],
+    );
+    let body = tar(&ctx, "");
+    let post = |header: Option<String>| -> Vec<serde_json::Value> {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "--unix-socket"]).arg(&d.socket);
+        if let Some(h) = header {
+            cmd.arg("-H").arg(format!("X-Registry-Config: {h}"));
+        }
+        let out = cmd
+            .arg("--data-binary")
+            .arg(format!("@{}", body.display()))
+            .arg("http://hyperd/image/build?t=pulled:1")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+            .collect()
+    };
+    // Without credentials the registry refuses the pull: an error in the stream, no image.
+    let refused = post(None);
+    assert!(
+        refused.iter().any(|m| m.get("error").is_some()),
+        "{refused:?}"
+    );
+    let config = serde_json::json!({ reg.host(): { "username": "alice", "password": "s3cret" } });
+    let header = base64::engine::general_purpose::URL_SAFE.encode(config.to_string());
+    let built = post(Some(header));
+    assert!(
+        built.iter().any(|m| m["aux"]["ID"].is_string()),
+        "{built:?}\n{}",
+        d.log()
+    );
+    assert_eq!(d.ok(&["run", "--rm", "pulled:1", "cat", "/x"]), "built\n");
+    assert_nothing_left(&d);
+}
