@@ -1352,6 +1352,100 @@ fn short(key: &str) -> &str {
 mod tests {
     use super::*;
 
+    fn context_tar(files: &[(&str, &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_mtime(1_700_000_000);
+            b.append_data(&mut h, name, data.as_bytes()).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn body(
+        data: Vec<u8>,
+    ) -> impl Stream<Item = std::result::Result<Bytes, std::io::Error>> + Unpin {
+        futures::stream::iter(vec![Ok(Bytes::from(data))])
+    }
+
+    /// A build without RUN needs no VM: the executor, the cache and the image record alone.
+    #[tokio::test]
+    async fn a_build_without_run_boots_nothing_and_a_rebuild_is_all_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(crate::store::Store::open(&dir.path().join("db")).unwrap());
+        let registry = crate::image::registry::Registry::new(Default::default()).unwrap();
+        let images = Arc::new(Images::new(dir.path(), store.clone(), registry).unwrap());
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let config = crate::config::Config {
+            listen: vec![],
+            root: dir.path().into(),
+            run_dir: dir.path().join("run"),
+            vmm: crate::config::VmmChoice::Auto,
+            log: "off".into(),
+            // A build that tried to boot would fail at once.
+            shim: "/bin/false".into(),
+            guest_dir: None,
+            insecure_registries: vec![],
+            registry_mirrors: vec![],
+            certs_dir: dir.path().join("certs.d"),
+            docker_hub_host: "127.0.0.1:9".into(),
+        };
+        let vms = Vms::new(Arc::new(config), store, tx);
+        let builder = Builder::new(images.clone(), vms);
+        let ctx = context_tar(&[
+            (
+                "Dockerfile",
+                "FROM scratch\nARG V=1\nCOPY a /etc/a\nENV X=$V Y=\"a b\"\nWORKDIR /w\nLABEL v=$V\nCMD [\"x\"]\n",
+            ),
+            ("a", "alpha"),
+        ]);
+        let opts = BuildOptions {
+            tags: vec![Reference::parse("t:1").unwrap()],
+            build_args: [("V".to_string(), Some("2".to_string()))].into(),
+            ..Default::default()
+        };
+        let first = builder
+            .build(body(ctx.clone()), &opts, &Progress::discard())
+            .await
+            .unwrap();
+        assert_eq!((first.executed, first.cached, first.vms_booted), (6, 0, 0));
+        let config = images.config_of(&first.image).unwrap();
+        assert_eq!(config.config.env, ["X=2", "Y=a b"]);
+        assert_eq!(config.config.working_dir, "/w");
+        assert_eq!(config.config.cmd, ["x"]);
+        assert_eq!(config.config.labels["v"], "2");
+        // COPY made one layer, WORKDIR another (the dir did not exist).
+        assert_eq!(first.image.layers.len(), 2);
+        let top = images.snapshot_path(&first.image.layers[0].chain_id);
+        assert_eq!(std::fs::read_to_string(top.join("etc/a")).unwrap(), "alpha");
+        assert_eq!(config.history.len(), 6);
+
+        // The same context, gzipped: every step from the cache, the same image.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &ctx).unwrap();
+        let again = builder
+            .build(body(gz.finish().unwrap()), &opts, &Progress::discard())
+            .await
+            .unwrap();
+        assert_eq!((again.executed, again.cached), (0, 6));
+        assert_eq!(again.image.id, first.image.id);
+        // Another build arg value changes the key of every step after its ARG.
+        let other = BuildOptions {
+            build_args: [("V".to_string(), Some("3".to_string()))].into(),
+            ..opts.clone()
+        };
+        let third = builder
+            .build(body(ctx), &other, &Progress::discard())
+            .await
+            .unwrap();
+        assert_eq!((third.cached, third.executed), (1, 5));
+        assert_ne!(third.image.id, first.image.id);
+        // Nothing of the builds is left in the work dir.
+        assert_eq!(std::fs::read_dir(images.work_dir()).unwrap().count(), 0);
+    }
+
     #[test]
     fn env_is_replaced_by_key() {
         let mut env = vec!["A=1".to_string(), "PATH=/bin".to_string()];
