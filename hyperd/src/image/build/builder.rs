@@ -356,6 +356,23 @@ impl Build<'_> {
                     source,
                 }
             })?;
+            if let Some(raw) = &stage.platform {
+                let platform = words::expand_word(raw, &lookup, self.escape).map_err(|source| {
+                    Error::Word {
+                        line: stage.line,
+                        source,
+                    }
+                })?;
+                // VMs here are linux/amd64: another platform cannot be built, so say so.
+                if !matches!(platform.as_str(), "linux/amd64" | "linux/x86_64" | "linux") {
+                    return Err(Error::Step {
+                        line: stage.line,
+                        message: format!(
+                            "FROM --platform={platform}: only linux/amd64 can be built here"
+                        ),
+                    });
+                }
+            }
             let mut state = self.base(&base, i, stage.line).await?;
             self.say(format!(" ---> {}", short(&state.key)));
             let mut vars = StageVars::default();
@@ -675,6 +692,7 @@ impl Build<'_> {
                     },
                 )?;
                 let lowers = self.lowers(state);
+                let rel = copy::resolve_in_image(&lowers, &rel, false);
                 if rel.as_os_str().is_empty() || copy::is_dir(&lowers, &rel) {
                     return Ok(None);
                 }
@@ -854,6 +872,13 @@ impl Build<'_> {
         let (dest_rel, dir_syntax) =
             copy::resolve_dest(&dest, &state.config.config.working_dir).map_err(cerr)?;
         let lowers = self.lowers(state);
+        // A link to a dir is followed; a link to anything else is replaced (as Docker does).
+        let followed = copy::resolve_in_image(&lowers, &dest_rel, false);
+        let dest_rel = if dir_syntax || copy::is_dir(&lowers, &followed) {
+            followed
+        } else {
+            copy::resolve_in_image(&lowers, &dest_rel, true)
+        };
         let owner = match &c.chown {
             Some(spec) => {
                 let spec = self.expand(spec, state, vars, line)?;

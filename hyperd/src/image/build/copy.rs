@@ -108,6 +108,57 @@ fn is_opaque(dir: &Path) -> bool {
     matches!(rfs::lgetxattr(dir, "trusted.overlay.opaque", &mut buf[..]), Ok(1) if buf[0] == b'y')
 }
 
+/// `rel` with the image's symlinks in it followed, as Docker resolves a `COPY` destination
+/// inside the image (`/bin` → `usr/bin` on merged-usr images): each component that is a symlink
+/// in the merged view is replaced by its target (relative to its dir, or to the root when
+/// absolute), at most 40 times; the result never leaves the root. The last component is
+/// followed too unless `keep_last` (a file destination replaces a link).
+pub fn resolve_in_image(lowers: &[PathBuf], rel: &Path, keep_last: bool) -> PathBuf {
+    let mut todo: Vec<std::ffi::OsString> = rel
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_owned()),
+            _ => None,
+        })
+        .rev()
+        .collect();
+    let mut out = PathBuf::new();
+    let mut hops = 0;
+    while let Some(name) = todo.pop() {
+        if name == ".." {
+            out.pop();
+            continue;
+        }
+        let candidate = out.join(&name);
+        let last = todo.is_empty();
+        let link = (!(last && keep_last) && hops < 40)
+            .then(|| lookup(lowers, &candidate))
+            .flatten()
+            .filter(|p| {
+                p.symlink_metadata()
+                    .is_ok_and(|m| m.file_type().is_symlink())
+            })
+            .and_then(|p| std::fs::read_link(p).ok());
+        match link {
+            Some(target) => {
+                hops += 1;
+                if target.is_absolute() {
+                    out = PathBuf::new();
+                }
+                for c in target.components().rev() {
+                    match c {
+                        Component::Normal(n) => todo.push(n.to_owned()),
+                        Component::ParentDir => todo.push("..".into()),
+                        _ => {}
+                    }
+                }
+            }
+            None => out = candidate,
+        }
+    }
+    out
+}
+
 /// Whether `rel` is a directory in the merged view.
 pub fn is_dir(lowers: &[PathBuf], rel: &Path) -> bool {
     lookup(lowers, rel).is_some_and(|p| p.symlink_metadata().is_ok_and(|m| m.is_dir()))
@@ -401,6 +452,23 @@ mod tests {
         assert!(e.contains("nobody") && e.contains("/etc/passwd"), "{e}");
         assert!(parse_chmod("755").is_ok());
         assert!(parse_chmod("9").is_err());
+    }
+
+    #[test]
+    fn image_symlinks_in_a_destination_are_followed_inside_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        let l = d.path().join("l");
+        std::fs::create_dir_all(l.join("usr/bin")).unwrap();
+        std::os::unix::fs::symlink("usr/bin", l.join("bin")).unwrap();
+        std::os::unix::fs::symlink("/../../etc", l.join("up")).unwrap();
+        std::os::unix::fs::symlink("x", l.join("usr/bin/link")).unwrap();
+        let lowers = vec![l];
+        let r = |p: &str, keep| resolve_in_image(&lowers, Path::new(p), keep);
+        assert_eq!(r("bin/tool", false), PathBuf::from("usr/bin/tool"));
+        assert_eq!(r("up/passwd", false), PathBuf::from("etc/passwd"));
+        assert_eq!(r("bin/link", true), PathBuf::from("usr/bin/link"));
+        assert_eq!(r("bin/link", false), PathBuf::from("usr/bin/x"));
+        assert_eq!(r("plain/dir", false), PathBuf::from("plain/dir"));
     }
 
     #[test]
