@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the guest image: the Debian cloud kernel as a PVH vmlinux, and an initramfs with the
-# static hyper-agent as /init plus the kernel modules it loads.
+# static hyper-agent as /init plus the kernel modules it loads, and a static busybox in /bin
+# for commands run in the VM itself.
 #
 # Output: $TARGET/guest/vmlinux and $TARGET/guest/initramfs.img. Each is rebuilt only when its
 # inputs (kernel package, agent binary, module list) change.
@@ -70,6 +71,23 @@ fi
   cargo build --quiet --release -p hyper-agent --target x86_64-unknown-linux-gnu)
 agent=$target/x86_64-unknown-linux-gnu/release/hyper-agent
 
+# A static busybox gives commands run in the VM itself (execvm) a shell and tools on the PATH.
+busybox=$(command -v busybox || true)
+# A dynamic busybox (an ELF program header of type PT_INTERP) could not run without the host's
+# libc.
+has_interp() {
+  local phoff phentsize phnum i
+  phoff=$(od -An -tu8 -j32 -N8 "$1" | tr -d ' ')
+  phentsize=$(od -An -tu2 -j54 -N2 "$1" | tr -d ' ')
+  phnum=$(od -An -tu2 -j56 -N2 "$1" | tr -d ' ')
+  for ((i = 0; i < phnum; i++)); do
+    [ "$(od -An -tu4 -j$((phoff + i * phentsize)) -N4 "$1" | tr -d ' ')" = 3 ] && return 0
+  done
+  return 1
+}
+[ -n "$busybox" ] && ! has_interp "$busybox" ||
+  { log "a static busybox is needed on the PATH (Debian: busybox-static)"; exit 1; }
+
 # --- initramfs --------------------------------------------------------------------------------
 mods=()
 for m in "${MODULES[@]}"; do
@@ -78,7 +96,7 @@ for m in "${MODULES[@]}"; do
   mods+=("$f")
 done
 
-stamp=$( (echo "$pkg"; sha256sum "$agent" "$0"; printf '%s\n' "${MODULES[@]}") | sha256sum | cut -d' ' -f1)
+stamp=$( (echo "$pkg"; sha256sum "$agent" "$busybox" "$0"; printf '%s\n' "${MODULES[@]}") | sha256sum | cut -d' ' -f1)
 if [ -f "$out/initramfs.img" ] && [ "$(cat "$out/initramfs.stamp" 2>/dev/null)" = "$stamp" ]; then
   exit 0
 fi
@@ -87,6 +105,11 @@ stage=$(mktemp -d "$out/initramfs.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage"/{dev,proc,sys,run,tmp,lib/modules}
 cp "$agent" "$stage/init"
+mkdir -p "$stage/bin"
+cp "$busybox" "$stage/bin/busybox"
+for applet in $("$busybox" --list); do
+  [ "$applet" = busybox ] || ln -s busybox "$stage/bin/$applet"
+done
 cp "${mods[@]}" "$stage/lib/modules/"
 # The kernel opens /dev/console for PID 1's stdio before the agent mounts devtmpfs.
 mknod -m 600 "$stage/dev/console" c 5 1

@@ -1,7 +1,8 @@
 //! The guest's containers: created and started with libcontainer, their processes tracked
-//! until removal.
+//! until removal; and processes run in the VM itself, outside every container (execvm).
 
 use std::collections::HashMap;
+use std::os::unix::process::CommandExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -12,10 +13,10 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use hyper_proto::agent::CreateContainerRequest;
-use hyper_proto::types::{ExecRequest, ProcessRef};
+use hyper_proto::types::{ContainerStats, ExecRequest, Process, ProcessRef};
 
 use crate::error::{Error, Result};
-use crate::process::{ProcessHandle, stdio_pipes};
+use crate::process::{ProcessHandle, stdio};
 use crate::reaper::Reaper;
 use crate::spec::{self, SpecInput};
 use crate::workload::Workload;
@@ -38,6 +39,8 @@ pub struct Containers {
     bundles: PathBuf,
     reaper: Reaper,
     entries: Mutex<HashMap<String, Entry>>,
+    /// Processes run in the VM itself, by exec id.
+    vm_execs: Mutex<HashMap<String, Arc<ProcessHandle>>>,
 }
 
 /// Container and exec ids: what Docker accepts, and safe as a path component.
@@ -91,6 +94,7 @@ impl Containers {
             bundles: bundles.to_path_buf(),
             reaper,
             entries: Mutex::new(HashMap::new()),
+            vm_execs: Mutex::new(HashMap::new()),
         }
     }
 
@@ -118,10 +122,8 @@ impl Containers {
             .process
             .as_ref()
             .ok_or_else(|| Error::InvalidArgument("process: missing".into()))?;
-        if process.terminal {
-            return Err(Error::InvalidArgument(
-                "process.terminal: not supported yet".into(),
-            ));
+        if process.args.is_empty() {
+            return Err(Error::InvalidArgument("no command given".into()));
         }
         let hostname = if req.hostname.is_empty() {
             req.id.chars().take(12).collect()
@@ -130,13 +132,8 @@ impl Containers {
         };
         let user = resolve_user(&rootfs, &process.user)?;
         let env = spec::process_env(&process.env, &user.home, &hostname);
-        let command = process.args.first().map(String::as_str).unwrap_or("");
-        crate::rootfs::check_executable(
-            &rootfs,
-            command,
-            spec::env_value(&env, "PATH").unwrap_or(""),
-            spec::cwd(process),
-        )?;
+        // A missing command is not checked here: it starts, and ends with 127 (Docker's run).
+        crate::rootfs::ensure_dir(&rootfs, spec::cwd(process), user.uid, user.gid)?;
         let resources = req.resources.unwrap_or_default();
         let config = spec::container_spec(&SpecInput {
             id: &req.id,
@@ -158,14 +155,18 @@ impl Containers {
             return Err(Error::io("write config.json", e));
         }
 
-        let (child, agent) = stdio_pipes(process.stdin)?;
+        let (child, agent) = stdio(process.terminal, process.stdin)?;
+        let workload = Workload {
+            init: true,
+            terminal: process.terminal,
+        };
         let built = ContainerBuilder::new(req.id.clone(), SyscallType::default())
             .with_root_path(&self.state)
             .map(|b| {
                 b.with_stdin(child.stdin)
                     .with_stdout(child.stdout)
                     .with_stderr(child.stderr)
-                    .with_executor(Workload)
+                    .with_executor(workload)
                     .as_init(&bundle)
                     .with_systemd(false)
                     .with_detach(true)
@@ -219,17 +220,19 @@ impl Containers {
         Ok(entry.init.pid)
     }
 
-    /// Runs a new process in a running container's namespaces and cgroup.
+    /// Runs a new process in a running container's namespaces and cgroup; with an empty
+    /// container id, in the VM itself ([`Containers::exec_vm`]).
     pub fn exec(&self, req: &ExecRequest) -> Result<i32> {
         validate_id("exec id", &req.exec_id)?;
         let process = req
             .process
             .as_ref()
             .ok_or_else(|| Error::InvalidArgument("process: missing".into()))?;
-        if process.terminal {
-            return Err(Error::InvalidArgument(
-                "process.terminal: not supported yet".into(),
-            ));
+        if process.args.is_empty() {
+            return Err(Error::InvalidArgument("no command given".into()));
+        }
+        if req.container_id.is_empty() {
+            return self.exec_vm(&req.exec_id, process);
         }
         let mut entries = self.entries();
         let entry = entries
@@ -255,27 +258,30 @@ impl Containers {
         };
         let env = spec::process_env(&process.env, &home, &entry.hostname);
         let cwd = spec::cwd(process);
-        let command = process.args.first().map(String::as_str).unwrap_or("");
-        crate::rootfs::check_executable(
-            &entry.rootfs,
-            command,
-            spec::env_value(&env, "PATH").unwrap_or(""),
-            cwd,
-        )?;
+        if crate::rootfs::resolve(&entry.rootfs, cwd).is_none_or(|p| !p.is_dir()) {
+            return Err(Error::InvalidArgument(format!(
+                "cwd {cwd}: no such directory in container {}",
+                req.container_id
+            )));
+        }
         let env_map = env
             .iter()
             .filter_map(|e| e.split_once('='))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
 
-        let (child, agent) = stdio_pipes(process.stdin)?;
+        let (child, agent) = stdio(process.terminal, process.stdin)?;
+        let workload = Workload {
+            init: false,
+            terminal: process.terminal,
+        };
         let pid = ContainerBuilder::new(req.container_id.clone(), SyscallType::default())
             .with_root_path(&self.state)
             .and_then(|b| {
                 b.with_stdin(child.stdin)
                     .with_stdout(child.stdout)
                     .with_stderr(child.stderr)
-                    .with_executor(Workload)
+                    .with_executor(workload)
                     .as_tenant()
                     .with_container_args(process.args.clone())
                     .with_env(env_map)
@@ -294,7 +300,77 @@ impl Containers {
         Ok(pid)
     }
 
+    /// Runs a command in the VM itself: the agent's namespaces, root, [`spec::DEFAULT_PATH`].
+    /// A command that cannot be executed still gets a process that ended with 127 or 126 and
+    /// said why on stderr, as in a container.
+    pub fn exec_vm(&self, exec_id: &str, process: &Process) -> Result<i32> {
+        if !process.user.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "user {}: a process in the vm runs as root",
+                process.user
+            )));
+        }
+        let mut vm_execs = self.vm_execs.lock().expect("vm execs lock");
+        if vm_execs.contains_key(exec_id) {
+            return Err(Error::Conflict(format!("exec {exec_id} already exists")));
+        }
+        let cwd = spec::cwd(process);
+        if !Path::new(cwd).is_dir() {
+            return Err(Error::InvalidArgument(format!(
+                "cwd {cwd}: no such directory in the vm"
+            )));
+        }
+        let env = spec::process_env(&process.env, "/root", "");
+        let (child, agent) = stdio(process.terminal, process.stdin)?;
+        let mut command = std::process::Command::new(&process.args[0]);
+        command
+            .args(&process.args[1..])
+            .env_clear()
+            .envs(env.iter().filter_map(|e| e.split_once('=')))
+            .current_dir(cwd)
+            .stdin(child.stdin)
+            .stdout(child.stdout)
+            .stderr(child.stderr);
+        let terminal = process.terminal;
+        // SAFETY: only async-signal-safe calls (setsid, ioctl) between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                nix::unistd::setsid()?;
+                if terminal && libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        // The agent is single-threaded: the reaper cannot collect the child before `spawn`
+        // returns, and it never waits for it afterwards (dropping a `Child` does not wait).
+        let handle = match command.spawn() {
+            Ok(spawned) => {
+                let pid = spawned.id() as i32;
+                ProcessHandle::new(pid, self.reaper.register(pid), agent)?
+            }
+            Err(e) => {
+                let errno = nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::ENOENT));
+                let (code, message) = crate::workload::exec_failure(&process.args[0], errno);
+                ProcessHandle::failed(code, message)
+            }
+        };
+        let pid = handle.pid;
+        vm_execs.insert(exec_id.to_string(), handle);
+        tracing::info!(exec_id, pid, "exec in the vm started");
+        Ok(pid)
+    }
+
     pub fn process(&self, r: &ProcessRef) -> Result<Arc<ProcessHandle>> {
+        if r.container_id.is_empty() {
+            return self
+                .vm_execs
+                .lock()
+                .expect("vm execs lock")
+                .get(&r.exec_id)
+                .cloned()
+                .ok_or_else(|| Error::NotFound(format!("no such exec in the vm: {}", r.exec_id)));
+        }
         let entries = self.entries();
         let entry = entries
             .get(&r.container_id)
@@ -321,6 +397,19 @@ impl Containers {
         }
         kill(Pid::from_raw(process.pid), signal)
             .map_err(|e| Error::io(format!("signal process {}", process.pid), e.into()))
+    }
+
+    /// Sets the window size of a process started with a terminal.
+    pub fn resize(&self, r: &ProcessRef, rows: u32, cols: u32) -> Result<()> {
+        self.process(r)?.resize(rows, cols)
+    }
+
+    /// The container's resource use, from its cgroup and the guest's totals.
+    pub fn stats(&self, id: &str) -> Result<ContainerStats> {
+        if !self.entries().contains_key(id) {
+            return Err(Error::NotFound(format!("no such container: {id}")));
+        }
+        crate::stats::read(&Path::new(crate::CGROUP_ROOT).join(id))
     }
 
     /// Kills whatever still runs in the container, then deletes its cgroup and state.

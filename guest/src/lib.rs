@@ -17,6 +17,7 @@ pub mod reaper;
 pub mod rootfs;
 pub mod server;
 pub mod spec;
+pub mod stats;
 pub mod user;
 pub mod workload;
 
@@ -30,6 +31,8 @@ pub const SHARE_TAG: &str = "share";
 pub const STATE_DIR: &str = "/run/hyper/containers";
 /// OCI bundles (config.json) of the containers.
 pub const BUNDLE_DIR: &str = "/run/hyper/bundles";
+/// The parent cgroup of the containers' cgroups (`cgroupsPath` /hyper/<id>).
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup/hyper";
 /// Kernel modules packed into the initramfs.
 pub const MODULE_DIR: &str = "/lib/modules";
 

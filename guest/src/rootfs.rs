@@ -1,5 +1,5 @@
-//! Path lookups inside a container's rootfs from outside it: symlinks resolve against the
-//! rootfs, never against the guest's own root.
+//! Path lookups and the working directory inside a container's rootfs from outside it:
+//! symlinks resolve against the rootfs, never against the guest's own root.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -62,46 +62,60 @@ fn join(rootfs: &Path, parts: &[String]) -> PathBuf {
     p
 }
 
-fn is_executable_file(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// Checks that `command` can be executed in the container, looking it up in `$PATH` when it
-/// has no slash, as execvp does. The error names the command the user gave.
-pub fn check_executable(rootfs: &Path, command: &str, path_env: &str, cwd: &str) -> Result<()> {
-    if command.is_empty() {
-        return Err(Error::InvalidArgument("no command given".into()));
-    }
-    let candidates: Vec<String> = if command.contains('/') {
-        if command.starts_with('/') {
-            vec![command.to_string()]
-        } else {
-            vec![format!("{}/{command}", cwd.trim_end_matches('/'))]
+/// Creates `path` (absolute, as the container sees it) under `rootfs` as `mkdir -p` does,
+/// each new directory owned by `uid`:`gid` (Docker's WORKDIR). Symlinks on the way resolve
+/// inside the rootfs, never out of it. Errors: a component that exists and is not a directory.
+pub fn ensure_dir(rootfs: &Path, path: &str, uid: u32, gid: u32) -> Result<()> {
+    let mut pending: Vec<String> = components(path);
+    pending.reverse();
+    let mut resolved: Vec<String> = Vec::new();
+    let mut links = 0;
+    while let Some(part) = pending.pop() {
+        match part.as_str() {
+            "." => continue,
+            ".." => {
+                resolved.pop();
+                continue;
+            }
+            _ => {}
         }
-    } else {
-        path_env
-            .split(':')
-            .filter(|d| !d.is_empty())
-            .map(|d| format!("{}/{command}", d.trim_end_matches('/')))
-            .collect()
-    };
-    let found = candidates
-        .iter()
-        .filter_map(|c| resolve(rootfs, c))
-        .find(|p| p.exists());
-    match found {
-        Some(p) if is_executable_file(&p) => Ok(()),
-        Some(_) => Err(Error::InvalidArgument(format!(
-            "{command}: permission denied: not an executable file"
-        ))),
-        None if command.contains('/') => Err(Error::InvalidArgument(format!(
-            "{command}: no such file or directory"
-        ))),
-        None => Err(Error::InvalidArgument(format!(
-            "{command}: executable file not found in $PATH"
-        ))),
+        let candidate = join(rootfs, &resolved).join(&part);
+        match std::fs::symlink_metadata(&candidate) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(Error::InvalidArgument(format!(
+                        "cwd {path}: too many levels of symbolic links"
+                    )));
+                }
+                let target = std::fs::read_link(&candidate)
+                    .map_err(|e| Error::io(format!("cwd {path}: read link"), e))?;
+                let target = target.to_string_lossy();
+                if target.starts_with('/') {
+                    resolved.clear();
+                }
+                let mut more = components(&target);
+                more.reverse();
+                pending.extend(more);
+            }
+            Ok(meta) if meta.is_dir() => resolved.push(part),
+            Ok(_) => {
+                return Err(Error::InvalidArgument(format!(
+                    "cwd {path}: /{} is not a directory",
+                    [resolved.as_slice(), &[part]].concat().join("/")
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&candidate)
+                    .map_err(|e| Error::io(format!("cwd {path}: mkdir"), e))?;
+                std::os::unix::fs::lchown(&candidate, Some(uid), Some(gid))
+                    .map_err(|e| Error::io(format!("cwd {path}: chown"), e))?;
+                resolved.push(part);
+            }
+            Err(e) => return Err(Error::io(format!("cwd {path}"), e)),
+        }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -141,26 +155,24 @@ mod tests {
     }
 
     #[test]
-    fn commands_are_found_on_path() {
+    fn missing_directories_are_created_inside_the_rootfs() {
         let dir = rootfs();
-        check_executable(dir.path(), "sh", "/usr/bin:/bin", "/").unwrap();
-        check_executable(dir.path(), "/bin/sh", "", "/").unwrap();
-    }
-
-    #[test]
-    fn missing_and_non_executable_commands_are_named() {
-        let dir = rootfs();
-        let e = check_executable(dir.path(), "nosuch", "/bin", "/")
-            .unwrap_err()
-            .to_string();
-        assert_eq!(e, "nosuch: executable file not found in $PATH");
-        let e = check_executable(dir.path(), "/etc/data", "/bin", "/")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("not an executable"), "{e}");
-        let e = check_executable(dir.path(), "/no/such", "/bin", "/")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("no such file"), "{e}");
+        // An absolute link to / must not lead out of the rootfs.
+        symlink("/", dir.path().join("escape")).unwrap();
+        ensure_dir(dir.path(), "/escape/work/deep", 1000, 1000).unwrap();
+        assert!(dir.path().join("work/deep").is_dir());
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            std::fs::metadata(dir.path().join("work/deep"))
+                .unwrap()
+                .uid(),
+            1000
+        );
+        ensure_dir(dir.path(), "/bin", 0, 0).unwrap();
+        let e = ensure_dir(dir.path(), "/etc/data/x", 0, 0).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cwd /etc/data/x: /etc/data is not a directory"
+        );
     }
 }

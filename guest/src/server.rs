@@ -197,16 +197,21 @@ impl Agent for AgentService {
         Ok(Response::new(Empty {}))
     }
 
-    // PLACEHOLDER (branch live-proto): the live-container work implements these.
-    async fn resize(&self, _: Request<ResizeRequest>) -> Result<Response<Empty>, Status> {
-        Err(Status::unimplemented("resize: not built yet"))
+    async fn resize(&self, req: Request<ResizeRequest>) -> Result<Response<Empty>, Status> {
+        let req = req.get_ref();
+        let target = req
+            .process
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("process: missing".into()))?;
+        self.containers.resize(target, req.rows, req.cols)?;
+        Ok(Response::new(Empty {}))
     }
 
     async fn stats(
         &self,
-        _: Request<ContainerRequest>,
+        req: Request<ContainerRequest>,
     ) -> Result<Response<ContainerStats>, Status> {
-        Err(Status::unimplemented("stats: not built yet"))
+        Ok(Response::new(self.containers.stats(&req.get_ref().id)?))
     }
 
     async fn power_off(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {

@@ -15,6 +15,9 @@ pub enum Error {
     Unavailable(String),
     #[error("{0}")]
     Timeout(String),
+    /// The VMM driver cannot do this.
+    #[error("{0}: not supported")]
+    Unsupported(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -61,6 +64,7 @@ impl Error {
             Error::Conflict(_) => Code::FailedPrecondition,
             Error::Unavailable(_) | Error::ChildExited { .. } => Code::Unavailable,
             Error::Timeout(_) => Code::DeadlineExceeded,
+            Error::Unsupported(_) => Code::Unimplemented,
             // The agent's own classification (a missing command is the caller's mistake).
             Error::Agent(status) => status.code(),
             Error::Io { .. } | Error::Vmm { .. } => Code::Internal,

@@ -84,21 +84,23 @@ impl Shim for ShimService {
         Ok(Response::new(Empty {}))
     }
 
-    // PLACEHOLDER (branch live-proto): the live-container work implements these.
-    async fn resize(&self, _: Request<ResizeRequest>) -> Result<Response<Empty>, Status> {
-        Err(Status::unimplemented("resize: not built yet"))
+    async fn resize(&self, req: Request<ResizeRequest>) -> Result<Response<Empty>, Status> {
+        self.vm.resize(req.into_inner()).await?;
+        Ok(Response::new(Empty {}))
     }
 
-    async fn stats(&self, _: Request<ContainerRef>) -> Result<Response<ContainerStats>, Status> {
-        Err(Status::unimplemented("stats: not built yet"))
+    async fn stats(&self, req: Request<ContainerRef>) -> Result<Response<ContainerStats>, Status> {
+        Ok(Response::new(self.vm.stats(req.into_inner().id).await?))
     }
 
     async fn pause_vm(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {
-        Err(Status::unimplemented("pause: not built yet"))
+        self.vm.pause().await?;
+        Ok(Response::new(Empty {}))
     }
 
     async fn resume_vm(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {
-        Err(Status::unimplemented("resume: not built yet"))
+        self.vm.resume().await?;
+        Ok(Response::new(Empty {}))
     }
 
     async fn shutdown(&self, req: Request<ShutdownRequest>) -> Result<Response<Empty>, Status> {

@@ -1,5 +1,5 @@
-//! The one VM a shim owns: its lifecycle (create, boot, shutdown), its helpers, and the
-//! container calls relayed to the guest agent.
+//! The one VM a shim owns: its lifecycle (create, boot, pause, resume, shutdown), its helpers,
+//! and the container calls relayed to the guest agent.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,7 +10,9 @@ use tokio::sync::{Mutex, Notify};
 
 use hyper_proto::agent::{ContainerRequest, CreateContainerRequest};
 use hyper_proto::shim::{AddContainerRequest, CreateVmRequest, VmInfo, VmState};
-use hyper_proto::types::{Empty, ExecRequest, ProcessRef, SignalRequest};
+use hyper_proto::types::{
+    ContainerStats, Empty, ExecRequest, ProcessRef, ResizeRequest, SignalRequest,
+};
 
 use crate::agent::AgentClient;
 use crate::child::log_tail;
@@ -32,6 +34,8 @@ const MAX_MEMORY_MIB: u32 = 1 << 20;
 const HELPER_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Agent calls that should answer promptly (all but Wait and Attach) get this long.
 const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a failed Wait looks for the VMM's exit before reporting the agent's own error.
+const CRASH_NOTICE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The power-off request gets this long; the VM may vanish before it answers.
 const POWER_OFF_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -52,10 +56,12 @@ pub struct Vm {
     lifecycle: Mutex<Lifecycle>,
     agent: RwLock<Option<AgentClient>>,
     stopping: AtomicBool,
+    /// The VMM froze the guest: agent calls would hang, so they fail at once.
+    paused: AtomicBool,
     /// Notified when the shim's work is over: the VM was shut down, or its VMM died.
     ended: Notify,
     /// Why the VM ended on its own, if it did.
-    crash: std::sync::Mutex<Option<String>>,
+    crash: tokio::sync::watch::Sender<Option<String>>,
 }
 
 /// A validated CreateVm request.
@@ -130,8 +136,9 @@ impl Vm {
             }),
             agent: RwLock::new(None),
             stopping: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
             ended: Notify::new(),
-            crash: std::sync::Mutex::new(None),
+            crash: tokio::sync::watch::Sender::new(None),
         }))
     }
 
@@ -281,13 +288,15 @@ impl Vm {
                 "the VMM exited unexpectedly"
             );
             vm.agent.write().expect("agent lock").take();
+            vm.paused.store(false, Ordering::SeqCst);
             {
                 let mut lifecycle = vm.lifecycle.lock().await;
                 lifecycle.state = VmState::Stopped;
                 lifecycle.info.state = VmState::Stopped as i32;
             }
             // A shim without its VM has nothing left to do: exiting is how hyperd learns.
-            *vm.crash.lock().expect("crash lock") = Some(format!("the VMM exited ({status})"));
+            vm.crash
+                .send_replace(Some(format!("the VMM exited ({status})")));
             vm.end();
         });
     }
@@ -303,10 +312,15 @@ impl Vm {
 
     /// Why the VM ended by itself, if it did.
     pub fn crash(&self) -> Option<String> {
-        self.crash.lock().expect("crash lock").clone()
+        self.crash.borrow().clone()
     }
 
+    /// The agent's client. Errors: [`Error::Conflict`] while the VM is paused (a frozen guest
+    /// would leave the call hanging), [`Error::Unavailable`] when the VM is not running.
     pub fn agent(&self) -> Result<AgentClient> {
+        if self.paused.load(Ordering::SeqCst) {
+            return Err(Error::Conflict(format!("vm {} is paused", self.config.id)));
+        }
         self.agent
             .read()
             .expect("agent lock")
@@ -390,8 +404,36 @@ impl Vm {
         Ok(())
     }
 
+    /// Waits for the process to end and returns its exit status. Errors: when the VMM dies
+    /// meanwhile, [`Error::Unavailable`] saying so (the status died with the guest).
     pub async fn wait(&self, req: ProcessRef) -> Result<i32> {
-        Ok(self.agent()?.wait(req).await?.into_inner().exit_code)
+        let mut agent = self.agent()?;
+        let mut crash = self.crash.subscribe();
+        let waited = tokio::select! {
+            waited = agent.wait(req) => waited,
+            _ = crash.wait_for(Option::is_some) => return Err(self.died_while_waiting()),
+        };
+        match waited {
+            Ok(reply) => Ok(reply.into_inner().exit_code),
+            Err(status) => {
+                // The broken agent connection may be seen before the VMM's exit.
+                let crashed =
+                    tokio::time::timeout(CRASH_NOTICE_TIMEOUT, crash.wait_for(Option::is_some))
+                        .await;
+                match crashed {
+                    Ok(Ok(_)) => Err(self.died_while_waiting()),
+                    _ => Err(status.into()),
+                }
+            }
+        }
+    }
+
+    fn died_while_waiting(&self) -> Error {
+        Error::Unavailable(format!(
+            "vm {}: {} while the process ran",
+            self.config.id,
+            self.crash().unwrap_or_else(|| "the VMM exited".into())
+        ))
     }
 
     pub async fn remove_container(&self, id: String) -> Result<()> {
@@ -404,10 +446,81 @@ impl Vm {
         self.share.detach(&id)
     }
 
-    /// Powers the guest off, then makes sure the VMM and helpers are gone. Idempotent.
+    /// Sets the window size of a process started with a terminal.
+    pub async fn resize(&self, req: ResizeRequest) -> Result<()> {
+        let mut agent = self.agent()?;
+        bounded("resize", agent.resize(req)).await?;
+        Ok(())
+    }
+
+    /// The container's resource use as the guest's cgroup reports it.
+    pub async fn stats(&self, id: String) -> Result<ContainerStats> {
+        let mut agent = self.agent()?;
+        bounded("stats", agent.stats(ContainerRequest { id })).await
+    }
+
+    /// Freezes the whole VM through the VMM. Pausing a paused VM is not an error. Errors:
+    /// [`Error::Conflict`] unless the VM runs or is paused; the VMM's own.
+    pub async fn pause(&self) -> Result<()> {
+        self.set_paused(true).await
+    }
+
+    /// Thaws a paused VM. Resuming a running VM is not an error; errors as [`Vm::pause`].
+    pub async fn resume(&self) -> Result<()> {
+        self.set_paused(false).await
+    }
+
+    async fn set_paused(&self, pause: bool) -> Result<()> {
+        let mut lifecycle = self.lifecycle.lock().await;
+        let (from, to) = if pause {
+            (VmState::Running, VmState::Paused)
+        } else {
+            (VmState::Paused, VmState::Running)
+        };
+        if lifecycle.state == to {
+            return Ok(());
+        }
+        if lifecycle.state != from {
+            return Err(Error::Conflict(format!(
+                "vm {} is {}",
+                self.config.id,
+                lifecycle.state.as_str_name().to_lowercase()
+            )));
+        }
+        let running = lifecycle
+            .running
+            .as_mut()
+            .ok_or_else(|| Error::Unavailable(format!("vm {} is not running", self.config.id)))?;
+        if pause {
+            // Refuse new agent calls before the guest freezes, so none starts and hangs.
+            self.paused.store(true, Ordering::SeqCst);
+            if let Err(e) = running.vmm.pause().await {
+                self.paused.store(false, Ordering::SeqCst);
+                return Err(e);
+            }
+        } else {
+            running.vmm.resume().await?;
+            self.paused.store(false, Ordering::SeqCst);
+        }
+        lifecycle.state = to;
+        lifecycle.info.state = to as i32;
+        tracing::info!(vm_id = %self.config.id, state = to.as_str_name(), "vm state changed");
+        Ok(())
+    }
+
+    /// Powers the guest off, then makes sure the VMM and helpers are gone. Idempotent. A
+    /// paused VM is resumed first, so that its guest can power off.
     pub async fn shutdown(&self, grace: Duration) -> Result<()> {
         self.stopping.store(true, Ordering::SeqCst);
         let mut lifecycle = self.lifecycle.lock().await;
+        if lifecycle.state == VmState::Paused
+            && let Some(running) = lifecycle.running.as_mut()
+            && let Err(e) = running.vmm.resume().await
+        {
+            // The grace period then ends in a forced stop.
+            tracing::warn!("resuming the paused vm to power it off: {e}");
+        }
+        self.paused.store(false, Ordering::SeqCst);
         let agent = self.agent.write().expect("agent lock").take();
         if let Some(mut agent) = agent
             && let Err(e) = tokio::time::timeout(POWER_OFF_TIMEOUT, agent.power_off(Empty {})).await

@@ -92,7 +92,8 @@ async fn two_containers_in_one_vm_and_an_exec_into_a_running_one() {
     assert_eq!(lines[3], "hi /home/app");
     assert_eq!(lines[4], "/tmp");
 
-    // The exec joins a's namespaces: a's rootfs, hostname, and its sleep as pid 1.
+    // The exec joins a's namespaces: a's rootfs, hostname, and its sleep as the first child
+    // of the container's init (pid 1, which forwards signals and reaps, as `docker --init`).
     shim.client
         .exec(ExecRequest {
             container_id: "a".into(),
@@ -100,7 +101,7 @@ async fn two_containers_in_one_vm_and_an_exec_into_a_running_one() {
             process: Some(process(&[
                 "sh",
                 "-c",
-                "cat /etc/marker; hostname; cat /proc/1/cmdline",
+                "cat /etc/marker; hostname; cat /proc/2/cmdline",
             ])),
         })
         .await
@@ -218,16 +219,6 @@ async fn bad_container_input_gets_clear_errors_and_the_vm_keeps_working() {
     assert_eq!(e.message(), "rootfs /no/such/rootfs: no such directory");
 
     let rootfs_str = rootfs.to_string_lossy().into_owned();
-    let e = shim
-        .client
-        .add_container(add("c1", &rootfs_str, &["nosuchcmd", "x"]))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
-    assert_eq!(
-        e.message(),
-        "agent: nosuchcmd: executable file not found in $PATH"
-    );
 
     let e = shim
         .client
@@ -525,9 +516,22 @@ async fn stdin_reaches_the_process_and_signals_end_it() {
 async fn a_vmm_that_dies_ends_its_shim_and_leaves_nothing() {
     let mut shim = ShimHandle::start("vmmdeath").await;
     let info = shim.boot().await;
+    let rootfs = busybox_rootfs(shim.dir.path());
+    start_container(&mut shim, "c", &rootfs, process(&["sleep", "600"])).await;
+    let mut client = shim.client.clone();
+    let waiting = tokio::spawn(async move { client.wait(init_of("c")).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
     // The VMM dies under the shim (a crash, a guest panic with panic=-1, an OOM kill).
     // SAFETY: plain kill(2) of the VMM this test's shim started.
     unsafe { libc::kill(info.vmm_pid as i32, libc::SIGKILL) };
+    // A Wait in progress says the VM died: the process's status is lost, not 0.
+    let e = within(waiting).await.unwrap().unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e}");
+    assert!(
+        e.message().starts_with("vm vmmdeath: the VMM exited (")
+            && e.message().ends_with(") while the process ran"),
+        "{e}"
+    );
     let status = shim.wait_exit(Duration::from_secs(30)).await;
     assert!(!status.success(), "a shim whose VM died must not exit 0");
     assert!(
@@ -536,5 +540,549 @@ async fn a_vmm_that_dies_ends_its_shim_and_leaves_nothing() {
         shim.log()
     );
     assert!(!shim.run_dir.exists(), "run dir left behind");
+    assert_eq!(processes_mentioning(shim.dir.path()), vec![]);
+}
+
+// ---- live containers: attach by sequence, exit codes, cwd, TTY, execvm, stats, pause ----
+
+fn exec_ref(container: &str, exec: &str) -> ProcessRef {
+    ProcessRef {
+        container_id: container.into(),
+        exec_id: exec.into(),
+    }
+}
+
+/// Adds and starts a container from `rootfs`.
+async fn start_container(
+    shim: &mut ShimHandle,
+    id: &str,
+    rootfs: &Path,
+    p: hyper_proto::types::Process,
+) {
+    within(shim.client.add_container(AddContainerRequest {
+        id: id.into(),
+        rootfs: rootfs.to_string_lossy().into(),
+        process: Some(p),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    within(shim.client.start_container(ContainerRef { id: id.into() }))
+        .await
+        .unwrap();
+}
+
+async fn exec_in(
+    shim: &mut ShimHandle,
+    container: &str,
+    exec: &str,
+    p: hyper_proto::types::Process,
+) -> Result<(), tonic::Status> {
+    within(shim.client.exec(ExecRequest {
+        container_id: container.into(),
+        exec_id: exec.into(),
+        process: Some(p),
+    }))
+    .await
+    .map(|_| ())
+}
+
+/// Every chunk of a process's output from `from_seq` on, until it ends.
+async fn chunks_from(
+    shim: &mut ShimHandle,
+    target: ProcessRef,
+    from_seq: u64,
+) -> Vec<hyper_proto::types::AttachOutput> {
+    use hyper_proto::types::{AttachFrom, AttachInput, attach_input::Input};
+    use tokio_stream::StreamExt;
+    let first = AttachInput {
+        input: Some(Input::Resume(AttachFrom {
+            process: Some(target),
+            from_seq,
+        })),
+    };
+    let mut stream = within(shim.client.attach(tokio_stream::iter(vec![first])))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut chunks = Vec::new();
+    within(async {
+        while let Some(c) = stream.next().await {
+            chunks.push(c.unwrap());
+        }
+    })
+    .await;
+    chunks
+}
+
+#[tokio::test]
+async fn attach_resumes_by_sequence_number_and_dropped_output_shows_as_a_gap() {
+    let mut shim = ShimHandle::start("seq").await;
+    shim.boot().await;
+    let rootfs = busybox_rootfs(shim.dir.path());
+    // Output in separate writes, so separate chunks.
+    let lines = process(&[
+        "sh",
+        "-c",
+        "for i in 0 1 2 3 4 5; do echo line$i; sleep 0.2; done",
+    ]);
+    let out = run_container(&mut shim.client, "lines", &rootfs, lines).await;
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    let all = chunks_from(&mut shim, init_of("lines"), 0).await;
+    let seqs: Vec<u64> = all.iter().map(|c| c.seq).collect();
+    assert_eq!(seqs, (0..all.len() as u64).collect::<Vec<_>>());
+    assert!(all.len() >= 3, "{all:?}");
+    let text = |cs: &[hyper_proto::types::AttachOutput]| {
+        cs.iter()
+            .flat_map(|c| c.data.clone())
+            .map(char::from)
+            .collect::<String>()
+    };
+    assert_eq!(text(&all), out.stdout);
+
+    // A reader that recorded chunks 0 and 1 resumes at 2 and gets exactly the rest.
+    let rest = chunks_from(&mut shim, init_of("lines"), 2).await;
+    assert_eq!(rest, all[2..].to_vec());
+    assert!(
+        chunks_from(&mut shim, init_of("lines"), all.len() as u64)
+            .await
+            .is_empty()
+    );
+
+    // 6 MiB through a 4 MiB buffer: the oldest chunks are gone, and the first kept chunk's
+    // sequence number says how many.
+    let flood = process(&["sh", "-c", "head -c 6291456 /dev/zero; echo end"]);
+    let out = run_container(&mut shim.client, "flood", &rootfs, flood).await;
+    assert_eq!(out.exit_code, 0);
+    let kept = chunks_from(&mut shim, init_of("flood"), 0).await;
+    let first = kept[0].seq;
+    assert!(first > 0, "nothing was dropped from 6 MiB");
+    let seqs: Vec<u64> = kept.iter().map(|c| c.seq).collect();
+    assert_eq!(seqs, (first..first + kept.len() as u64).collect::<Vec<_>>());
+    let bytes: usize = kept.iter().map(|c| c.data.len()).sum();
+    assert!(bytes <= (4 << 20) + (64 << 10), "kept {bytes} bytes");
+    assert!(kept.last().unwrap().data.ends_with(b"end\n"));
+}
+
+#[tokio::test]
+async fn exit_codes_are_dockers_and_a_missing_workdir_is_created() {
+    let mut shim = ShimHandle::start("exitcodes").await;
+    shim.boot().await;
+    let rootfs = busybox_rootfs(shim.dir.path());
+
+    // A container's init killed by a signal: 128 + N, not 0.
+    let out = run_container(
+        &mut shim.client,
+        "killed",
+        &rootfs,
+        process(&["sh", "-c", "kill -9 $$"]),
+    )
+    .await;
+    assert_eq!(out.exit_code, 137, "{out:?}");
+    let out = run_container(
+        &mut shim.client,
+        "exit42",
+        &rootfs,
+        process(&["sh", "-c", "exit 42"]),
+    )
+    .await;
+    assert_eq!(out.exit_code, 42, "{out:?}");
+
+    // Not found and not executable: the container starts, ends with 127 / 126, and says why
+    // on its stderr.
+    let out = run_container(
+        &mut shim.client,
+        "notfound",
+        &rootfs,
+        process(&["nosuchcmd", "x"]),
+    )
+    .await;
+    assert_eq!(out.exit_code, 127, "{out:?}");
+    assert_eq!(
+        out.stderr,
+        "nosuchcmd: executable file not found in $PATH\n"
+    );
+    let out = run_container(
+        &mut shim.client,
+        "notexec",
+        &rootfs,
+        process(&["/etc/passwd"]),
+    )
+    .await;
+    assert_eq!(out.exit_code, 126, "{out:?}");
+    assert!(out.stderr.starts_with("/etc/passwd: "), "{out:?}");
+
+    // The same for execs into a running container.
+    start_container(&mut shim, "live", &rootfs, process(&["sleep", "600"])).await;
+    let cases: [(&str, &[&str], i32); 4] = [
+        ("kill", &["sh", "-c", "kill -9 $$"], 137),
+        ("missing", &["/no/such/binary"], 127),
+        ("passwd", &["/etc/passwd"], 126),
+        ("three", &["sh", "-c", "exit 3"], 3),
+    ];
+    for (id, args, want) in cases {
+        exec_in(&mut shim, "live", id, process(args)).await.unwrap();
+        let out = collect_output(&mut shim.client, exec_ref("live", id)).await;
+        assert_eq!(out.exit_code, want, "{id}: {out:?}");
+        if (126..=127).contains(&want) {
+            assert!(out.stderr.contains(args[0]), "{id}: {out:?}");
+        }
+    }
+
+    // SIGKILL from outside: 137 for the whole container.
+    within(shim.client.signal(hyper_proto::types::SignalRequest {
+        process: Some(init_of("live")),
+        signal: libc::SIGKILL,
+    }))
+    .await
+    .unwrap();
+    let code = within(shim.client.wait(init_of("live"))).await.unwrap();
+    assert_eq!(code.into_inner().exit_code, 137);
+
+    // A working directory missing from the image is created, owned by the user.
+    let mut pwd = process(&["pwd"]);
+    pwd.cwd = "/does/not/exist".into();
+    pwd.user = "app".into();
+    let out = run_container(&mut shim.client, "cwd", &rootfs, pwd).await;
+    assert_eq!(
+        (out.stdout.as_str(), out.exit_code),
+        ("/does/not/exist\n", 0)
+    );
+    use std::os::unix::fs::MetadataExt;
+    let made = std::fs::metadata(rootfs.join("does/not/exist")).unwrap();
+    assert_eq!((made.uid(), made.gid()), (1000, 1000));
+}
+
+/// Output of a terminal session, read in the background.
+struct Terminal {
+    stdin: tokio::sync::mpsc::Sender<hyper_proto::types::AttachInput>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Terminal {
+    async fn open(shim: &mut ShimHandle, target: ProcessRef) -> Self {
+        use hyper_proto::types::{AttachInput, OutputStream, attach_input::Input};
+        use tokio_stream::StreamExt;
+        let (stdin, rx) = tokio::sync::mpsc::channel(16);
+        stdin
+            .send(AttachInput {
+                input: Some(Input::Open(target)),
+            })
+            .await
+            .unwrap();
+        let input = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let mut output = within(shim.client.attach(input))
+            .await
+            .unwrap()
+            .into_inner();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(chunk)) = output.next().await {
+                // A terminal merges stdout and stderr into one stream.
+                assert_eq!(chunk.stream, OutputStream::Stdout as i32);
+                sink.lock().unwrap().extend(chunk.data);
+            }
+        });
+        Self { stdin, seen }
+    }
+
+    async fn type_in(&self, text: &[u8]) {
+        use hyper_proto::types::{AttachInput, attach_input::Input};
+        self.stdin
+            .send(AttachInput {
+                input: Some(Input::Stdin(text.to_vec())),
+            })
+            .await
+            .unwrap();
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.seen.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until the output contains `what`, counted after `from` bytes.
+    async fn expect(&self, from: usize, what: &str) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = self.text();
+            if let Some(at) = text.get(from..).and_then(|t| t.find(what)) {
+                return from + at + what.len();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what:?} in terminal output: {text:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_terminal_has_job_control_a_window_size_and_ctrl_c() {
+    use hyper_proto::types::ResizeRequest;
+    let mut shim = ShimHandle::start("tty").await;
+    shim.boot().await;
+    let rootfs = busybox_rootfs(shim.dir.path());
+    let mut sh = process(&["sh"]);
+    sh.terminal = true;
+    sh.stdin = true;
+    start_container(&mut shim, "tty", &rootfs, sh).await;
+    let resize = |target: ProcessRef, rows, cols| ResizeRequest {
+        process: Some(target),
+        rows,
+        cols,
+    };
+    within(shim.client.resize(resize(init_of("tty"), 30, 100)))
+        .await
+        .unwrap();
+    let term = Terminal::open(&mut shim, init_of("tty")).await;
+
+    // The shell is a session leader on its terminal; stderr comes through the terminal too.
+    term.type_in(b"stty size; read a b c d e sid r < /proc/$$/stat; [ $sid = $$ ] && echo leader-$((1+1)); echo oops >&2\n")
+        .await;
+    let at = term.expect(0, "30 100").await;
+    let at = term.expect(at, "leader-2").await;
+    let at = term.expect(at, "oops").await;
+
+    // Ctrl-C interrupts the foreground job, not the shell.
+    term.type_in(b"sleep 600\n").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    term.type_in(b"\x03").await;
+    term.type_in(b"echo alive-$?\n").await;
+    let at = term.expect(at, "alive-130").await;
+
+    // A resize while it runs is what the next `stty size` sees.
+    within(shim.client.resize(resize(init_of("tty"), 12, 34)))
+        .await
+        .unwrap();
+    term.type_in(b"stty size\n").await;
+    term.expect(at, "12 34").await;
+
+    // An exec with its own terminal.
+    let mut exec = process(&["sh", "-c", "read x; stty size; [ -t 1 ] && echo on-a-tty"]);
+    exec.terminal = true;
+    exec_in(&mut shim, "tty", "e1", exec).await.unwrap();
+    within(shim.client.resize(resize(exec_ref("tty", "e1"), 20, 50)))
+        .await
+        .unwrap();
+    let exec_term = Terminal::open(&mut shim, exec_ref("tty", "e1")).await;
+    exec_term.type_in(b"\n").await;
+    let at = exec_term.expect(0, "20 50").await;
+    exec_term.expect(at, "on-a-tty").await;
+    let code = within(shim.client.wait(exec_ref("tty", "e1")))
+        .await
+        .unwrap();
+    assert_eq!(code.into_inner().exit_code, 0);
+
+    term.type_in(b"exit 3\n").await;
+    let code = within(shim.client.wait(init_of("tty"))).await.unwrap();
+    assert_eq!(code.into_inner().exit_code, 3);
+
+    // Resizing what does not exist, or what has no terminal.
+    let e = shim
+        .client
+        .resize(resize(exec_ref("tty", "ghost"), 10, 10))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e}");
+    assert_eq!(e.message(), "agent: no such exec: ghost");
+    start_container(&mut shim, "plain", &rootfs, process(&["sleep", "600"])).await;
+    let e = shim
+        .client
+        .resize(resize(init_of("plain"), 10, 10))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    assert!(e.message().ends_with("has no terminal to resize"), "{e}");
+}
+
+#[tokio::test]
+async fn execvm_runs_in_the_vm_outside_every_container() {
+    let mut shim = ShimHandle::start("execvm").await;
+    shim.boot().await;
+    let rootfs = busybox_rootfs(shim.dir.path());
+    start_container(&mut shim, "c1", &rootfs, process(&["sleep", "600"])).await;
+    // The VM's own busybox on the default PATH, not the container's rootfs (which has an
+    // /etc/passwd).
+    let script = "cat /proc/1/comm; echo $PATH; cat /proc/self/cgroup; ls /run/hyper; \
+                  [ -e /etc/passwd ] || echo no-passwd";
+    exec_in(&mut shim, "", "vm1", process(&["sh", "-c", script]))
+        .await
+        .unwrap();
+    let out = collect_output(&mut shim.client, exec_ref("", "vm1")).await;
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines[0], "init",
+        "pid 1 of its pid namespace is the agent: {out:?}"
+    );
+    assert_eq!(
+        lines[1],
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    );
+    assert_eq!(
+        lines[2], "0::/",
+        "outside every container's cgroup: {out:?}"
+    );
+    assert!(lines.contains(&"no-passwd"), "{out:?}");
+    assert!(out.stdout.contains("share"), "{out:?}");
+
+    // Signals and exit codes as for any process; a missing command ends with 127.
+    exec_in(&mut shim, "", "sleeper", process(&["sleep", "600"]))
+        .await
+        .unwrap();
+    within(shim.client.signal(hyper_proto::types::SignalRequest {
+        process: Some(exec_ref("", "sleeper")),
+        signal: libc::SIGKILL,
+    }))
+    .await
+    .unwrap();
+    let code = within(shim.client.wait(exec_ref("", "sleeper")))
+        .await
+        .unwrap();
+    assert_eq!(code.into_inner().exit_code, 137);
+    exec_in(&mut shim, "", "missing", process(&["nosuchcmd"]))
+        .await
+        .unwrap();
+    let out = collect_output(&mut shim.client, exec_ref("", "missing")).await;
+    assert_eq!(out.exit_code, 127);
+    assert_eq!(
+        out.stderr,
+        "nosuchcmd: executable file not found in $PATH\n"
+    );
+    let e = exec_in(&mut shim, "", "missing", process(&["true"]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    let e = shim.client.wait(exec_ref("", "ghost")).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e}");
+}
+
+#[tokio::test]
+async fn stats_of_a_busy_container_grow() {
+    let mut shim = ShimHandle::start("stats").await;
+    shim.boot().await;
+    let rootfs = busybox_rootfs(shim.dir.path());
+    start_container(
+        &mut shim,
+        "busy",
+        &rootfs,
+        process(&["sh", "-c", "while :; do :; done"]),
+    )
+    .await;
+    let stats = |shim: &mut ShimHandle| {
+        let mut client = shim.client.clone();
+        async move {
+            within(client.stats(ContainerRef { id: "busy".into() }))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let before = stats(&mut shim).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = stats(&mut shim).await;
+    assert!(
+        after.cpu_usage_ns > before.cpu_usage_ns + 100_000_000,
+        "{before:?} -> {after:?}"
+    );
+    assert!(after.system_cpu_ns > before.system_cpu_ns);
+    assert!(after.memory_usage_bytes > 0, "{after:?}");
+    assert!(after.memory_limit_bytes > 0, "{after:?}");
+    assert!(after.pids_current >= 2, "init and the shell: {after:?}");
+    assert_eq!(after.online_cpus, 1);
+    let e = shim
+        .client
+        .stats(ContainerRef { id: "ghost".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e}");
+    assert_eq!(e.message(), "agent: no such container: ghost");
+}
+
+#[tokio::test]
+async fn pause_freezes_the_vm_and_resume_thaws_it() {
+    use hyper_proto::types::Empty;
+    use tokio_stream::StreamExt;
+    let mut shim = ShimHandle::start("pause").await;
+    shim.boot().await;
+    let rootfs = busybox_rootfs(shim.dir.path());
+    let counter = process(&[
+        "sh",
+        "-c",
+        "i=0; while :; do i=$((i+1)); echo $i; sleep 0.1; done",
+    ]);
+    start_container(&mut shim, "counter", &rootfs, counter).await;
+    let open = hyper_proto::types::AttachInput {
+        input: Some(hyper_proto::types::attach_input::Input::Open(init_of(
+            "counter",
+        ))),
+    };
+    let mut output = within(shim.client.attach(tokio_stream::iter(vec![open])))
+        .await
+        .unwrap()
+        .into_inner();
+    let last = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sink = last.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(chunk)) = output.next().await {
+            let text = String::from_utf8_lossy(&chunk.data).into_owned();
+            if let Some(n) = text.lines().filter_map(|l| l.parse().ok()).next_back() {
+                sink.store(n, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+    let value = || last.load(std::sync::atomic::Ordering::SeqCst);
+    let advancing = |from: u64| async move {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while value() <= from + 3 {
+            assert!(
+                Instant::now() < deadline,
+                "the counter is stuck at {}",
+                value()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    advancing(0).await;
+
+    within(shim.client.pause_vm(Empty {})).await.unwrap();
+    within(shim.client.pause_vm(Empty {})).await.unwrap();
+    let info = within(shim.client.info(Empty {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.state, VmState::Paused as i32);
+    // Let what was already on its way arrive, then watch the counter stand still.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let frozen = value();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(value(), frozen, "the counter advanced while paused");
+
+    // Calls that need the guest fail at once instead of hanging.
+    let started = Instant::now();
+    let e = exec_in(&mut shim, "counter", "e1", process(&["true"]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    assert_eq!(e.message(), "vm pause is paused");
+    let e = shim.client.wait(init_of("counter")).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    within(shim.client.resume_vm(Empty {})).await.unwrap();
+    within(shim.client.resume_vm(Empty {})).await.unwrap();
+    let info = within(shim.client.info(Empty {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.state, VmState::Running as i32);
+    advancing(frozen).await;
+
+    // A paused VM still shuts down cleanly.
+    within(shim.client.pause_vm(Empty {})).await.unwrap();
+    shim.shutdown_cleanly().await;
+    assert!(!shim.socket.exists(), "socket left behind");
     assert_eq!(processes_mentioning(shim.dir.path()), vec![]);
 }

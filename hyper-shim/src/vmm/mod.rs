@@ -80,6 +80,21 @@ pub trait Vmm: Send + Sync {
     async fn create(&mut self, spec: &VmSpec) -> Result<()>;
     /// Lets the guest run.
     async fn boot(&mut self) -> Result<()>;
+    /// Freezes the whole VM (vCPUs stop; memory and devices stay). Errors:
+    /// [`Error::Unsupported`](crate::error::Error::Unsupported) where the VMM cannot.
+    async fn pause(&mut self) -> Result<()> {
+        Err(crate::error::Error::Unsupported(format!(
+            "{}: pausing the vm",
+            self.info().kind
+        )))
+    }
+    /// Lets a paused VM run again. Errors as [`Vmm::pause`].
+    async fn resume(&mut self) -> Result<()> {
+        Err(crate::error::Error::Unsupported(format!(
+            "{}: resuming the vm",
+            self.info().kind
+        )))
+    }
     /// Waits up to `grace` for the VMM to exit (the caller asked the guest to power off), then
     /// forces it down; helpers go with it.
     async fn shutdown(&mut self, grace: Duration) -> Result<()>;

@@ -281,6 +281,26 @@ impl Vmm for CloudHypervisor {
         Ok(())
     }
 
+    /// `vm.pause`.
+    async fn pause(&mut self) -> Result<()> {
+        let instance = self.running()?;
+        instance
+            .api
+            .pause()
+            .await
+            .map_err(|e| instance.error_or_exit(e))
+    }
+
+    /// `vm.resume`.
+    async fn resume(&mut self) -> Result<()> {
+        let instance = self.running()?;
+        instance
+            .api
+            .resume()
+            .await
+            .map_err(|e| instance.error_or_exit(e))
+    }
+
     async fn shutdown(&mut self, grace: Duration) -> Result<()> {
         if let Some(instance) = self.running.take() {
             instance.stop(grace).await;

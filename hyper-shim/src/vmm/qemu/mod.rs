@@ -107,6 +107,18 @@ impl Vmm for Qemu {
         Ok(())
     }
 
+    /// QMP `stop`.
+    async fn pause(&mut self) -> Result<()> {
+        self.running()?.qmp.lock().await.execute("stop").await?;
+        Ok(())
+    }
+
+    /// QMP `cont`.
+    async fn resume(&mut self) -> Result<()> {
+        self.running()?.qmp.lock().await.execute("cont").await?;
+        Ok(())
+    }
+
     async fn shutdown(&mut self, grace: Duration) -> Result<()> {
         let Some(running) = self.running.take() else {
             return Ok(());
