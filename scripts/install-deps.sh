@@ -14,6 +14,7 @@ APT_PACKAGES=(
   apache2-utils        # htpasswd, for the registry tests with basic auth
   openssl              # the registry tests' CA and server certificates
   python3-venv iproute2  # schemathesis runs from a venv, in a loopback-only network namespace
+  buildah              # the build benchmark's peer (bud --isolation chroot, local files only)
 )
 
 missing=()

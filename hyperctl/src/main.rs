@@ -92,6 +92,44 @@ mod tests {
     }
 
     #[test]
+    fn build_flags() {
+        let Command::Build(a) = parse(&[
+            "build",
+            "-t",
+            "app:1",
+            "--tag",
+            "app:latest",
+            "-f",
+            "sub/Dockerfile",
+            "--build-arg",
+            "V=1",
+            "--build-arg",
+            "HOME",
+            "--no-cache",
+            "-q",
+            "--pull",
+            "--label",
+            "k=v",
+            "ctx",
+        ]) else {
+            panic!()
+        };
+        assert_eq!(a.tags, ["app:1", "app:latest"]);
+        assert_eq!(a.file.as_deref(), Some("sub/Dockerfile"));
+        assert_eq!(a.build_args, ["V=1", "HOME"]);
+        assert!(a.no_cache && a.quiet && a.pull);
+        assert_eq!(a.labels, ["k=v"]);
+        assert_eq!(a.context, "ctx");
+        let Command::Build(a) = parse(&["build", "-"]) else {
+            panic!()
+        };
+        assert_eq!(a.context, "-");
+        assert!(a.tags.is_empty() && !a.quiet);
+        rejects(&["build"]);
+        rejects(&["build", "a", "b"]);
+    }
+
+    #[test]
     fn pull_and_push_take_one_image() {
         let Command::Pull(a) = parse(&["pull", "127.0.0.1:5000/app@sha256:abc"]) else {
             panic!()

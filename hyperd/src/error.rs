@@ -25,6 +25,8 @@ pub enum Error {
     #[error(transparent)]
     Image(#[from] crate::image::Error),
     #[error(transparent)]
+    Commit(#[from] crate::image::commit::Error),
+    #[error(transparent)]
     Vm(#[from] crate::vm::Error),
     #[error(transparent)]
     Store(#[from] crate::store::Error),
@@ -38,6 +40,7 @@ impl Error {
             Error::Pod(e) => e.kind(),
             Error::Container(e) => e.kind(),
             Error::Image(e) => e.kind(),
+            Error::Commit(e) => e.kind(),
             Error::Vm(e) => e.kind(),
             Error::Store(e) => e.kind(),
             Error::InvalidInput(_) => Kind::InvalidInput,

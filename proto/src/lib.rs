@@ -4,6 +4,8 @@
 //! - [`agent`]: the shim -> guest agent protocol, served on vsock port [`AGENT_VSOCK_PORT`].
 //! - [`shim`]: the hyperd -> shim protocol, served on a unix socket.
 //! - [`rest`]: the JSON bodies of hyperd's REST API (serde only), for hyperd and hyperctl.
+//! - [`dockerignore`]: which files of a build context `.dockerignore` leaves out, for
+//!   `hyperctl build` (what it sends) and hyperd (what it uses).
 
 pub mod types {
     tonic::include_proto!("hyper.types");
@@ -13,6 +15,7 @@ pub mod agent {
     tonic::include_proto!("hyper.agent");
 }
 
+pub mod dockerignore;
 pub mod rest;
 
 pub mod shim {

@@ -411,6 +411,7 @@ impl JsonMessage {
         Self {
             error_detail: Some(ErrorDetail {
                 message: message.clone(),
+                code: None,
             }),
             error: message,
             ..Default::default()
@@ -430,6 +431,28 @@ pub struct ProgressDetail {
 pub struct ErrorDetail {
     #[serde(default)]
     pub message: String,
+    /// A build's failing `RUN`: the command's exit code, as Docker reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+}
+
+/// One row of `GET /image/history` (Docker's image history), newest first: one per history
+/// entry of the image config.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImageHistoryItem {
+    /// `sha256:…` on the image's own (top) row, `<missing>` on the rows below, as Docker shows.
+    pub id: String,
+    /// Unix seconds.
+    pub created: i64,
+    pub created_by: String,
+    /// The image's names, on the top row only.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Bytes of file content the step's layer holds (0 for a step that made no layer).
+    pub size: i64,
+    #[serde(default)]
+    pub comment: String,
 }
 
 /// Docker's `AuthConfig`: the body of `POST /auth`, and (base64url-encoded JSON) the

@@ -4,8 +4,11 @@
 mod api_spec;
 mod attach;
 mod container;
+mod build;
+mod commit;
 mod create;
 mod exec;
+mod history;
 mod images;
 mod import;
 mod info;
@@ -77,6 +80,8 @@ pub enum Command {
     Images(images::Args),
     /// Import a rootfs tarball as an image.
     Import(import::Args),
+    /// Build an image from a Dockerfile.
+    Build(build::Args),
     /// Pull an image from a registry.
     Pull(pull::Args),
     /// Push an image to a registry.
@@ -95,6 +100,10 @@ pub enum Command {
     Tag(tag::Args),
     /// Show images' details as JSON.
     Inspect(inspect::Args),
+    /// Make an image of a container's changes.
+    Commit(commit::Args),
+    /// Show an image's history.
+    History(history::Args),
     /// Print the daemon's REST API as an OpenAPI document (YAML).
     ApiSpec(api_spec::Args),
     /// Manage idle VMs that pods can start in.
@@ -122,7 +131,10 @@ pub async fn run(client: &Client, command: Command) -> Result<i32> {
         Command::Stats(a) => stats::run(client, a).await,
         Command::Container(c) => container::run(client, c).await,
         Command::Images(a) => images::run(client, a).await,
+        Command::Commit(a) => commit::run(client, a).await,
+        Command::History(a) => history::run(client, a).await,
         Command::Import(a) => import::run(client, a).await,
+        Command::Build(a) => build::run(client, a).await,
         Command::Pull(a) => pull::run(client, a).await,
         Command::Push(a) => push::run(client, a).await,
         Command::Login(a) => login::run(client, a).await,

@@ -282,6 +282,14 @@ fn image_param(q: &std::collections::HashMap<String, String>) -> ApiResult<&str>
         })
 }
 
+/// `GET /image/history?imageName=` (or `imageId`, `name`): Docker's image history rows.
+pub async fn history(
+    State(d): State<Arc<Daemon>>,
+    q: Params,
+) -> ApiResult<Json<Vec<hyper_proto::rest::ImageHistoryItem>>> {
+    Ok(Json(d.images.history(image_param(&q)?)?))
+}
+
 pub async fn inspect(State(d): State<Arc<Daemon>>, q: Params) -> ApiResult<Json<ImageInspect>> {
     Ok(Json(d.images.inspect(image_param(&q)?)?))
 }

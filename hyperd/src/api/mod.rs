@@ -2,6 +2,8 @@
 //! also answers under, and the listeners (unix sockets, TCP). Handlers only translate between
 //! HTTP and the services in `pod`, `image`, `vm` and `container`.
 
+mod build;
+mod commit;
 mod container;
 pub mod error;
 mod exec;
@@ -57,8 +59,6 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
 const NOT_BUILT: &[(Method, &str)] = &[
     (Method::GET, "/pod/{id}/portmappings"),
     (Method::PUT, "/pod/{id}/portmappings/{action}"),
-    (Method::POST, "/container/commit"),
-    (Method::POST, "/image/build"),
     (Method::GET, "/service/list"),
     (Method::POST, "/service/add"),
     (Method::POST, "/service/update"),
@@ -85,9 +85,12 @@ fn routes() -> Router<Arc<Daemon>> {
         .route("/image/create", post(image::create))
         .route("/images/get", get(image::list))
         .route("/image/inspect", get(image::inspect))
+        .route("/image/history", get(image::history))
         .route("/image/push", post(image::push))
         .route("/images/push", post(image::push))
         .route("/image/load", post(image::load))
+        .route("/image/build", post(build::build))
+        .route("/container/commit", post(commit::commit))
         .route("/images/save", get(image::save))
         .route("/auth", post(image::auth))
         .route("/image/tag", post(image::tag))

@@ -83,6 +83,25 @@ pub struct RunConfig {
         deserialize_with = "null_default"
     )]
     pub labels: BTreeMap<String, String>,
+    /// Docker's `{"Test": […], "Interval": ns, "Timeout": ns, "StartPeriod": ns, "Retries": n}`,
+    /// kept as the image has it (a build's `HEALTHCHECK`; not run yet).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null_default"
+    )]
+    pub healthcheck: Option<serde_json::Value>,
+    /// `ONBUILD` triggers: Dockerfile instructions run when a build uses the image as `FROM`.
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_default"
+    )]
+    pub on_build: Vec<String>,
+    /// `SHELL`: the shell of the shell form of later `RUN`, `CMD` and `ENTRYPOINT`.
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_default"
+    )]
+    pub shell: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -7,6 +7,8 @@
 //! are collected when images are removed.
 
 pub mod archive;
+pub mod build;
+pub mod commit;
 pub mod compression;
 pub mod config;
 mod content;
@@ -80,6 +82,8 @@ pub enum Error {
     Registry(registry::Error),
     #[error(transparent)]
     Archive(#[from] archive::Error),
+    #[error(transparent)]
+    Pack(#[from] build::layer::Error),
 }
 
 impl Error {
@@ -96,9 +100,11 @@ impl Error {
             Error::Archive(e) => e.kind(),
             Error::Content(content::Error::DigestMismatch { .. })
             | Error::Content(content::Error::SizeMismatch { .. }) => Kind::InvalidInput,
-            Error::Content(_) | Error::Snapshot(_) | Error::Io { .. } | Error::Store(_) => {
-                Kind::Internal
-            }
+            Error::Content(_)
+            | Error::Snapshot(_)
+            | Error::Io { .. }
+            | Error::Store(_)
+            | Error::Pack(_) => Kind::Internal,
         }
     }
 
@@ -268,6 +274,59 @@ impl Images {
             Ok((layer, unpacked))
         })
         .await
+    }
+
+    /// Stores the directory `dir` (an overlay upper dir or a plain tree, on the filesystem of
+    /// hyperd's root) as a layer on top of `parent_chain`: a gzip layer blob in the content store,
+    /// and `dir` itself moved in as the layer's snapshot (no unpacking). `dir` is gone or left
+    /// for the caller to remove. Returns the layer and its bytes of file content. The caller
+    /// holds [`Images::gc_guard`] until something records the layer.
+    pub async fn layer_from_dir(
+        &self,
+        dir: PathBuf,
+        parent_chain: Option<Digest>,
+    ) -> Result<(LayerRecord, u64)> {
+        let content = self.content.clone();
+        let snapshots = self.snapshots.clone();
+        blocking(move || {
+            let mut blob = content.writer()?;
+            let gz = flate2::write::GzEncoder::new(&mut blob, flate2::Compression::default());
+            let mut tar = digest::HashingWriter::new(gz);
+            let stats = build::layer::pack_dir(&dir, &mut tar, true)?;
+            let (diff_id, _, gz) = tar.finish();
+            gz.finish()
+                .map_err(|e| Error::io("compress the layer", e))?;
+            let size = blob.written();
+            let digest = blob.commit(None)?;
+            let chain_id = digest::chain_id(parent_chain.as_ref(), &diff_id);
+            snapshots.commit_dir(&dir, &chain_id, stats.size)?;
+            let layer = LayerRecord {
+                digest,
+                diff_id,
+                chain_id,
+                media_type: manifest::MEDIA_TYPE_OCI_LAYER_GZIP.to_string(),
+                size,
+            };
+            Ok((layer, stats.size))
+        })
+        .await
+    }
+
+    /// Held while work adds blobs and snapshots that nothing records yet (a build between its
+    /// steps): garbage collection waits for it.
+    pub async fn gc_guard(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.gc_lock.read().await
+    }
+
+    /// The snapshot dir (overlay lower dir) of a layer stack's chain id.
+    pub fn snapshot_path(&self, chain_id: &Digest) -> PathBuf {
+        self.snapshots.fs_path(chain_id)
+    }
+
+    /// Where builds and commits keep their work dirs: on the filesystem of the snapshots, so a
+    /// finished upper dir moves into a snapshot by rename. Cleared at start.
+    pub fn work_dir(&self) -> &Path {
+        &self.tmp
     }
 
     /// Writes the config and manifest blobs and the image record for `layers` (bottom first,
@@ -496,6 +555,61 @@ impl Images {
         })
     }
 
+    /// Docker's image history of `reference`: one row per history entry of its config, newest
+    /// first; entries that made a layer (not `empty_layer`) take the image's layers in order.
+    pub fn history(&self, reference: &str) -> Result<Vec<rest::ImageHistoryItem>> {
+        let image = self.resolve(reference)?;
+        let config = self.config_of(&image)?;
+        let tags: Vec<String> = self
+            .store
+            .read(|c| store::tags_of_image(c, &image.id))?
+            .iter()
+            .map(|t| format!("{}:{}", t.repo, t.tag))
+            .collect();
+        let mut layers = image.layers.iter();
+        let mut rows: Vec<rest::ImageHistoryItem> = config
+            .history
+            .iter()
+            .map(|h| {
+                let empty = h["empty_layer"].as_bool().unwrap_or(false);
+                let size = if empty {
+                    0
+                } else {
+                    layers
+                        .next()
+                        .map_or(0, |l| self.snapshots.size(&l.chain_id) as i64)
+                };
+                let created = h["created"]
+                    .as_str()
+                    .and_then(|c| humantime::parse_rfc3339_weak(c.trim_end_matches('Z')).ok())
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_secs() as i64);
+                rest::ImageHistoryItem {
+                    id: "<missing>".into(),
+                    created,
+                    created_by: h["created_by"].as_str().unwrap_or("").to_string(),
+                    tags: vec![],
+                    size,
+                    comment: h["comment"].as_str().unwrap_or("").to_string(),
+                }
+            })
+            .collect();
+        // Layers no history entry accounts for (a config without history).
+        for l in layers {
+            rows.push(rest::ImageHistoryItem {
+                id: "<missing>".into(),
+                size: self.snapshots.size(&l.chain_id) as i64,
+                ..Default::default()
+            });
+        }
+        rows.reverse();
+        if let Some(top) = rows.first_mut() {
+            top.id = format!("sha256:{}", image.id);
+            top.tags = tags;
+        }
+        Ok(rows)
+    }
+
     /// Tags the image `source` as `repo:tag` (moving the tag if another image had it).
     pub fn tag(&self, source: &str, repo: &str, tag: &str) -> Result<Reference> {
         let image = self.resolve(source)?;
@@ -639,6 +753,11 @@ impl Images {
         let images = self.store.read(store::list_images)?;
         let mut blobs = std::collections::HashSet::new();
         let mut chains = std::collections::HashSet::new();
+        // The build cache's layers are roots too: an unchanged rebuild must find them.
+        for l in self.store.read(store::build_cache_layers)? {
+            blobs.insert(l.digest);
+            chains.insert(l.chain_id);
+        }
         for image in &images {
             if image.manifest.is_empty() {
                 continue;

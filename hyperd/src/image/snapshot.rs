@@ -107,6 +107,20 @@ impl Snapshots {
         }
     }
 
+    /// Moves the directory `dir` (on the same filesystem, already in lower-dir form: an overlay
+    /// upper dir) in as the snapshot of `chain_id`, without copying it. If the snapshot exists
+    /// already, it stays and `dir` is left where it is for the caller to remove.
+    pub fn commit_dir(&self, dir: &Path, chain_id: &Digest, size: u64) -> Result<(), Error> {
+        if self.contains(chain_id) {
+            return Ok(());
+        }
+        let staging = self.staging()?;
+        std::fs::remove_dir(staging.fs()).map_err(io_err("prepare a staging dir"))?;
+        std::fs::rename(dir, staging.fs())
+            .map_err(io_err(format!("move {} into a snapshot", dir.display())))?;
+        self.commit(staging, chain_id, size)
+    }
+
     /// Every committed snapshot's chain id.
     pub fn list(&self) -> Result<Vec<Digest>, Error> {
         Ok(std::fs::read_dir(&self.dir)

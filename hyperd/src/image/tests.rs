@@ -392,3 +392,42 @@ async fn a_loaded_layer_must_match_its_diff_id_even_when_that_layer_is_unpacked_
     assert!(images.resolve("evil:8").is_err());
     assert!(entries(&dir.path().join("tmp")).is_empty());
 }
+
+#[tokio::test]
+async fn a_dir_becomes_a_layer_blob_and_its_snapshot_without_unpacking() {
+    let (_dir, images) = images();
+    let upper = images.work_dir().join("upper");
+    std::fs::create_dir_all(upper.join("etc")).unwrap();
+    std::fs::write(upper.join("etc/motd"), "hello").unwrap();
+    let ino =
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(upper.join("etc/motd")).unwrap());
+    let (layer, size) = images.layer_from_dir(upper.clone(), None).await.unwrap();
+    assert_eq!(size, 5);
+    assert!(!upper.exists(), "the dir moved into the snapshot");
+    let snap = images.snapshot_path(&layer.chain_id);
+    let moved = std::fs::metadata(snap.join("etc/motd")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::ino(&moved),
+        ino,
+        "moved, not copied"
+    );
+    // The blob is a gzip tar whose uncompressed digest is the diff id.
+    let blob = images.content.read(&layer.digest).unwrap();
+    let mut tar = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(blob.as_slice()), &mut tar)
+        .unwrap();
+    assert_eq!(Digest::of(&tar), layer.diff_id);
+    assert_eq!(
+        layer.chain_id, layer.diff_id,
+        "a base layer's chain id is its diff id"
+    );
+    // The same tree on top of it gets its own chain id.
+    let again = images.work_dir().join("again");
+    std::fs::create_dir_all(again.join("etc")).unwrap();
+    std::fs::write(again.join("etc/motd"), "hello").unwrap();
+    let (top, _) = images
+        .layer_from_dir(again, Some(layer.chain_id.clone()))
+        .await
+        .unwrap();
+    assert_ne!(top.chain_id, layer.chain_id);
+}

@@ -93,6 +93,13 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 3: execs with a TTY.
     "ALTER TABLE execs ADD COLUMN tty INTEGER NOT NULL DEFAULT 0;",
+    // 4: the build cache: a step's key (parent + instruction + inputs) → the layer it made
+    // (JSON LayerRecord, or NULL for a step that changes only the config) and when.
+    "CREATE TABLE build_cache (
+        key TEXT PRIMARY KEY,
+        layer TEXT,
+        created INTEGER NOT NULL
+    );",
 ];
 
 pub struct Store {

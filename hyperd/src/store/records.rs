@@ -613,3 +613,69 @@ pub fn get_exec(c: &Connection, id: &str) -> Result<Option<ExecRecord>> {
     })
     .transpose()
 }
+
+// ---- build cache ---------------------------------------------------------------------------
+
+/// One cached build step: what it made (a layer, or nothing for a config-only step) and when
+/// (the history entry's date, so a rebuild from cache gives the same image id).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildCacheEntry {
+    pub key: String,
+    pub layer: Option<LayerRecord>,
+    pub created: i64,
+}
+
+pub fn put_build_cache(c: &Connection, e: &BuildCacheEntry) -> Result<()> {
+    c.execute(
+        "INSERT OR REPLACE INTO build_cache (key, layer, created) VALUES (?1, ?2, ?3)",
+        params![e.key, e.layer.as_ref().map(to_json), e.created],
+    )?;
+    Ok(())
+}
+
+pub fn get_build_cache(c: &Connection, key: &str) -> Result<Option<BuildCacheEntry>> {
+    c.query_row(
+        "SELECT key, layer, created FROM build_cache WHERE key = ?1",
+        [key],
+        build_cache_row,
+    )
+    .optional()?
+    .transpose()
+}
+
+/// Every cached layer (the image garbage collector keeps them).
+pub fn build_cache_layers(c: &Connection) -> Result<Vec<LayerRecord>> {
+    let mut stmt =
+        c.prepare("SELECT key, layer, created FROM build_cache WHERE layer IS NOT NULL")?;
+    let rows = stmt.query_map([], build_cache_row)?;
+    let mut out = Vec::new();
+    for row in rows {
+        if let Some(layer) = row??.layer {
+            out.push(layer);
+        }
+    }
+    Ok(out)
+}
+
+fn build_cache_row(r: &Row) -> rusqlite::Result<Result<BuildCacheEntry>> {
+    let key: String = r.get(0)?;
+    let layer: Option<String> = r.get(1)?;
+    let created: i64 = r.get(2)?;
+    let layer = match layer {
+        None => None,
+        Some(json) => match serde_json::from_str(&json) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                return Ok(Err(Error::Corrupt {
+                    what: format!("build cache {key}"),
+                    message: e.to_string(),
+                }));
+            }
+        },
+    };
+    Ok(Ok(BuildCacheEntry {
+        key,
+        layer,
+        created,
+    }))
+}

@@ -27,6 +27,8 @@ fn module_source(module: &str) -> Option<&'static str> {
         "pod" => include_str!("../pod.rs"),
         "vm" => include_str!("../vm.rs"),
         "image" => include_str!("../image.rs"),
+        "build" => include_str!("../build.rs"),
+        "commit" => include_str!("../commit.rs"),
         "exec" => include_str!("../exec.rs"),
         "container" => include_str!("../container.rs"),
         "spec" => include_str!("../spec.rs"),
