@@ -388,8 +388,8 @@ fn a_committed_container_is_an_image_with_its_changes() {
         "the container to write /x",
         || d.hyperctl(&["exec", "c1", "cat", "/x"]).stdout == "changed\n",
     );
-    // The seed's example body, and a change that wins over its Cmd. The build branch's shim
-    // has no PauseVm yet: pause=0 copies the changes without freezing the VM.
+    // The seed's example body, and a change that wins over its Cmd; the VM is paused (the
+    // default) while the changes are read, and runs on afterwards.
     let body = r#"{"Hostname":"","Domainname":"","User":"","Memory":0,"MemorySwap":0,
         "CpuShares":512,"Cpuset":"0,1","AttachStdin":false,"AttachStdout":true,
         "AttachStderr":true,"PortSpecs":null,"Tty":false,"OpenStdin":false,"StdinOnce":false,
@@ -397,7 +397,7 @@ fn a_committed_container_is_an_image_with_its_changes() {
         "NetworkDisabled":false,"ExposedPorts":{"22/tcp":{}}}"#;
     let resp = d.curl_body(
         "POST",
-        "/container/commit?container=c1&repo=committed&tag=1&comment=snap&author=me&pause=0\
+        "/container/commit?container=c1&repo=committed&tag=1&comment=snap&author=me\
          &changes=CMD%20%5B%22cat%22%2C%22%2Fx%22%5D",
         body,
     );
@@ -407,7 +407,27 @@ fn a_committed_container_is_an_image_with_its_changes() {
         id["ID"].as_str().unwrap().starts_with("sha256:"),
         "{resp:?}"
     );
+    assert_eq!(
+        d.ok(&["exec", "c1", "cat", "/x"]),
+        "changed\n",
+        "c1 runs on after the commit"
+    );
     assert_eq!(d.ok(&["run", "--rm", "committed:1"]), "changed\n");
+    // hyperctl commit (pause by default), with -c and a name.
+    let out = d.ok(&[
+        "commit",
+        "-m",
+        "again",
+        "-c",
+        "ENV K=v",
+        "c1",
+        "committed:2",
+    ]);
+    assert!(out.starts_with("sha256:"), "{out}");
+    assert_eq!(
+        d.ok(&["run", "--rm", "committed:2", "sh", "-c", "echo $K; cat /x"]),
+        "v\nchanged\n"
+    );
     let out = d.hyperctl(&["run", "--rm", "committed:1", "ls", "/bin/vi"]);
     assert_ne!(out.code, 0, "the deletion is in the layer: {out:?}");
     let inspect = d.curl("GET", "/image/inspect?imageId=committed:1", None);
