@@ -131,6 +131,10 @@ pub struct UserContainer {
     pub envs: Vec<EnvironmentVar>,
     #[serde(skip_serializing_if = "is_false")]
     pub tty: bool,
+    /// Keep the main process's stdin open for `/attach?stdin=1` without a TTY (Docker's
+    /// `OpenStdin`); a client's half-close closes it. A TTY container takes stdin anyway.
+    #[serde(skip_serializing_if = "is_false")]
+    pub stdin: bool,
     #[serde(skip_serializing_if = "is_false")]
     pub read_only: bool,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -162,14 +162,30 @@ impl TestDaemon {
     }
 
     pub fn hyperctl(&self, args: &[&str]) -> CmdOutput {
-        let out = Command::new(hyperctl_binary())
+        self.hyperctl_with_stdin(args, None)
+    }
+
+    /// hyperctl with `input` as its stdin (then end of file); `None`: /dev/null.
+    pub fn hyperctl_with_stdin(&self, args: &[&str], input: Option<&[u8]>) -> CmdOutput {
+        let mut child = Command::new(hyperctl_binary())
             .args(args)
             .env("HYPER_HOST", format!("unix://{}", self.socket.display()))
             // Registry logins of this test stay in its own dir, never in ~/.docker.
             .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
-            .stdin(Stdio::null())
-            .output()
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("run hyperctl");
+        if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+            // A hyperctl that stops reading early is not this helper's failure to report.
+            let _ = std::io::Write::write_all(&mut stdin, input);
+        }
+        let out = child.wait_with_output().expect("wait for hyperctl");
         CmdOutput {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -29,6 +29,39 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
+/// A main process started with `stdin` (no TTY) reads what an attached client sends, sees
+/// the end of file when that client half-closes, and its output comes back in stdcopy frames;
+/// `hyperctl run -i` does the same with hyperctl's own stdin.
+#[test]
+fn a_main_process_takes_stdin_without_a_tty() {
+    let d = TestDaemon::start();
+    d.import_busybox();
+    d.ok(&[
+        "run",
+        "-d",
+        "-i",
+        "--name",
+        "reader",
+        "busybox",
+        "sh",
+        "-c",
+        "cat; echo eof >&2; exit 4",
+    ]);
+    let mut h = d.hijack("/attach?container=reader&stdin=1").unwrap();
+    h.write(b"one line\n");
+    h.close_stdin();
+    let fr = frames(&h.read_to_end());
+    assert_eq!(stream_text(&fr, 1), "one line\n");
+    assert_eq!(stream_text(&fr, 2), "eof\n");
+    assert_eq!(d.exit_code("reader"), 4);
+
+    let out = d.hyperctl_with_stdin(
+        &["run", "--rm", "-i", "busybox", "sh", "-c", "wc -l; exit 7"],
+        Some(b"a\nb\nc\n"),
+    );
+    assert_eq!((out.code, out.stdout.trim()), (7, "3"), "{out:?}");
+}
+
 #[test]
 fn exec_and_attach_over_the_hijacked_socket() {
     let d = TestDaemon::start();

@@ -39,6 +39,10 @@ pub struct PodFlags {
     /// Allocate a TTY (its stdin is then open for attach; `run -i -t` uses it).
     #[arg(short = 't', long)]
     pub tty: bool,
+    /// Keep the container's stdin open for attach, with or without a TTY (`run -i` sends
+    /// ours to it and closes it at our end of file).
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
     /// IMAGE [COMMAND [ARG...]] (not with --podfile).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
@@ -102,6 +106,7 @@ impl PodFlags {
                 workdir: self.workdir.clone().unwrap_or_default(),
                 envs,
                 tty: self.tty,
+                stdin: self.interactive,
                 restart_policy: "never".into(),
                 ..Default::default()
             }],

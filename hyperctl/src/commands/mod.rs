@@ -3,9 +3,9 @@
 
 mod api_spec;
 mod attach;
-mod container;
 mod build;
 mod commit;
+mod container;
 mod create;
 mod exec;
 mod history;

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use hyper_proto::rest::{IdResponse, PodInfo};
 
@@ -20,9 +20,6 @@ pub struct Args {
     /// Remove the pod when its container has exited.
     #[arg(long)]
     pub rm: bool,
-    /// Keep stdin open: our stdin goes to the container (needs -t).
-    #[arg(short = 'i', long)]
-    pub interactive: bool,
     /// The keys that detach from a -i -t session and leave the container running.
     #[arg(long, default_value = "ctrl-p,ctrl-q")]
     pub detach_keys: String,
@@ -34,9 +31,6 @@ pub struct Args {
 }
 
 pub async fn run(client: &Client, args: Args) -> Result<i32> {
-    if args.interactive && !args.pod.tty {
-        bail!("run -i: a container takes stdin only on a TTY; add -t");
-    }
     let started = Instant::now();
     let pod_id = create_pod(client, &args.pod).await?;
     let vm = args.vm.as_deref().unwrap_or("");
@@ -69,14 +63,14 @@ pub async fn run(client: &Client, args: Args) -> Result<i32> {
             .hijack(&format!(
                 "/attach?container={}&stdin={}&detachKeys={}",
                 enc(&container),
-                args.interactive,
+                args.pod.interactive,
                 enc(&args.detach_keys)
             ))
             .await?;
         let ended = Session {
             client,
             tty,
-            stdin: args.interactive,
+            stdin: args.pod.interactive,
             resize: tty.then(|| format!("/tty/resize?container={}", enc(&container))),
             detach_keys: session::detach_bytes(&args.detach_keys),
         }

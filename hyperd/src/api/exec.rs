@@ -161,7 +161,7 @@ pub async fn resize(State(d): State<Arc<Daemon>>, q: Params) -> ApiResult<Status
 
 /// Replays a container's output from its log and follows it until the container closes
 /// it; `stdout`/`stderr` (default yes) pick the streams; `stdin` (default: yes when the
-/// container has a TTY) relays the client's bytes until it half-closes or types
+/// container takes stdin: a TTY or `stdin` in its spec) relays the client's bytes until it half-closes or types
 /// `detachKeys` (TTY only; default ctrl-p,ctrl-q), which leaves the container running.
 pub async fn attach(State(d): State<Arc<Daemon>>, mut req: Request) -> ApiResult<Response> {
     let q = query(&req);
@@ -170,8 +170,9 @@ pub async fn attach(State(d): State<Arc<Daemon>>, mut req: Request) -> ApiResult
     let flag = |name: &str, default: bool| q.get(name).map_or(default, |v| truthy(v));
     let ct = d.pods.container(&reference)?;
     let tty = ct.process.tty;
-    let stdin = flag("stdin", tty);
-    if stdin && !tty {
+    let takes_stdin = tty || ct.process.stdin;
+    let stdin = flag("stdin", takes_stdin);
+    if stdin && !takes_stdin {
         return Err(crate::container::Error::from(stdio::Error::NoStdin(ct.name)).into());
     }
     let streams = (flag("stdout", true), flag("stderr", true));

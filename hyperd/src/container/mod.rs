@@ -78,6 +78,9 @@ pub struct ProcessSpec {
     pub cwd: String,
     pub user: String,
     pub tty: bool,
+    /// The main process reads attach stdin (a TTY one always does).
+    #[serde(default)]
+    pub stdin: bool,
 }
 
 impl ProcessSpec {
@@ -132,6 +135,7 @@ impl ProcessSpec {
             cwd,
             user,
             tty: c.tty,
+            stdin: c.stdin || c.tty,
         })
     }
 

@@ -292,7 +292,8 @@ impl Pods {
     }
 
     /// Shares a container's rootfs with the VM and creates it there, stopped. A TTY
-    /// container's main process gets a terminal and takes stdin (`/attach?stdin=1`).
+    /// container's main process gets a terminal; with a TTY or `stdin` it takes stdin
+    /// (`/attach?stdin=1`).
     async fn add_to_vm(&self, shim: &Shim, pod: &PodRecord, ct: &ContainerRecord) -> Result<()> {
         let image = self.images.resolve(&ct.image_id)?;
         let dir = Path::new(&ct.dir);
@@ -306,7 +307,10 @@ impl Pods {
             .add_container(AddContainerRequest {
                 id: ct.id.clone(),
                 rootfs: String::new(),
-                process: Some(ct.process.to_process(ct.process.tty, ct.process.tty)),
+                process: Some(
+                    ct.process
+                        .to_process(ct.process.tty, ct.process.stdin || ct.process.tty),
+                ),
                 hostname: pod.spec.hostname.clone(),
                 resources: None,
                 layers: overlay.layers,
@@ -334,7 +338,7 @@ impl Pods {
                 Path::new(&ct.dir),
                 self.log_config(&pod.spec)?,
                 false,
-                ct.process.tty,
+                ct.process.stdin || ct.process.tty,
             )
             .await?;
         shim.client
@@ -582,7 +586,7 @@ impl Pods {
                         Path::new(&ct.dir),
                         config,
                         true,
-                        ct.process.tty,
+                        ct.process.stdin || ct.process.tty,
                     )
                     .await?;
                 self.rewait_execs(&shim, &ct)?;

@@ -33,7 +33,7 @@ use crate::vm::Shim;
 pub enum Error {
     #[error("{0}")]
     Invalid(String),
-    #[error("container {0} does not take stdin (create it with tty)")]
+    #[error("container {0} does not take stdin (create it with stdin or tty)")]
     NoStdin(String),
     #[error("{context}: {source}")]
     Io {
