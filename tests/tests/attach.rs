@@ -100,6 +100,20 @@ fn exec_and_attach_over_the_hijacked_socket() {
     let code = d.curl("GET", &format!("/exitcode?container=talk&exec={id}"), None);
     assert_eq!((code.status, code.body.trim()), (200, "3"), "{code:?}");
 
+    // /exitcode waits for an exec however long it runs (past hyperd 1.1's 10 s limit).
+    let slow = exec_create(&d, "talk", r#"["sh","-c","sleep 11; exit 5"]"#, false);
+    let started = std::time::Instant::now();
+    let _session = d
+        .hijack(&format!("/exec/start?container=talk&exec={slow}"))
+        .unwrap();
+    let code = d.curl(
+        "GET",
+        &format!("/exitcode?container=talk&exec={slow}"),
+        None,
+    );
+    assert_eq!((code.status, code.body.trim()), (200, "5"), "{code:?}");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(11));
+
     // Two clients attached at once both get the output (replayed from the start, then live),
     // each stream in its own frames.
     let mut a = d.hijack("/attach?container=talk").unwrap();

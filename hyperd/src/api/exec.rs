@@ -130,7 +130,7 @@ pub async fn execvm(State(d): State<Arc<Daemon>>, mut req: Request) -> ApiResult
 }
 
 /// A JSON integer; for a container once it is no longer running (137 if its VM died), for
-/// an exec once it ended (at most 10 s).
+/// an exec once it ended, however long that takes.
 pub async fn exit_code(State(d): State<Arc<Daemon>>, q: Params) -> ApiResult<Json<i32>> {
     let container = required(&q, "container")?;
     let exec = Some(param(&q, "exec")).filter(|e| !e.is_empty());

@@ -4,7 +4,6 @@
 //! recorded when it ends, 137 when its VM died under it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -15,9 +14,6 @@ use super::{Error, ProcessSpec, find};
 use crate::ids;
 use crate::store::{self, ContainerRecord, ExecRecord, Store};
 use crate::vm::{Shim, Vms};
-
-/// `/exitcode` waits this long for an exec to end (hyperd 1.1's limit).
-pub const EXEC_EXIT_WAIT: Duration = Duration::from_secs(10);
 
 /// The exit code of a process whose VM died under it (SIGKILL's, as Docker reports an OOM or
 /// a killed container).
@@ -239,11 +235,12 @@ impl Execs {
     }
 
     /// `/exitcode`: a container's exit code once it is no longer running (0 if it never ran),
-    /// or an exec's, waiting at most [`EXEC_EXIT_WAIT`].
+    /// or an exec's once it ended, however long that takes (the caller hanging up ends the
+    /// wait). An exec that never started in a container that is no longer running is
+    /// [`Error::NotRunning`].
     pub async fn exit_code(&self, container: &str, exec_id: Option<&str>) -> Result<i32, Error> {
         let ct = find(&self.store, container)?;
         let mut changes = self.changes.subscribe();
-        let deadline = tokio::time::Instant::now() + EXEC_EXIT_WAIT;
         loop {
             changes.borrow_and_update();
             match exec_id {
@@ -257,11 +254,17 @@ impl Execs {
                     if let Some(code) = exec.exit_code {
                         return Ok(code);
                     }
-                    if tokio::time::timeout_at(deadline, changes.changed())
-                        .await
-                        .is_err()
-                    {
-                        return Err(Error::ExecStillRunning(id.into()));
+                    // An exit is recorded for every exec that ran, also when its container
+                    // or VM ended under it; one that never started has nothing to wait for.
+                    let ct = self
+                        .store
+                        .read(|c| store::get_container(c, &ct.id))?
+                        .ok_or_else(|| Error::NotFound(container.into()))?;
+                    if !ct.state.is_running() {
+                        return Err(Error::NotRunning(ct.name));
+                    }
+                    if changes.changed().await.is_err() {
+                        return Err(Error::NotRunning(ct.name));
                     }
                 }
                 None => {

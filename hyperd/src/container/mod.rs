@@ -169,8 +169,6 @@ pub enum Error {
     NoCommand { field: String, image: String },
     #[error("{0}")]
     Invalid(String),
-    #[error("exec {0} did not exit within the wait limit")]
-    ExecStillRunning(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -194,11 +192,9 @@ impl Error {
         match self {
             Error::NotFound(_) | Error::ExecNotFound(_) => Kind::NotFound,
             Error::NoCommand { .. } | Error::Invalid(_) => Kind::InvalidInput,
-            Error::Ambiguous { .. }
-            | Error::NotRunning(_)
-            | Error::ExecStillRunning(_)
-            | Error::NoTty(_)
-            | Error::Paused(_) => Kind::Conflict,
+            Error::Ambiguous { .. } | Error::NotRunning(_) | Error::NoTty(_) | Error::Paused(_) => {
+                Kind::Conflict
+            }
             Error::Stdio(e) => e.kind(),
             Error::Vm(e) => e.kind(),
             Error::Io { .. } | Error::Store(_) => Kind::Internal,
