@@ -448,3 +448,15 @@ pub fn run_tool(cmd: &mut Command) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// Percent-encodes a query value (RFC 3986: everything but unreserved characters).
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

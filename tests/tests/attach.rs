@@ -4,29 +4,19 @@
 
 use hyper_tests::daemon::TestDaemon;
 use hyper_tests::hijack::{frames, stream_text};
+use hyper_tests::url_encode;
 
 fn exec_create(d: &TestDaemon, container: &str, command: &str, tty: bool) -> String {
     let r = d.curl(
         "POST",
         &format!(
             "/exec/create?container={container}&command={}&tty={tty}",
-            urlencode(command)
+            url_encode(command)
         ),
         None,
     );
     assert_eq!(r.status, 201, "{r:?}\n{}", d.log());
     serde_json::from_str(&r.body).unwrap()
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// A main process started with `stdin` (no TTY) reads what an attached client sends, sees

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use hyper::Method;
 
-use hyper_proto::rest::{EnvironmentVar, IdResponse, UserContainer};
+use hyper_proto::rest::{IdResponse, UserContainer};
 
 use crate::client::{Client, enc};
 
@@ -62,17 +62,7 @@ pub async fn run(client: &Client, command: Command) -> Result<i32> {
     match command {
         Command::Create(a) => {
             let (image, cmd) = a.args.split_first().expect("clap requires IMAGE");
-            let envs = a
-                .env
-                .iter()
-                .map(|kv| match kv.split_once('=') {
-                    Some((k, v)) => Ok(EnvironmentVar {
-                        env: k.into(),
-                        value: v.into(),
-                    }),
-                    None => anyhow::bail!("--env {kv:?}: expected KEY=VALUE"),
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let envs = super::create::parse_envs(&a.env)?;
             let spec = UserContainer {
                 name: a.name.unwrap_or_default(),
                 image: image.clone(),

@@ -72,6 +72,20 @@ fn default_name(image: &str) -> String {
     }
 }
 
+/// `-e KEY=VALUE` flags as the pod spec's `envs`.
+pub fn parse_envs(flags: &[String]) -> Result<Vec<EnvironmentVar>> {
+    flags
+        .iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => Ok(EnvironmentVar {
+                env: k.into(),
+                value: v.into(),
+            }),
+            None => bail!("--env {kv:?}: expected KEY=VALUE"),
+        })
+        .collect()
+}
+
 impl PodFlags {
     /// The pod JSON to send.
     pub fn spec(&self) -> Result<Vec<u8>> {
@@ -85,17 +99,7 @@ impl PodFlags {
             bail!("an IMAGE (or --podfile) is required");
         };
         let name = self.name.clone().unwrap_or_else(|| default_name(image));
-        let envs = self
-            .env
-            .iter()
-            .map(|kv| match kv.split_once('=') {
-                Some((k, v)) => Ok(EnvironmentVar {
-                    env: k.into(),
-                    value: v.into(),
-                }),
-                None => bail!("--env {kv:?}: expected KEY=VALUE"),
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let envs = parse_envs(&self.env)?;
         let pod = UserPod {
             id: name.clone(),
             containers: vec![UserContainer {

@@ -62,19 +62,7 @@ impl Pods {
         let config = self.images.config_of(&image)?;
         let idx = pod.spec.containers.len();
         let process = ProcessSpec::from_spec(idx, &c, &config.config)?;
-        let id = ids::container_id();
-        let ct = ContainerRecord {
-            dir: self.containers_dir.join(&id).to_string_lossy().into_owned(),
-            id,
-            pod_id: pod.id.clone(),
-            idx: idx as i64,
-            name: c.name.clone(),
-            image: c.image.clone(),
-            image_id: image.id,
-            process,
-            state: ContainerState::Pending,
-            exit_code: None,
-        };
+        let ct = self.pending_record(&pod.id, idx, &c, image.id, process);
         pod.spec.containers.push(c);
         self.store.write(|tx| {
             if store::container_by_name(tx, &ct.name)?.is_some() {

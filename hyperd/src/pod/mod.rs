@@ -167,6 +167,31 @@ impl Pods {
         self.changes.send_modify(|n| *n += 1);
     }
 
+    /// The record of container `idx` of pod `pod_id`, not started yet, with a new id and its
+    /// directory under the containers dir.
+    fn pending_record(
+        &self,
+        pod_id: &str,
+        idx: usize,
+        c: &hyper_proto::rest::UserContainer,
+        image_id: String,
+        process: ProcessSpec,
+    ) -> ContainerRecord {
+        let id = ids::container_id();
+        ContainerRecord {
+            dir: self.containers_dir.join(&id).to_string_lossy().into_owned(),
+            id,
+            pod_id: pod_id.into(),
+            idx: idx as i64,
+            name: c.name.clone(),
+            image: c.image.clone(),
+            image_id,
+            process,
+            state: ContainerState::Pending,
+            exit_code: None,
+        }
+    }
+
     /// Records a validated spec: the pod and its containers, `pending`. Images must exist.
     pub fn create(&self, pod: UserPod) -> Result<String> {
         self.log_config(&pod)?;
@@ -175,19 +200,7 @@ impl Pods {
             let image = self.images.resolve(&c.image)?;
             let config = self.images.config_of(&image)?;
             let process = ProcessSpec::from_spec(i, c, &config.config)?;
-            let id = ids::container_id();
-            containers.push(ContainerRecord {
-                dir: self.containers_dir.join(&id).to_string_lossy().into_owned(),
-                id,
-                pod_id: pod.id.clone(),
-                idx: i as i64,
-                name: c.name.clone(),
-                image: c.image.clone(),
-                image_id: image.id,
-                process,
-                state: ContainerState::Pending,
-                exit_code: None,
-            });
+            containers.push(self.pending_record(&pod.id, i, c, image.id, process));
         }
         let record = PodRecord {
             id: pod.id.clone(),
