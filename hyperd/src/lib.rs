@@ -173,10 +173,14 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         docker_hub_host: config.docker_hub_host.clone(),
     })
     .map_err(|e| error::Error::from(image::Error::from(e)))?;
-    let images =
-        Arc::new(Images::new(&config.root, store.clone(), registry).map_err(error::Error::from)?);
     let (died_tx, mut died_rx) = mpsc::unbounded_channel();
     let vms = Vms::new(config.clone(), store.clone(), died_tx);
+    // Builds died with the previous hyperd: their VMs go before Images clears their work dirs.
+    vms.destroy_orphan_builds()
+        .await
+        .map_err(error::Error::from)?;
+    let images =
+        Arc::new(Images::new(&config.root, store.clone(), registry).map_err(error::Error::from)?);
     let (changes, _) = watch::channel(0u64);
     let pods = Pods::new(
         &config.root,

@@ -571,6 +571,15 @@ pub struct ImageConfig {
     pub exposed_ports: BTreeMap<String, serde_json::Value>,
     pub volumes: BTreeMap<String, serde_json::Value>,
     pub labels: BTreeMap<String, String>,
+    /// `ONBUILD` triggers, as written after `ONBUILD` (Docker's `config.OnBuild`).
+    pub on_build: Vec<String>,
+    /// `SHELL` (Docker's `config.Shell`); empty: `/bin/sh -c`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shell: Vec<String>,
+    /// Docker's `{"Test": […], "Interval": ns, "Timeout": ns, "StartPeriod": ns, "Retries": n}`
+    /// from `HEALTHCHECK` (`{"Test": ["NONE"]}` for `HEALTHCHECK NONE`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -563,6 +563,81 @@ fn a_client_that_goes_away_stops_the_build_and_its_vm() {
     assert!(!images.contains("slow"), "{images}");
 }
 
+/// A build VM is no pod's: hidden from `list vm`, refused by `--vm` and `/vm/kill`; when
+/// hyperd dies mid-build, the next hyperd destroys it (and the build's work dir) instead of
+/// re-adopting it. Its RUN also shows that `SHELL` applies to later `RUN`s.
+#[test]
+fn a_build_vm_is_never_a_pod_s_and_a_restart_destroys_one_left_by_a_killed_hyperd() {
+    use std::io::BufRead as _;
+    let mut d = TestDaemon::start();
+    base_image(&d);
+    let ctx = context(
+        &d,
+        "killed",
+        &[(
+            "Dockerfile",
+            "FROM base:1\nSHELL [\"/bin/busybox\", \"env\", \"VIA_SHELL=yes\", \"/bin/sh\", \"-c\"]\n\
+             RUN echo started $VIA_SHELL; sleep 300\n",
+        )],
+    );
+    let body = tar(&ctx, "");
+    let mut curl = Command::new("curl")
+        .args(["-sN", "--unix-socket"])
+        .arg(&d.socket)
+        .arg("--data-binary")
+        .arg(format!("@{}", body.display()))
+        .arg("http://hyperd/image/build?t=killed:1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(curl.stdout.take().unwrap()).lines();
+    let started = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("started yes"));
+    assert!(
+        started,
+        "the RUN never printed (through SHELL)\n{}",
+        d.log()
+    );
+    let vms = d.run_dir.join("vms");
+    let vm_id = std::fs::read_dir(&vms)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| e.file_type().unwrap().is_dir())
+        .expect("the build VM's run dir")
+        .file_name()
+        .into_string()
+        .unwrap();
+
+    assert!(d.list("vm").is_empty(), "the build VM is listed");
+    let out = d.hyperctl(&["run", "--vm", &vm_id, "base:1", "true"]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(format!("{out:?}").contains("is a build's vm"), "{out:?}");
+    let kill = d.curl("POST", &format!("/vm/kill?vm={vm_id}"), None);
+    assert_eq!(kill.status, 409, "{kill:?}");
+
+    d.kill9();
+    drop(lines);
+    curl.wait().unwrap();
+    assert!(
+        !processes_mentioning(&vms).is_empty(),
+        "the VM died with hyperd"
+    );
+    d.restart();
+    assert!(
+        d.log()
+            .contains("build vm of a build that died with hyperd destroyed"),
+        "{}",
+        d.log()
+    );
+    assert!(!d.log().contains("vm re-adopted"), "{}", d.log());
+    assert!(!vms.join(&vm_id).exists(), "its run dir is left");
+    assert_nothing_left(&d);
+    let images = d.curl("GET", "/images/get?all=1", None).body;
+    assert!(!images.contains("killed"), "{images}");
+}
+
 #[test]
 fn a_missing_base_is_pulled_with_the_credentials_of_x_registry_config() {
     use base64::Engine as _;

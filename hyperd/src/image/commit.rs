@@ -13,7 +13,7 @@ use std::sync::Arc;
 use hyper_proto::types::Empty;
 use serde::Deserialize;
 
-use super::build::builder::{self, apply_instruction, env_lookup};
+use super::build::builder::{self, apply_instruction, env_lookup, exposed_ports};
 use super::build::dockerfile::{self, Command};
 use super::config;
 use super::{Error as ImageError, Images, Reference};
@@ -153,9 +153,32 @@ pub async fn commit(
                     "changes: {line:?}: commit takes only CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME and WORKDIR"
                 )));
             }
+            // Ports without `$` need no image to check (those with one are checked when the
+            // changes are applied, before the VM is touched too).
+            if let Command::Expose(words) = &ins.command {
+                for w in words.iter().filter(|w| !w.contains('$')) {
+                    exposed_ports(w).map_err(|m| {
+                        Error::Invalid(format!("changes: {line:?}: EXPOSE: {m}"))
+                    })?;
+                }
+            }
             Ok(ins)
         })
         .collect::<Result<Vec<_>>>()?;
+    if let Some(body) = &opts.config {
+        for key in body.exposed_ports.iter().flatten().map(|(k, _)| k) {
+            // A key is one port with its protocol (`80/tcp`), as Docker's `nat.Port`.
+            match exposed_ports(key) {
+                Ok(keys) if keys.len() == 1 && key.contains('/') => {}
+                Ok(_) => {
+                    return Err(Error::Invalid(format!(
+                        "config: ExposedPorts: {key:?}: want one port and its protocol, like 80/tcp"
+                    )));
+                }
+                Err(m) => return Err(Error::Invalid(format!("config: ExposedPorts: {m}"))),
+            }
+        }
+    }
     let ct = container::find(store, reference)?;
     let image = images.resolve(&ct.image_id)?;
     let mut config = images.config_of(&image)?;
@@ -165,6 +188,15 @@ pub async fn commit(
             ct.name
         ))
         .into());
+    }
+    // The new config first: a refused change leaves the VM untouched and no layer behind.
+    if let Some(body) = &opts.config {
+        apply_body(&mut config.config, body);
+    }
+    for ins in &changes {
+        let env = config.config.env.clone();
+        let lookup = move |n: &str| env_lookup(&env, n);
+        apply_instruction(&mut config, ins, &lookup, '\\')?;
     }
     let upper = std::path::Path::new(&ct.dir).join("upper");
     if !upper.is_dir() {
@@ -234,14 +266,6 @@ pub async fn commit(
         .await?;
     drop(tar);
 
-    if let Some(body) = &opts.config {
-        apply_body(&mut config.config, body);
-    }
-    for ins in &changes {
-        let env = config.config.env.clone();
-        let lookup = move |n: &str| env_lookup(&env, n);
-        apply_instruction(&mut config, ins, &lookup, '\\')?;
-    }
     let created = ids::now();
     config.created = config::rfc3339(created);
     if !opts.author.is_empty() {
@@ -349,5 +373,48 @@ mod tests {
         assert!(c.volumes.contains_key("/tmp") && c.exposed_ports.contains_key("22/tcp"));
         let e = serde_json::from_str::<CommitConfig>(r#"{"Cmdd":["x"]}"#).unwrap_err();
         assert!(e.to_string().contains("Cmdd"), "{e}");
+    }
+
+    /// Bad ports are refused before the container is even looked up (none exists here).
+    #[tokio::test]
+    async fn a_bad_exposed_port_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (images, vms) = crate::image::build::builder::tests::images_and_no_vms(&dir);
+        let commit_with = |changes: &[&str], config: Option<CommitConfig>| CommitOptions {
+            changes: changes.iter().map(|c| c.to_string()).collect(),
+            config,
+            ..Default::default()
+        };
+        for (opts, want) in [
+            (
+                commit_with(&["EXPOSE abc"], None),
+                r#"changes: "EXPOSE abc": EXPOSE: invalid containerPort: abc"#,
+            ),
+            (
+                commit_with(&["EXPOSE 80/tcp 9-8"], None),
+                r#"changes: "EXPOSE 80/tcp 9-8": EXPOSE: invalid containerPort: 9-8"#,
+            ),
+            (
+                commit_with(
+                    &[],
+                    Some(serde_json::from_str(r#"{"ExposedPorts":{"x/udp":{}}}"#).unwrap()),
+                ),
+                "config: ExposedPorts: invalid containerPort: x",
+            ),
+        ] {
+            let e = commit(&images, &vms, "nope", &opts).await.unwrap_err();
+            assert_eq!(e.to_string(), want);
+            assert_eq!(e.kind(), Kind::InvalidInput);
+        }
+        // Good ports get as far as the container lookup.
+        let e = commit(
+            &images,
+            &vms,
+            "nope",
+            &commit_with(&["EXPOSE 80 53/udp"], None),
+        )
+        .await
+        .unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
     }
 }

@@ -164,6 +164,9 @@ impl ImageConfigFile {
             exposed_ports: c.exposed_ports.clone(),
             volumes: c.volumes.clone(),
             labels: c.labels.clone(),
+            on_build: c.on_build.clone(),
+            shell: c.shell.clone(),
+            healthcheck: c.healthcheck.clone(),
         }
     }
 }

@@ -52,10 +52,49 @@ pub enum Error {
 }
 
 fn invalid_message(entry: &str, reason: &str) -> String {
+    // Both come from the client's bytes (a member name, a tar parser's complaint).
     if entry.is_empty() {
-        format!("invalid layer: {reason}")
+        format!("invalid layer: {}", printable(reason))
     } else {
-        format!("invalid layer entry {entry:?}: {reason}")
+        format!(
+            "invalid layer entry {}: {}",
+            printable(&format!("{entry:?}")),
+            printable(reason)
+        )
+    }
+}
+
+/// How many characters of client text a message shows.
+const MAX_SHOWN: usize = 200;
+
+/// `text` built from a client's bytes (a tar member's name, a parser's complaint quoting
+/// them) made safe to show in an error: ASCII controls, U+FFFD (from invalid UTF-8) and every
+/// other character that is neither ASCII nor a letter or digit become `\u{…}` escapes, and it
+/// stops after 200 characters (then ends in `…`).
+pub(crate) fn printable(text: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == MAX_SHOWN {
+            out.push('…');
+            break;
+        }
+        if c == ' ' || c.is_ascii_graphic() || (!c.is_ascii() && c.is_alphanumeric()) {
+            out.push(c);
+        } else {
+            out.extend(c.escape_unicode());
+        }
+    }
+    out
+}
+
+/// A tar parser's complaint without the client bytes it may quote: the `tar` crate writes
+/// `numeric field did not have utf-8 text: <the field's bytes>`; when what follows the first
+/// `": "` is not plain text, only what comes before it is kept.
+pub(crate) fn tar_complaint(e: &io::Error) -> String {
+    let text = e.to_string();
+    match text.split_once(": ") {
+        Some((what, quoted)) if printable(quoted) != quoted => what.to_string(),
+        _ => printable(&text),
     }
 }
 
@@ -114,9 +153,12 @@ pub fn unpack_layer(tar: impl Read, dest: &Path) -> Result<LayerStats, Error> {
     let not_a_tar = |after: &str, e: io::Error| Error::Invalid {
         entry: String::new(),
         reason: if after.is_empty() {
-            format!("not a valid tar archive: {e}")
+            format!("not a valid tar archive: {}", tar_complaint(&e))
         } else {
-            format!("not a valid tar archive after entry {after:?}: {e}")
+            format!(
+                "not a valid tar archive after entry {after:?}: {}",
+                tar_complaint(&e)
+            )
         },
     };
     let mut last = String::new();
@@ -192,7 +234,9 @@ struct Meta {
 impl Meta {
     fn read<R: Read>(entry: &mut tar::Entry<'_, R>, name: &str) -> Result<Self, Error> {
         let h = entry.header();
-        let field = |what: &str, e: io::Error| invalid(name, format!("bad {what} field: {e}"));
+        let field = |what: &str, e: io::Error| {
+            invalid(name, format!("bad {what} field: {}", tar_complaint(&e)))
+        };
         // A field left blank (all NUL or spaces) reads as 0, as Go's archive/tar (Docker's)
         // and GNU tar read it; some writers leave uid, gid and mtime blank.
         let old = h.as_old();
@@ -218,9 +262,10 @@ impl Meta {
         let mut xattrs = Vec::new();
         let pax = entry
             .pax_extensions()
-            .map_err(|e| invalid(name, format!("bad PAX header: {e}")))?;
+            .map_err(|e| invalid(name, format!("bad PAX header: {}", tar_complaint(&e))))?;
         for ext in pax.into_iter().flatten() {
-            let ext = ext.map_err(|e| invalid(name, format!("bad PAX record: {e}")))?;
+            let ext =
+                ext.map_err(|e| invalid(name, format!("bad PAX record: {}", tar_complaint(&e))))?;
             if ext.key_bytes() == b"mtime" {
                 mtime = pax_time(ext.value_bytes())
                     .ok_or_else(|| invalid(name, "bad PAX mtime record"))?;
@@ -1401,6 +1446,36 @@ mod tests {
         let d = Dest::new();
         let r = d.unpack(&[dir("d"), hardlink("hl", "d")]);
         assert_invalid(r, "hl", "is a directory");
+    }
+
+    #[test]
+    fn client_bytes_in_messages_are_escaped_or_dropped() {
+        assert_eq!(printable("café/a b.txt"), "café/a b.txt");
+        assert_eq!(
+            printable("a\u{1b}[2J\u{fffd}\u{301}\u{200b}"),
+            "a\\u{1b}[2J\\u{fffd}\\u{301}\\u{200b}"
+        );
+        assert_eq!(printable(&"x".repeat(300)), format!("{}…", "x".repeat(200)));
+        let quoting =
+            io::Error::other("numeric field did not have utf-8 text: 7;\u{5b2}0S\u{fffd}");
+        assert_eq!(
+            tar_complaint(&quoting),
+            "numeric field did not have utf-8 text"
+        );
+        let plain = io::Error::other("numeric field was not a number: 12x3");
+        assert_eq!(
+            tar_complaint(&plain),
+            "numeric field was not a number: 12x3"
+        );
+
+        let d = Dest::new();
+        let mut block = vec![b'x'; 1024];
+        block[148..156].copy_from_slice(b"7;\xd6\xb20S\xff\xfe");
+        let e = unpack_layer(&block[..], &d.path()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid layer: not a valid tar archive: numeric field did not have utf-8 text"
+        );
     }
 
     #[test]

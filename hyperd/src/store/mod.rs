@@ -100,6 +100,9 @@ const MIGRATIONS: &[&str] = &[
         layer TEXT,
         created INTEGER NOT NULL
     );",
+    // 5: what a VM is for: `pool` (a pod's, or `/vm/create`'s for a pod to start in) or
+    // `build` (one build's, never a pod's; destroyed at a restart, its build having died).
+    "ALTER TABLE vms ADD COLUMN role TEXT NOT NULL DEFAULT 'pool';",
 ];
 
 pub struct Store {
@@ -218,6 +221,7 @@ mod tests {
             cpus: 1,
             memory_mib: 128,
             created: 0,
+            role: crate::vm::VmRole::Pool,
         };
         let failed: Result<()> = store.write(|tx| {
             insert_vm(tx, &vm)?;
@@ -228,5 +232,44 @@ mod tests {
         });
         assert!(failed.is_err());
         assert!(store.read(|c| get_vm(c, "vm-a")).unwrap().is_none());
+    }
+
+    /// A VM's role survives a reopen; pods' listings never see build VMs; VMs recorded before
+    /// roles existed are pool VMs.
+    #[test]
+    fn build_vms_are_recorded_as_such_and_listed_apart() {
+        use crate::vm::{VmRole, VmState};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        // A database of schema 4 with one VM in it.
+        let conn = Connection::open(&path).unwrap();
+        for m in &MIGRATIONS[..4] {
+            conn.execute_batch(m).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        conn.execute(
+            "INSERT INTO vms VALUES ('vm-old', 'running', '/s', '/r', '/l', 1, 1, 128, 0)",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let store = Store::open(&path).unwrap();
+        let old = store.read(|c| get_vm(c, "vm-old")).unwrap().unwrap();
+        assert_eq!(old.role, VmRole::Pool);
+        let build = VmRecord {
+            id: "vm-build".into(),
+            created: 1,
+            role: VmRole::Build,
+            state: VmState::Running,
+            ..old
+        };
+        store.write(|tx| insert_vm(tx, &build)).unwrap();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        let ids = |vms: Vec<VmRecord>| vms.into_iter().map(|v| v.id).collect::<Vec<_>>();
+        assert_eq!(ids(store.read(list_vms).unwrap()), ["vm-old"]);
+        assert_eq!(ids(store.read(list_build_vms).unwrap()), ["vm-build"]);
+        let got = store.read(|c| get_vm(c, "vm-build")).unwrap().unwrap();
+        assert_eq!(got, build);
     }
 }

@@ -9,7 +9,7 @@ use super::{Error, Result};
 use crate::container::{ContainerState, ProcessSpec};
 use crate::image::LayerRecord;
 use crate::pod::PodState;
-use crate::vm::VmState;
+use crate::vm::{VmRole, VmState};
 use hyper_proto::rest::UserPod;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +45,8 @@ pub struct VmRecord {
     pub cpus: u32,
     pub memory_mib: u32,
     pub created: i64,
+    /// A pod's VM or a build's (never offered to a pod).
+    pub role: VmRole,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -266,9 +268,10 @@ pub fn containers_using_image(c: &Connection, image_id: &str) -> Result<Vec<Stri
 
 // ---- vms -------------------------------------------------------------------------------------
 
-const VM_COLUMNS: &str = "id, state, socket, run_dir, log, shim_pid, cpus, memory_mib, created";
+const VM_COLUMNS: &str =
+    "id, state, socket, run_dir, log, shim_pid, cpus, memory_mib, created, role";
 
-fn vm_row(r: &Row) -> rusqlite::Result<(VmRecord, String)> {
+fn vm_row(r: &Row) -> rusqlite::Result<(VmRecord, String, String)> {
     Ok((
         VmRecord {
             id: r.get(0)?,
@@ -280,19 +283,22 @@ fn vm_row(r: &Row) -> rusqlite::Result<(VmRecord, String)> {
             cpus: r.get(6)?,
             memory_mib: r.get(7)?,
             created: r.get(8)?,
+            role: VmRole::Pool,
         },
         r.get(1)?,
+        r.get(9)?,
     ))
 }
 
-fn finish_vm((mut vm, state): (VmRecord, String)) -> Result<VmRecord> {
+fn finish_vm((mut vm, state, role): (VmRecord, String, String)) -> Result<VmRecord> {
     vm.state = parse(&format!("vm {}", vm.id), state)?;
+    vm.role = parse(&format!("vm {}", vm.id), role)?;
     Ok(vm)
 }
 
 pub fn insert_vm(c: &Connection, vm: &VmRecord) -> Result<()> {
     c.execute(
-        &format!("INSERT INTO vms ({VM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+        &format!("INSERT INTO vms ({VM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
         params![
             vm.id,
             vm.state.to_string(),
@@ -302,7 +308,8 @@ pub fn insert_vm(c: &Connection, vm: &VmRecord) -> Result<()> {
             vm.shim_pid,
             vm.cpus,
             vm.memory_mib,
-            vm.created
+            vm.created,
+            vm.role.to_string()
         ],
     )?;
     Ok(())
@@ -333,11 +340,21 @@ pub fn get_vm(c: &Connection, id: &str) -> Result<Option<VmRecord>> {
     .transpose()
 }
 
+/// The VMs of pods (and `/vm/create`'s idle ones), oldest first: never a build's.
 pub fn list_vms(c: &Connection) -> Result<Vec<VmRecord>> {
+    list_vms_of(c, VmRole::Pool)
+}
+
+/// The VMs of builds, oldest first.
+pub fn list_build_vms(c: &Connection) -> Result<Vec<VmRecord>> {
+    list_vms_of(c, VmRole::Build)
+}
+
+fn list_vms_of(c: &Connection, role: VmRole) -> Result<Vec<VmRecord>> {
     let mut stmt = c.prepare(&format!(
-        "SELECT {VM_COLUMNS} FROM vms ORDER BY created, rowid"
+        "SELECT {VM_COLUMNS} FROM vms WHERE role = ?1 ORDER BY created, rowid"
     ))?;
-    let rows = stmt.query_map([], vm_row)?;
+    let rows = stmt.query_map([role.to_string()], vm_row)?;
     rows.map(|r| finish_vm(r?)).collect()
 }
 

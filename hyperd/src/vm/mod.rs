@@ -67,10 +67,43 @@ impl FromStr for VmState {
     }
 }
 
+/// What a VM is for, recorded with it (the `vms.role` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmRole {
+    /// A pod's, or an idle one from `/vm/create` a pod may start in.
+    Pool,
+    /// One build's: never given to a pod nor reachable by `/vm/...`; destroyed when hyperd
+    /// starts (the build it served died with the previous hyperd).
+    Build,
+}
+
+impl fmt::Display for VmRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            VmRole::Pool => "pool",
+            VmRole::Build => "build",
+        })
+    }
+}
+
+impl FromStr for VmRole {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Ok(match s {
+            "pool" => VmRole::Pool,
+            "build" => VmRole::Build,
+            other => return Err(format!("unknown vm role {other:?}")),
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("no such vm: {0}")]
     NotFound(String),
+    /// A build's VM named where a pod's is wanted (`--vm`, `/vm/kill`).
+    #[error("vm {0} is a build's vm: it cannot be used or killed by its id")]
+    BuildVm(String),
     #[error("vm {vm_id} is used by pod {pod_id}")]
     InUse { vm_id: String, pod_id: String },
     #[error("vm {vm_id} is {state}")]
@@ -101,9 +134,10 @@ impl Error {
     pub fn kind(&self) -> Kind {
         match self {
             Error::NotFound(_) | Error::GuestNotFound(_) => Kind::NotFound,
-            Error::InUse { .. } | Error::NotRunning { .. } | Error::GuestConflict(_) => {
-                Kind::Conflict
-            }
+            Error::InUse { .. }
+            | Error::NotRunning { .. }
+            | Error::GuestConflict(_)
+            | Error::BuildVm(_) => Kind::Conflict,
             Error::Rejected(_) => Kind::InvalidInput,
             Error::Unsupported(_) => Kind::Unavailable,
             // A shim that cannot start is a component down (503), like one that went away.
@@ -174,9 +208,19 @@ impl Vms {
         self.stopping.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts a shim and boots its VM. The VM is recorded while it boots, so a crash of hyperd
-    /// during the boot leaves a record the next start cleans up.
+    /// Starts a shim and boots a pool VM (a pod's, or `/vm/create`'s). The VM is recorded
+    /// while it boots, so a crash of hyperd during the boot leaves a record the next start
+    /// cleans up.
     pub async fn boot(self: &Arc<Self>, size: VmSize) -> Result<VmRecord> {
+        self.boot_as(size, VmRole::Pool).await
+    }
+
+    /// As [`Vms::boot`], a VM recorded as a build's: see [`VmRole::Build`].
+    pub async fn boot_build(self: &Arc<Self>, size: VmSize) -> Result<VmRecord> {
+        self.boot_as(size, VmRole::Build).await
+    }
+
+    async fn boot_as(self: &Arc<Self>, size: VmSize, role: VmRole) -> Result<VmRecord> {
         let id = ids::vm_id();
         let paths = ShimPaths::new(&self.config.run_dir, &id);
         let mut record = VmRecord {
@@ -189,6 +233,7 @@ impl Vms {
             cpus: size.cpus,
             memory_mib: size.memory_mib,
             created: ids::now(),
+            role,
         };
         self.store.write(|tx| store::insert_vm(tx, &record))?;
         match self.boot_recorded(&mut record, &paths).await {
@@ -262,10 +307,17 @@ impl Vms {
         });
     }
 
+    /// A pod's (or idle) VM by id. Errors: [`Error::NotFound`]; [`Error::BuildVm`] for a
+    /// build's VM, which nothing outside its build may use.
     pub fn get(&self, vm_id: &str) -> Result<VmRecord> {
-        self.store
+        let vm = self
+            .store
             .read(|c| store::get_vm(c, vm_id))?
-            .ok_or_else(|| Error::NotFound(vm_id.to_string()))
+            .ok_or_else(|| Error::NotFound(vm_id.to_string()))?;
+        if vm.role == VmRole::Build {
+            return Err(Error::BuildVm(vm.id));
+        }
+        Ok(vm)
     }
 
     /// The connected client of a running VM.
@@ -292,8 +344,29 @@ impl Vms {
         Ok(())
     }
 
-    /// Re-adopts every recorded VM after a start: connects to its shim and starts watching it.
-    /// Returns the ids of VMs that could not be adopted (now `failed`).
+    /// Destroys the VMs of builds recorded by a previous hyperd (their builds died with it):
+    /// shim, VMM, socket, run dir, log and record, as [`Vms::destroy`] does. A shim still
+    /// answering is asked to power its VM off first. Call at start, before build work dirs
+    /// are cleared (the VM may still be writing to them). Returns how many went.
+    pub async fn destroy_orphan_builds(self: &Arc<Self>) -> Result<usize> {
+        let vms = self.store.read(store::list_build_vms)?;
+        for vm in &vms {
+            let socket = Path::new(&vm.socket);
+            if socket.exists()
+                && let Ok(Ok(shim)) =
+                    tokio::time::timeout(ADOPT_TIMEOUT, Shim::connect(&vm.id, socket)).await
+            {
+                self.shims().insert(vm.id.clone(), shim);
+            }
+            self.destroy(vm).await;
+            tracing::info!(vm_id = %vm.id, "build vm of a build that died with hyperd destroyed");
+        }
+        Ok(vms.len())
+    }
+
+    /// Re-adopts every recorded pod VM (builds' VMs are not: see
+    /// [`Vms::destroy_orphan_builds`]) after a start: connects to its shim and starts watching
+    /// it. Returns the ids of VMs that could not be adopted (now `failed`).
     pub async fn adopt_all(self: &Arc<Self>) -> Result<Vec<String>> {
         let mut lost = Vec::new();
         for vm in self.store.read(store::list_vms)? {

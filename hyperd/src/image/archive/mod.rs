@@ -20,6 +20,7 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::error::Kind;
 use crate::image::digest::{Digest, HashingReader, HashingWriter};
+use crate::image::unpack;
 
 pub use docker::write_docker_archive;
 pub use oci::write_oci_archive;
@@ -39,9 +40,10 @@ const MAX_SYMLINKS: usize = 40;
 pub enum Error {
     /// An entry of the outer tar that would land outside the extraction directory, or is of a
     /// kind an image archive never holds.
-    #[error("archive entry {entry:?}: {reason}")]
+    #[error("archive entry {}: {reason}", unpack::printable(&format!("{entry:?}")))]
     UnsafeEntry { entry: String, reason: String },
-    #[error("read the archive: {0}")]
+    /// Shows what the tar parser said without the client bytes it may quote.
+    #[error("read the archive: {}", unpack::tar_complaint(.0))]
     Tar(#[source] io::Error),
     #[error("not an image archive: it has neither manifest.json nor oci-layout with index.json")]
     UnknownLayout,
@@ -959,6 +961,18 @@ mod tests {
     }
 
     use tar::EntryType::{Directory, Link, Regular, Symlink};
+
+    #[test]
+    fn binary_garbage_is_named_without_its_bytes() {
+        let mut block = vec![b'x'; 1024];
+        block[148..156].copy_from_slice(b"7;\xd6\xb20S\xff\xfe");
+        let (err, _, _t) = extract_hostile(&block);
+        assert_eq!(
+            err.to_string(),
+            "read the archive: numeric field did not have utf-8 text"
+        );
+        assert_eq!(err.kind(), Kind::InvalidInput);
+    }
 
     #[test]
     fn extract_refuses_a_parent_dir_entry() {

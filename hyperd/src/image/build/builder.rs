@@ -200,6 +200,8 @@ struct Build<'a> {
     global_args: BTreeMap<String, Option<String>>,
     used_args: BTreeSet<String>,
     stages: Vec<(Option<String>, State)>,
+    /// Every stage's `AS` name, in order (the finished ones and those still to come).
+    stage_names: Vec<Option<String>>,
     step_no: usize,
     steps_total: usize,
     cached: usize,
@@ -262,6 +264,7 @@ impl Builder {
             global_args: BTreeMap::new(),
             used_args: BTreeSet::new(),
             stages: Vec::new(),
+            stage_names: dockerfile.stages.iter().map(|s| s.name.clone()).collect(),
             step_no: 0,
             steps_total: dockerfile
                 .stages
@@ -445,8 +448,27 @@ impl Build<'_> {
         {
             return Ok(st.clone());
         }
+        self.refuse_unfinished_stage(&lower, line, "FROM")?;
         let image = self.image(name, line).await?;
         self.state_of_image(&image)
+    }
+
+    /// A `FROM` or `COPY --from` naming the stage being built or a later one is an error
+    /// (Docker's words for the first), never an image to pull. `name` is lowercased.
+    fn refuse_unfinished_stage(&self, name: &str, line: usize, what: &str) -> Result<()> {
+        let current = self.stages.len();
+        let Some(at) = self.stage_names[current..]
+            .iter()
+            .position(|n| n.as_deref() == Some(name))
+        else {
+            return Ok(());
+        };
+        let message = if at == 0 {
+            format!("circular dependency detected on stage: {name}")
+        } else {
+            format!("{what} {name}: a later stage cannot be used, only an earlier one")
+        };
+        Err(Error::Step { line, message })
     }
 
     fn state_of_image(&self, image: &ImageRecord) -> Result<State> {
@@ -982,6 +1004,7 @@ impl Build<'_> {
         if let Some(st) = st {
             return Ok((self.lowers(st), st.key.clone()));
         }
+        self.refuse_unfinished_stage(&lower, line, "COPY --from")?;
         if from.parse::<usize>().is_ok() {
             return Err(Error::Step {
                 line,
@@ -1099,15 +1122,18 @@ pub(crate) fn apply_instruction(
             }
         }
         Command::Expose(ports) => {
+            // All checked before any is recorded, so a refused line changes nothing.
+            let mut keys = Vec::new();
             for p in ports {
                 for p in expand(p)?.split_whitespace() {
-                    let p = if p.contains('/') {
-                        p.to_string()
-                    } else {
-                        format!("{p}/tcp")
-                    };
-                    c.exposed_ports.insert(p, serde_json::json!({}));
+                    keys.extend(exposed_ports(p).map_err(|message| Error::Step {
+                        line,
+                        message: format!("EXPOSE: {message}"),
+                    })?);
                 }
+            }
+            for k in keys {
+                c.exposed_ports.insert(k, serde_json::json!({}));
             }
         }
         Command::Volume(paths) => {
@@ -1154,6 +1180,36 @@ pub(crate) fn apply_instruction(
         }
     }
     Ok(())
+}
+
+/// The `ExposedPorts` keys of one `EXPOSE` word, as Docker's `nat.ParsePortSpecs` reads it:
+/// `port`, `port/proto` or `first-last[/proto]` (ports 0-65535, proto `tcp` (default), `udp`
+/// or `sctp`, any case), a range giving one key per port (`80-81` → `80/tcp`, `81/tcp`).
+/// Errors: Docker's message naming the word (`invalid containerPort: abc`, `invalid proto: x`).
+pub(crate) fn exposed_ports(word: &str) -> std::result::Result<Vec<String>, String> {
+    let (ports, proto) = match word.split_once('/') {
+        Some((ports, proto)) => (ports, proto.to_ascii_lowercase()),
+        None => (word, "tcp".to_string()),
+    };
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(format!("invalid proto: {proto}"));
+    }
+    let bad = || format!("invalid containerPort: {ports}");
+    // Digits only: u16's parser would take a leading '+'.
+    let port = |s: &str| {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        s.parse::<u16>().map_err(|_| bad())
+    };
+    let (first, last) = match ports.split_once('-') {
+        Some((a, b)) => (port(a)?, port(b)?),
+        None => (port(ports)?, port(ports)?),
+    };
+    if first > last {
+        return Err(bad());
+    }
+    Ok((first..=last).map(|p| format!("{p}/{proto}")).collect())
 }
 
 /// Where a `COPY`/`ADD` reads from.
@@ -1374,7 +1430,7 @@ fn short(key: &str) -> &str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn context_tar(files: &[(&str, &str)]) -> Vec<u8> {
@@ -1395,10 +1451,14 @@ mod tests {
         futures::stream::iter(vec![Ok(Bytes::from(data))])
     }
 
-    /// A build without RUN needs no VM: the executor, the cache and the image record alone.
-    #[tokio::test]
-    async fn a_build_without_run_boots_nothing_and_a_rebuild_is_all_cache() {
-        let dir = tempfile::tempdir().unwrap();
+    /// Images and a builder under `dir` whose VMs cannot boot (the shim is `/bin/false`).
+    fn no_vm_builder(dir: &tempfile::TempDir) -> (Arc<Images>, Builder) {
+        let (images, vms) = images_and_no_vms(dir);
+        (images.clone(), Builder::new(images, vms))
+    }
+
+    /// Images and VMs under `dir`; the VMs cannot boot (the shim is `/bin/false`).
+    pub(crate) fn images_and_no_vms(dir: &tempfile::TempDir) -> (Arc<Images>, Arc<Vms>) {
         let store = Arc::new(crate::store::Store::open(&dir.path().join("db")).unwrap());
         let registry = crate::image::registry::Registry::new(Default::default()).unwrap();
         let images = Arc::new(Images::new(dir.path(), store.clone(), registry).unwrap());
@@ -1418,8 +1478,14 @@ mod tests {
             docker_hub_host: "127.0.0.1:9".into(),
             log_default: Default::default(),
         };
-        let vms = Vms::new(Arc::new(config), store, tx);
-        let builder = Builder::new(images.clone(), vms);
+        (images, Vms::new(Arc::new(config), store, tx))
+    }
+
+    /// A build without RUN needs no VM: the executor, the cache and the image record alone.
+    #[tokio::test]
+    async fn a_build_without_run_boots_nothing_and_a_rebuild_is_all_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let (images, builder) = no_vm_builder(&dir);
         let ctx = context_tar(&[
             (
                 "Dockerfile",
@@ -1470,6 +1536,122 @@ mod tests {
         assert_ne!(third.image.id, first.image.id);
         // Nothing of the builds is left in the work dir.
         assert_eq!(std::fs::read_dir(images.work_dir()).unwrap().count(), 0);
+    }
+
+    /// Builds the Dockerfile `text` (no other file in the context) with tag `t:1`.
+    async fn build_text(builder: &Builder, text: &str) -> Result<Built> {
+        let opts = BuildOptions {
+            tags: vec![Reference::parse("t:1").unwrap()],
+            ..Default::default()
+        };
+        let ctx = context_tar(&[("Dockerfile", text), ("x", "x")]);
+        builder.build(body(ctx), &opts, &Progress::discard()).await
+    }
+
+    #[tokio::test]
+    async fn onbuild_shell_and_healthcheck_show_in_inspect() {
+        let dir = tempfile::tempdir().unwrap();
+        let (images, builder) = no_vm_builder(&dir);
+        build_text(
+            &builder,
+            "FROM scratch\nONBUILD RUN echo hi\nSHELL [\"/bin/bash\", \"-ec\"]\n\
+             HEALTHCHECK --interval=5s --retries=2 CMD true\nCMD x\n",
+        )
+        .await
+        .unwrap();
+        let c = images.inspect("t:1").unwrap().config;
+        assert_eq!(c.on_build, ["RUN echo hi"]);
+        assert_eq!(c.shell, ["/bin/bash", "-ec"]);
+        let h = c.healthcheck.expect("a healthcheck");
+        assert_eq!(h["Test"], serde_json::json!(["CMD-SHELL", "true"]));
+        assert_eq!(h["Interval"], 5_000_000_000u64);
+        assert_eq!(h["Retries"], 2);
+        // SHELL applies to the shell form of later steps.
+        assert_eq!(c.cmd, ["/bin/bash", "-ec", "x"]);
+        let json = serde_json::to_value(images.inspect("t:1").unwrap()).unwrap();
+        assert_eq!(
+            json["Config"]["OnBuild"],
+            serde_json::json!(["RUN echo hi"])
+        );
+        assert_eq!(
+            json["Config"]["Shell"],
+            serde_json::json!(["/bin/bash", "-ec"])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stage_naming_itself_or_a_later_stage_is_an_error_not_a_pull() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_images, builder) = no_vm_builder(&dir);
+        for (text, want) in [
+            (
+                "FROM scratch AS a\nFROM a AS b\nCOPY --from=b /x /y\n",
+                "Dockerfile line 3: circular dependency detected on stage: b",
+            ),
+            (
+                "FROM scratch AS a\nFROM A2 AS a2\n",
+                "Dockerfile line 2: circular dependency detected on stage: a2",
+            ),
+            (
+                "FROM scratch AS a\nCOPY --from=b /x /y\nFROM a AS b\n",
+                "Dockerfile line 2: COPY --from b: a later stage cannot be used, only an earlier one",
+            ),
+            (
+                "FROM b AS a\nFROM scratch AS b\n",
+                "Dockerfile line 1: FROM b: a later stage cannot be used, only an earlier one",
+            ),
+        ] {
+            let e = build_text(&builder, text).await.unwrap_err();
+            assert_eq!(e.to_string(), want, "{text}");
+            assert_eq!(e.kind(), Kind::InvalidInput);
+        }
+        // An earlier stage by name still works.
+        build_text(
+            &builder,
+            "FROM scratch AS a\nCOPY x /x\nFROM scratch\nCOPY --from=a /x /y\n",
+        )
+        .await
+        .unwrap();
+    }
+
+    #[test]
+    fn expose_words_are_docker_s_port_specs() {
+        assert_eq!(exposed_ports("80").unwrap(), ["80/tcp"]);
+        assert_eq!(exposed_ports("53/UDP").unwrap(), ["53/udp"]);
+        assert_eq!(
+            exposed_ports("8000-8002/sctp").unwrap(),
+            ["8000/sctp", "8001/sctp", "8002/sctp"]
+        );
+        for (word, want) in [
+            ("abc", "invalid containerPort: abc"),
+            ("abc/tcp", "invalid containerPort: abc"),
+            ("+80", "invalid containerPort: +80"),
+            ("65536", "invalid containerPort: 65536"),
+            ("90-80", "invalid containerPort: 90-80"),
+            ("/tcp", "invalid containerPort: "),
+            ("80/http", "invalid proto: http"),
+        ] {
+            assert_eq!(exposed_ports(word).unwrap_err(), want, "{word}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_build_with_a_bad_expose_fails_naming_the_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let (images, builder) = no_vm_builder(&dir);
+        let e = build_text(&builder, "FROM scratch\nEXPOSE 80 abc\n")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Dockerfile line 2: EXPOSE: invalid containerPort: abc"
+        );
+        let ok = build_text(&builder, "FROM scratch\nEXPOSE 80 53/udp\n").await;
+        let c = images.config_of(&ok.unwrap().image).unwrap();
+        assert_eq!(
+            c.config.exposed_ports.keys().collect::<Vec<_>>(),
+            ["53/udp", "80/tcp"]
+        );
     }
 
     #[test]

@@ -35,10 +35,11 @@ pub enum ContextError {
     /// The body could not be read or decompressed (a cut-short upload, corrupt gzip).
     #[error("reading the build context: {0}")]
     Read(#[source] io::Error),
-    #[error("the build context is not a valid tar archive: {0}")]
+    /// Holds what the tar parser said, without the client bytes it may quote.
+    #[error("build context: not a valid tar archive ({0})")]
     NotATar(String),
     /// An entry whose path (or hard-link target) is absolute or contains `..`.
-    #[error("build context entry {entry:?}: {reason}")]
+    #[error("build context entry {}: {reason}", unpack::printable(&format!("{entry:?}")))]
     UnsafePath { entry: String, reason: String },
     /// An entry the unpacker refused (an unsupported type, a hard link to nothing).
     #[error("build context: {0}")]
@@ -542,9 +543,13 @@ fn check_entries(tar: &mut fs::File) -> Result<u64, ContextError> {
     let mut count = 0;
     let not_a_tar = |after: &str, e: io::Error| {
         ContextError::NotATar(if after.is_empty() {
-            e.to_string()
+            unpack::tar_complaint(&e)
         } else {
-            format!("after entry {after:?}: {e}")
+            format!(
+                "after entry {}: {}",
+                unpack::printable(&format!("{after:?}")),
+                unpack::tar_complaint(&e)
+            )
         })
     };
     let mut last = String::new();
@@ -882,6 +887,20 @@ mod tests {
             );
             assert!(extract(&tar).1.is_ok());
         }
+    }
+
+    /// A body whose first header's checksum field is not text: the message quotes none of it.
+    #[test]
+    fn binary_garbage_is_named_in_plain_words() {
+        let mut block = vec![b'x'; 1024];
+        block[148..156].copy_from_slice(b"7;\xd6\xb20S\xff\xfe");
+        let (_dir, ctx) = extract(&block);
+        let e = ctx.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "build context: not a valid tar archive (numeric field did not have utf-8 text)"
+        );
+        assert_eq!(e.kind(), Kind::InvalidInput);
     }
 
     #[test]

@@ -69,7 +69,7 @@ impl BuildVm {
         if let Some((_, shim)) = &self.vm {
             return Ok(shim.clone());
         }
-        let record = self.vms.boot(BUILD_VM).await?;
+        let record = self.vms.boot_build(BUILD_VM).await?;
         self.booted += 1;
         let shim = match self.vms.shim(&record.id) {
             Ok(s) => s,
