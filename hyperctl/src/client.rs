@@ -52,8 +52,27 @@ pub fn streamed(reader: impl AsyncRead + Send + 'static) -> Body {
 }
 
 /// An answer's body as a buffered reader (for line-by-line JSON streams).
+/// A body cut short (the daemon stopped or closed the connection mid-answer) reads as
+/// "the daemon closed the connection" rather than hyper's chunk-decoding message.
 pub fn reader(body: Incoming) -> impl AsyncBufRead + Unpin {
-    StreamReader::new(BodyDataStream::new(body).map(|chunk| chunk.map_err(std::io::Error::other)))
+    StreamReader::new(BodyDataStream::new(body).map(|chunk| chunk.map_err(body_error)))
+}
+
+/// hyper's error for a body that could not be read, as our reader's I/O error.
+fn body_error(e: hyper::Error) -> std::io::Error {
+    use std::error::Error as _;
+    let eof = e
+        .source()
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof);
+    if eof || e.is_incomplete_message() || e.is_closed() {
+        std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the daemon closed the connection",
+        )
+    } else {
+        std::io::Error::other(e)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -291,4 +310,50 @@ fn refused(status: StatusCode, body: &[u8]) -> anyhow::Error {
         },
     }
     .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read as _, Write as _};
+    use tokio::io::AsyncReadExt as _;
+
+    /// A daemon that answers one request with a chunked body and dies mid-body.
+    #[tokio::test]
+    async fn a_body_cut_short_says_the_daemon_closed_the_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("hyper.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut head = [0u8; 4096];
+            let _n = conn.read(&mut head).unwrap();
+            conn.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+                .unwrap();
+        });
+        let client = Client::new(Host::Unix(sock));
+        let body = client
+            .open(
+                Method::GET,
+                "/container/logs",
+                &[],
+                None,
+                full(Bytes::new()),
+            )
+            .await
+            .unwrap();
+        server.join().unwrap();
+        let mut input = reader(body);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        let e = loop {
+            match input.read(&mut buf).await {
+                Ok(0) => panic!("a clean end after {got:?}"),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(got, b"hello");
+        assert_eq!(e.to_string(), "the daemon closed the connection");
+    }
 }
