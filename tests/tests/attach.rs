@@ -280,3 +280,28 @@ fn tty_sessions_detach_resize_and_execvm() {
         .unwrap();
     assert_eq!(r.status, 404, "{r:?}");
 }
+
+/// `run --rm` removes its pod when a signal ends hyperctl mid-session (best effort, bounded).
+#[test]
+fn run_rm_removes_the_pod_when_hyperctl_is_terminated() {
+    let d = TestDaemon::start();
+    d.import_busybox();
+    let mut run = std::process::Command::new(hyper_tests::daemon::hyperctl_binary())
+        .args(["run", "--rm", "--name", "doomed", "busybox", "sleep", "600"])
+        .env("HYPER_HOST", format!("unix://{}", d.socket.display()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    d.wait_until(std::time::Duration::from_secs(60), "doomed runs", || {
+        d.list("container")
+            .iter()
+            .any(|r| r[1] == "doomed" && r[3] == "running")
+    });
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(run.id() as i32, libc::SIGTERM) }, 0);
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(d.list("pod").is_empty(), "{:?}", d.list("pod"));
+}
