@@ -66,8 +66,9 @@ fn body_error(e: hyper::Error) -> std::io::Error {
         .and_then(|s| s.downcast_ref::<std::io::Error>())
         .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof);
     if eof || e.is_incomplete_message() || e.is_closed() {
+        // Not UnexpectedEof: readers take that for a clean end between frames.
         std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
+            std::io::ErrorKind::ConnectionAborted,
             "the daemon closed the connection",
         )
     } else {
@@ -318,9 +319,8 @@ mod tests {
     use std::io::{Read as _, Write as _};
     use tokio::io::AsyncReadExt as _;
 
-    /// A daemon that answers one request with a chunked body and dies mid-body.
-    #[tokio::test]
-    async fn a_body_cut_short_says_the_daemon_closed_the_connection() {
+    /// The body of an answer from a daemon that sends one chunk, `chunk`, then dies mid-body.
+    async fn cut_body(chunk: &'static [u8]) -> Incoming {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("hyper.sock");
         let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
@@ -328,8 +328,13 @@ mod tests {
             let (mut conn, _) = listener.accept().unwrap();
             let mut head = [0u8; 4096];
             let _n = conn.read(&mut head).unwrap();
-            conn.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
-                .unwrap();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n",
+                chunk.len()
+            );
+            conn.write_all(head.as_bytes()).unwrap();
+            conn.write_all(chunk).unwrap();
+            conn.write_all(b"\r\n").unwrap();
         });
         let client = Client::new(Host::Unix(sock));
         let body = client
@@ -343,6 +348,24 @@ mod tests {
             .await
             .unwrap();
         server.join().unwrap();
+        body
+    }
+
+    /// `logs -f` of a non-TTY container when hyperd stops: an error, not a clean end.
+    #[tokio::test]
+    async fn stdcopy_frames_cut_short_are_an_error() {
+        let body = cut_body(b"\x01\0\0\0\0\0\0\x03hi\n").await;
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let e = crate::stdcopy::demux(reader(body), &mut out, &mut err)
+            .await
+            .unwrap_err();
+        assert_eq!(out, b"hi\n");
+        assert_eq!(e.to_string(), "the daemon closed the connection");
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_short_says_the_daemon_closed_the_connection() {
+        let body = cut_body(b"hello").await;
         let mut input = reader(body);
         let mut got = Vec::new();
         let mut buf = [0u8; 64];

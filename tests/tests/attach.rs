@@ -286,7 +286,7 @@ fn tty_sessions_detach_resize_and_execvm() {
 fn run_rm_removes_the_pod_when_hyperctl_is_terminated() {
     let d = TestDaemon::start();
     d.import_busybox();
-    let mut run = std::process::Command::new(hyper_tests::daemon::hyperctl_binary())
+    let run = std::process::Command::new(hyper_tests::daemon::hyperctl_binary())
         .args(["run", "--rm", "--name", "doomed", "busybox", "sleep", "600"])
         .env("HYPER_HOST", format!("unix://{}", d.socket.display()))
         .stdin(std::process::Stdio::null())
