@@ -52,8 +52,28 @@ pub fn streamed(reader: impl AsyncRead + Send + 'static) -> Body {
 }
 
 /// An answer's body as a buffered reader (for line-by-line JSON streams).
+/// A body cut short (the daemon stopped or closed the connection mid-answer) reads as
+/// "the daemon closed the connection" rather than hyper's chunk-decoding message.
 pub fn reader(body: Incoming) -> impl AsyncBufRead + Unpin {
-    StreamReader::new(BodyDataStream::new(body).map(|chunk| chunk.map_err(std::io::Error::other)))
+    StreamReader::new(BodyDataStream::new(body).map(|chunk| chunk.map_err(body_error)))
+}
+
+/// hyper's error for a body that could not be read, as our reader's I/O error.
+fn body_error(e: hyper::Error) -> std::io::Error {
+    use std::error::Error as _;
+    let eof = e
+        .source()
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof);
+    if eof || e.is_incomplete_message() || e.is_closed() {
+        // Not UnexpectedEof: readers take that for a clean end between frames.
+        std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "the daemon closed the connection",
+        )
+    } else {
+        std::io::Error::other(e)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -291,4 +311,72 @@ fn refused(status: StatusCode, body: &[u8]) -> anyhow::Error {
         },
     }
     .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read as _, Write as _};
+    use tokio::io::AsyncReadExt as _;
+
+    /// The body of an answer from a daemon that sends one chunk, `chunk`, then dies mid-body.
+    async fn cut_body(chunk: &'static [u8]) -> Incoming {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("hyper.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut head = [0u8; 4096];
+            let _n = conn.read(&mut head).unwrap();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n",
+                chunk.len()
+            );
+            conn.write_all(head.as_bytes()).unwrap();
+            conn.write_all(chunk).unwrap();
+            conn.write_all(b"\r\n").unwrap();
+        });
+        let client = Client::new(Host::Unix(sock));
+        let body = client
+            .open(
+                Method::GET,
+                "/container/logs",
+                &[],
+                None,
+                full(Bytes::new()),
+            )
+            .await
+            .unwrap();
+        server.join().unwrap();
+        body
+    }
+
+    /// `logs -f` of a non-TTY container when hyperd stops: an error, not a clean end.
+    #[tokio::test]
+    async fn stdcopy_frames_cut_short_are_an_error() {
+        let body = cut_body(b"\x01\0\0\0\0\0\0\x03hi\n").await;
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let e = crate::stdcopy::demux(reader(body), &mut out, &mut err)
+            .await
+            .unwrap_err();
+        assert_eq!(out, b"hi\n");
+        assert_eq!(e.to_string(), "the daemon closed the connection");
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_short_says_the_daemon_closed_the_connection() {
+        let body = cut_body(b"hello").await;
+        let mut input = reader(body);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        let e = loop {
+            match input.read(&mut buf).await {
+                Ok(0) => panic!("a clean end after {got:?}"),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(got, b"hello");
+        assert_eq!(e.to_string(), "the daemon closed the connection");
+    }
 }

@@ -33,6 +33,12 @@ struct Cli {
 }
 
 fn main() {
+    // A closed stdout (`hyperctl … | head`) ends us quietly, as it does any Unix tool, rather
+    // than a failed write (Rust ignores SIGPIPE by default).
+    // SAFETY: called before any thread starts; SIG_DFL is a valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -54,7 +60,13 @@ fn main() {
 
 fn fail(e: anyhow::Error) -> ! {
     eprintln!("hyperctl ERROR: {e:#}");
-    std::process::exit(255)
+    // Docker's status for a refused terminal request; 255 for the rest, as hyperctl 1.1.
+    let code = if e.downcast_ref::<session::NotATty>().is_some() {
+        1
+    } else {
+        255
+    };
+    std::process::exit(code)
 }
 
 #[cfg(test)]
@@ -127,6 +139,14 @@ mod tests {
         assert!(a.tags.is_empty() && !a.quiet);
         rejects(&["build"]);
         rejects(&["build", "a", "b"]);
+    }
+
+    #[test]
+    fn logs_tail_takes_a_negative_count() {
+        let Command::Logs(a) = parse(&["logs", "--tail", "-1", "web"]) else {
+            panic!()
+        };
+        assert_eq!((a.tail.as_str(), a.container.as_str()), ("-1", "web"));
     }
 
     #[test]

@@ -76,6 +76,22 @@ pub fn detach_bytes(spec: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// `-i -t` asked while our stdin is not a terminal: Docker refuses it (exit status 1) rather
+/// than start a session nobody can type into.
+#[derive(Debug, thiserror::Error)]
+#[error("the input device is not a TTY")]
+pub struct NotATty;
+
+/// Refuses `-i -t` when stdin is not a terminal (`run -it`, `exec -it`; not `attach`, which
+/// forwards piped stdin to a TTY container as Docker does).
+pub fn check_tty(tty: bool, interactive: bool) -> Result<(), NotATty> {
+    use std::io::IsTerminal;
+    if tty && interactive && !std::io::stdin().is_terminal() {
+        return Err(NotATty);
+    }
+    Ok(())
+}
+
 /// How a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {
@@ -187,11 +203,13 @@ impl Session<'_> {
         stdin.abort();
         drop(raw);
         result?;
-        Ok(if detached.load(std::sync::atomic::Ordering::SeqCst) {
-            Ended::Detached
+        if detached.load(std::sync::atomic::Ordering::SeqCst) {
+            // As Docker says it, once the terminal is back to normal.
+            eprintln!("read escape sequence");
+            Ok(Ended::Detached)
         } else {
-            Ended::Closed
-        })
+            Ok(Ended::Closed)
+        }
     }
 }
 

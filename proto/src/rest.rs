@@ -628,6 +628,9 @@ pub struct ContainerInfo {
     pub image_id: String,
     pub working_dir: String,
     pub tty: bool,
+    /// The main process takes stdin (spec `stdin`, or `tty`): `/attach?stdin=1` reaches it.
+    #[serde(default)]
+    pub stdin: bool,
     pub commands: Vec<String>,
     pub args: Vec<String>,
     pub env: Vec<EnvironmentVar>,

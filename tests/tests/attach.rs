@@ -50,6 +50,38 @@ fn a_main_process_takes_stdin_without_a_tty() {
         Some(b"a\nb\nc\n"),
     );
     assert_eq!((out.code, out.stdout.trim()), (7, "3"), "{out:?}");
+
+    // /container/info says it takes stdin; hyperctl attach forwards its own stdin to such a
+    // container and half-closes it at its end (the loop then ends, and so does hyperctl).
+    let r = d.curl("GET", "/container/info?container=reader", None);
+    assert!(r.body.contains(r#""stdin":true"#), "{r:?}");
+    d.ok(&[
+        "run",
+        "-d",
+        "-i",
+        "--name",
+        "icat2",
+        "busybox",
+        "sh",
+        "-c",
+        "while read l; do echo got:$l; done",
+    ]);
+    let out = d.hyperctl_with_stdin(&["attach", "icat2"], Some(b"single\n"));
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "got:single\n"),
+        "{out:?}"
+    );
+
+    // -i -t with a piped stdin is refused before any pod is made, as Docker does.
+    let pods = d.list("pod").len();
+    let out = d.hyperctl_with_stdin(&["run", "-it", "--rm", "busybox", "sh"], Some(b"true\n"));
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("the input device is not a TTY"),
+        "{out:?}"
+    );
+    assert_eq!(d.list("pod").len(), pods);
 }
 
 #[test]
@@ -196,6 +228,24 @@ fn tty_sessions_detach_resize_and_execvm() {
     b.write(b"\x01x");
     b.read_to_end();
     assert_eq!(d.list("container")[0][3], "running");
+    // hyperctl attach forwards piped stdin to a TTY container; on the detach keys it says so.
+    let out = d.hyperctl_with_stdin(&["attach", "term"], Some(b"third\r\x10\x11"));
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stderr, "read escape sequence\n", "{out:?}");
+    assert_eq!(d.list("container")[0][3], "running");
+    d.wait_until(
+        std::time::Duration::from_secs(30),
+        "third in the log",
+        || d.hyperctl(&["logs", "term"]).stdout.contains("third"),
+    );
+
+    // A process on a terminal gets TERM=xterm (its env has none), as with Docker.
+    let out = d.hyperctl(&["exec", "-t", "term", "sh", "-c", "echo \"[$TERM]\""]);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "[xterm]\r\n"),
+        "{out:?}"
+    );
 
     // An exec on a TTY gets the size sent with /tty/resize.
     let id = exec_create(&d, "term", r#"["sh","-c","sleep 2; stty size"]"#, true);
@@ -229,4 +279,29 @@ fn tty_sessions_detach_resize_and_execvm() {
         .err()
         .unwrap();
     assert_eq!(r.status, 404, "{r:?}");
+}
+
+/// `run --rm` removes its pod when a signal ends hyperctl mid-session (best effort, bounded).
+#[test]
+fn run_rm_removes_the_pod_when_hyperctl_is_terminated() {
+    let d = TestDaemon::start();
+    d.import_busybox();
+    let run = std::process::Command::new(hyper_tests::daemon::hyperctl_binary())
+        .args(["run", "--rm", "--name", "doomed", "busybox", "sleep", "600"])
+        .env("HYPER_HOST", format!("unix://{}", d.socket.display()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    d.wait_until(std::time::Duration::from_secs(60), "doomed runs", || {
+        d.list("container")
+            .iter()
+            .any(|r| r[1] == "doomed" && r[3] == "running")
+    });
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(run.id() as i32, libc::SIGTERM) }, 0);
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(d.list("pod").is_empty(), "{:?}", d.list("pod"));
 }

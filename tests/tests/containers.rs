@@ -79,6 +79,10 @@ fn a_container_added_to_a_running_pod_shares_it_and_stops_alone() {
     assert_eq!(by_prefix.code, 0, "{by_prefix:?}");
     let r = d.curl("POST", "/container/rename?oldName=side&newName=base", None);
     assert_eq!(r.status, 409, "{r:?}");
+    // Its own name again is refused, as Docker does.
+    let r = d.curl("POST", "/container/rename?oldName=side&newName=side", None);
+    assert_eq!(r.status, 409, "{r:?}");
+    assert!(r.body.contains("same name"), "{r:?}");
     d.ok(&["rename", "side", "sidecar"]);
 
     // Stopping the added container leaves the other running.

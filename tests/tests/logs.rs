@@ -58,6 +58,22 @@ fn tail_since_and_follow() {
         ("late\n", ""),
         "{since:?}"
     );
+    // RFC 3339 times and a negative tail (every line), as Docker takes them.
+    let old = d.hyperctl(&[
+        "logs",
+        "--since",
+        "2000-01-01T00:00:00Z",
+        "--tail",
+        "-1",
+        "chatty",
+    ]);
+    assert_eq!(
+        old.stdout,
+        d.hyperctl(&["logs", "chatty"]).stdout,
+        "{old:?}"
+    );
+    let future = d.hyperctl(&["logs", "--since", "2100-01-01T00:00:00+01:00", "chatty"]);
+    assert_eq!((future.code, future.stdout.as_str()), (0, ""), "{future:?}");
     let ts = d.hyperctl(&["logs", "-t", "--tail", "1", "chatty"]);
     let (time, line) = ts.stdout.split_once(' ').unwrap();
     assert_eq!(line, "late\n");

@@ -1,6 +1,7 @@
-//! `hyperctl attach CONTAINER`: the container's output (from its start) and, for a TTY
-//! container, our terminal as its stdin until we type the detach keys; exits with the
-//! container's status once it ends, 0 after a detach.
+//! `hyperctl attach CONTAINER`: the container's output (from its start) and, for a container
+//! that takes stdin (`-i` or `-t`), our stdin as its own: half-closed at our end of input, or
+//! on a TTY until we type the detach keys; exits with the container's status once it ends, 0
+//! after a detach.
 
 use anyhow::Result;
 
@@ -29,7 +30,8 @@ pub async fn run(client: &Client, args: Args) -> Result<i32> {
         ))
         .await?;
     let tty = info.container.tty;
-    let stdin = tty && !args.no_stdin;
+    // A container created with -i takes stdin without a TTY too.
+    let stdin = (tty || info.container.stdin) && !args.no_stdin;
     let stream = client
         .hijack(&format!(
             "/attach?container={}&stdin={stdin}&detachKeys={}",

@@ -25,6 +25,7 @@ pub struct Args {
 }
 
 pub async fn run(client: &Client, args: Args) -> Result<i32> {
+    session::check_tty(args.tty, args.interactive)?;
     let command = serde_json::to_string(&args.command)?;
     let exec_id: String = client
         .post(&format!(

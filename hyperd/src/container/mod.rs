@@ -140,10 +140,19 @@ impl ProcessSpec {
     }
 
     /// The shim's process message: on a terminal when `tty`, with stdin open when `stdin`.
+    /// A process on a terminal whose env has no `TERM` gets `TERM=xterm`, as Docker does.
     pub fn to_process(&self, tty: bool, stdin: bool) -> Process {
+        let mut env = self.env.clone();
+        if tty
+            && !env
+                .iter()
+                .any(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n) == "TERM")
+        {
+            env.push("TERM=xterm".into());
+        }
         Process {
             args: self.args.clone(),
-            env: self.env.clone(),
+            env,
             cwd: self.cwd.clone(),
             user: self.user.clone(),
             terminal: tty,
@@ -305,6 +314,36 @@ pub fn find(store: &Store, reference: &str) -> Result<ContainerRecord, Error> {
 mod tests {
     use super::*;
     use hyper_proto::rest::{EnvironmentVar, UserUser};
+
+    #[test]
+    fn a_process_on_a_terminal_gets_term_xterm_unless_its_env_sets_term() {
+        let spec = |env: &[&str]| ProcessSpec {
+            args: vec!["sh".into()],
+            env: env.iter().map(|e| e.to_string()).collect(),
+            ..Default::default()
+        };
+        let term = |p: &Process| {
+            p.env
+                .iter()
+                .filter(|e| e.starts_with("TERM="))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            term(&spec(&["PATH=/bin"]).to_process(true, true)),
+            ["TERM=xterm"]
+        );
+        assert!(term(&spec(&["PATH=/bin"]).to_process(false, true)).is_empty());
+        assert_eq!(
+            term(&spec(&["TERM=vt100"]).to_process(true, false)),
+            ["TERM=vt100"]
+        );
+        // TERMINFO is not TERM.
+        assert_eq!(
+            term(&spec(&["TERMINFO=/x"]).to_process(true, false)),
+            ["TERM=xterm"]
+        );
+    }
 
     #[test]
     fn lookup_by_name_id_or_unique_prefix_and_an_ambiguous_prefix_names_the_candidates() {

@@ -205,7 +205,7 @@ impl Pods {
         self.store.write(|tx| {
             if let Some(other) = store::container_by_name(tx, new_name)? {
                 if other.id == ct.id {
-                    return Ok(Ok(()));
+                    return Ok(Err(Error::SameName(new_name.into())));
                 }
                 return Ok(Err(Error::NameInUse(new_name.into())));
             }

@@ -44,6 +44,8 @@ pub enum Error {
     Exists(String),
     #[error("container name {0} is already in use")]
     NameInUse(String),
+    #[error("renaming container {0} with the same name as its current name")]
+    SameName(String),
     #[error("pod {id} is {state}")]
     WrongState { id: String, state: PodState },
     #[error("invalid pod spec: {0}")]
@@ -72,6 +74,7 @@ impl Error {
             Error::NotFound(_) => Kind::NotFound,
             Error::Exists(_)
             | Error::NameInUse(_)
+            | Error::SameName(_)
             | Error::WrongState { .. }
             | Error::LabelSet { .. } => Kind::Conflict,
             Error::Spec(_) | Error::Invalid(_) => Kind::InvalidInput,
@@ -787,6 +790,7 @@ fn container_info(pod: &PodRecord, c: &ContainerRecord) -> ContainerInfo {
         image_id: c.image_id.clone(),
         working_dir: c.process.cwd.clone(),
         tty: c.process.tty,
+        stdin: c.process.stdin || c.process.tty,
         commands: spec.map(|s| s.command.clone()).unwrap_or_default(),
         args: c.process.args.clone(),
         env: c
