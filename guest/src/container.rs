@@ -16,7 +16,7 @@ use hyper_proto::agent::CreateContainerRequest;
 use hyper_proto::types::{ContainerStats, ExecRequest, Process, ProcessRef};
 
 use crate::error::{Error, Result};
-use crate::process::{ProcessHandle, stdio};
+use crate::process::{AgentStdio, ChildStdio, ConsoleSocket, ProcessHandle, stdio};
 use crate::reaper::Reaper;
 use crate::spec::{self, SpecInput};
 use crate::workload::Workload;
@@ -155,17 +155,18 @@ impl Containers {
             return Err(Error::io("write config.json", e));
         }
 
-        let (child, agent) = stdio(process.terminal, process.stdin)?;
         let workload = Workload {
             init: true,
             terminal: process.terminal,
         };
-        let built = ContainerBuilder::new(req.id.clone(), SyscallType::default())
-            .with_root_path(&self.state)
-            .map(|b| {
-                b.with_stdin(child.stdin)
-                    .with_stdout(child.stdout)
-                    .with_stderr(child.stderr)
+        let built =
+            ContainerStdio::new(process.terminal, process.stdin, &self.bundles).and_then(|stdio| {
+                let context = || format!("create container {}", req.id);
+                let builder = ContainerBuilder::new(req.id.clone(), SyscallType::default())
+                    .with_root_path(&self.state)
+                    .map_err(|e| Error::container(context(), e))?;
+                let (builder, agent) = stdio.attach(builder);
+                let mut container = builder
                     .with_executor(workload)
                     .as_init(&bundle)
                     .with_systemd(false)
@@ -173,12 +174,21 @@ impl Containers {
                     // The guest root is the initramfs, where pivot_root cannot work.
                     .with_no_pivot(true)
                     .build()
+                    .map_err(|e| Error::container(context(), e))?;
+                match agent.collect() {
+                    Ok(agent) => Ok((container, agent)),
+                    Err(e) => {
+                        // Nothing half-made stays: the created init goes with its state.
+                        let _ = container.delete(true);
+                        Err(e)
+                    }
+                }
             });
-        let container = match built {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) | Err(e) => {
+        let (container, agent) = match built {
+            Ok(built) => built,
+            Err(e) => {
                 self.remove_bundle(&req.id);
-                return Err(Error::container(format!("create container {}", req.id), e));
+                return Err(e);
             }
         };
         let pid = container
@@ -269,31 +279,54 @@ impl Containers {
             .filter_map(|e| e.split_once('='))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        // libcontainer takes a terminal only from a whole OCI process (its process.json).
+        let process_file = if process.terminal {
+            Some(self.write_exec_process(
+                &req.container_id,
+                &req.exec_id,
+                &spec::ExecInput {
+                    args: &process.args,
+                    env: &env,
+                    cwd,
+                    user: &user,
+                    terminal: true,
+                },
+            )?)
+        } else {
+            None
+        };
 
-        let (child, agent) = stdio(process.terminal, process.stdin)?;
+        let stdio = ContainerStdio::new(process.terminal, process.stdin, &self.bundles);
         let workload = Workload {
             init: false,
             terminal: process.terminal,
         };
-        let pid = ContainerBuilder::new(req.container_id.clone(), SyscallType::default())
-            .with_root_path(&self.state)
-            .and_then(|b| {
-                b.with_stdin(child.stdin)
-                    .with_stdout(child.stdout)
-                    .with_stderr(child.stderr)
-                    .with_executor(workload)
-                    .as_tenant()
+        let built = stdio.and_then(|stdio| {
+            let (b, agent) = stdio.attach(
+                ContainerBuilder::new(req.container_id.clone(), SyscallType::default())
+                    .with_root_path(&self.state)
+                    .map_err(|e| {
+                        Error::container(format!("exec in container {}", req.container_id), e)
+                    })?,
+            );
+            let b = b.with_executor(workload).as_tenant().with_detach(true);
+            let b = match &process_file {
+                Some(file) => b.with_process(Some(file.path())),
+                None => b
                     .with_container_args(process.args.clone())
                     .with_env(env_map)
                     .with_cwd(Some(cwd))
                     .with_user(Some(user.uid))
                     .with_group(Some(user.gid))
-                    .with_additional_gids(user.additional_gids.clone())
-                    .with_detach(true)
-                    .build()
-            })
-            .map_err(|e| Error::container(format!("exec in container {}", req.container_id), e))?
-            .as_raw();
+                    .with_additional_gids(user.additional_gids.clone()),
+            };
+            let pid = b.build().map_err(|e| {
+                Error::container(format!("exec in container {}", req.container_id), e)
+            })?;
+            Ok((pid.as_raw(), agent.collect()?))
+        });
+        drop(process_file);
+        let (pid, agent) = built?;
         let handle = ProcessHandle::new(pid, self.reaper.register(pid), agent)?;
         entry.execs.insert(req.exec_id.clone(), handle);
         tracing::info!(container_id = %req.container_id, exec_id = %req.exec_id, pid, "exec started");
@@ -450,12 +483,101 @@ impl Containers {
         Ok(())
     }
 
+    /// Writes an exec's OCI process (the init's, see [`spec::exec_process`]) next to the
+    /// container's config.json; the file goes when the returned guard drops.
+    fn write_exec_process(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        exec: &spec::ExecInput<'_>,
+    ) -> Result<RemovedOnDrop> {
+        let bundle = self.bundles.join(container_id);
+        let config: serde_json::Value = std::fs::read(bundle.join("config.json"))
+            .and_then(|b| serde_json::from_slice(&b).map_err(std::io::Error::other))
+            .map_err(|e| Error::io(format!("read config.json of container {container_id}"), e))?;
+        let process = spec::exec_process(&config["process"], exec);
+        let file = RemovedOnDrop(bundle.join(format!("exec-{exec_id}.json")));
+        serde_json::to_vec(&process)
+            .map_err(std::io::Error::other)
+            .and_then(|json| std::fs::write(&file.0, json))
+            .map_err(|e| Error::io(format!("write the process of exec {exec_id}"), e))?;
+        Ok(file)
+    }
+
     fn remove_bundle(&self, id: &str) {
         let dir = self.bundles.join(id);
         if let Err(e) = std::fs::remove_dir_all(&dir)
             && e.kind() != std::io::ErrorKind::NotFound
         {
             tracing::warn!("remove {}: {e}", dir.display());
+        }
+    }
+}
+
+/// A file removed when this drops.
+struct RemovedOnDrop(PathBuf);
+
+impl RemovedOnDrop {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A container process's stdio before libcontainer has it: pipes, or a console socket on
+/// which libcontainer sends the terminal it makes in the container.
+enum ContainerStdio {
+    Pipes(ChildStdio, AgentStdio),
+    Console(ConsoleSocket),
+}
+
+/// The agent's ends once the process is built.
+enum PendingStdio {
+    Ready(AgentStdio),
+    Console(ConsoleSocket),
+}
+
+impl ContainerStdio {
+    /// Pipes (stdin from /dev/null unless `open_stdin`), or with `terminal` a console socket
+    /// in `socket_dir`.
+    fn new(terminal: bool, open_stdin: bool, socket_dir: &Path) -> Result<Self> {
+        if terminal {
+            Ok(Self::Console(ConsoleSocket::bind(socket_dir)?))
+        } else {
+            let (child, agent) = stdio(false, open_stdin)?;
+            Ok(Self::Pipes(child, agent))
+        }
+    }
+
+    /// Hands the process's ends to libcontainer.
+    fn attach(self, b: ContainerBuilder) -> (ContainerBuilder, PendingStdio) {
+        match self {
+            Self::Pipes(child, agent) => (
+                b.with_stdin(child.stdin)
+                    .with_stdout(child.stdout)
+                    .with_stderr(child.stderr),
+                PendingStdio::Ready(agent),
+            ),
+            Self::Console(console) => (
+                b.with_console_socket(Some(console.path())),
+                PendingStdio::Console(console),
+            ),
+        }
+    }
+}
+
+impl PendingStdio {
+    /// The agent's ends; call once libcontainer's build returned (the terminal master has
+    /// been sent by then).
+    fn collect(self) -> Result<AgentStdio> {
+        match self {
+            Self::Ready(agent) => Ok(agent),
+            Self::Console(console) => Ok(AgentStdio::Pty(console.receive_master()?)),
         }
     }
 }

@@ -1,10 +1,20 @@
 //! A process running in a container or in the VM (a container's init, an exec, an execvm):
 //! its stdio (pipes, or a pseudo-terminal), output relay, window size and exit.
+//!
+//! A container process's terminal is made inside the container, as runc's and Docker's are:
+//! libcontainer opens the container's own `/dev/ptmx`, sends the master back over a
+//! [`ConsoleSocket`] (the OCI runtime's `--console-socket`), and gives the process the slave,
+//! so `tty` names a `/dev/pts/N` that exists in the container.
 
+use std::io::IoSliceMut;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::fcntl::OFlag;
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use nix::unistd::pipe2;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -112,6 +122,85 @@ pub fn stdio_pty() -> Result<(ChildStdio, AgentStdio)> {
 }
 
 use std::os::unix::fs::OpenOptionsExt;
+
+/// A unix socket on which a container process's runtime sends the master of the terminal it
+/// made in the container (one `SCM_RIGHTS` message, as for runc's `--console-socket`). The
+/// socket file goes when this drops.
+pub struct ConsoleSocket {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl ConsoleSocket {
+    /// Listens on a new socket in `dir`, under a short name of its own (a socket path has at
+    /// most 107 bytes, so ids do not go in it). Errors: the socket cannot be bound.
+    pub fn bind(dir: &Path) -> Result<Self> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let path = dir.join(format!(
+            ".console-{}.sock",
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        // A stale file from an agent that died cannot be in use.
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path)
+            .map_err(|e| Error::io(format!("bind console socket {}", path.display()), e))?;
+        Ok(Self { listener, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The terminal master sent by the runtime. The runtime sends it before the container's
+    /// creation returns, so this does not wait. Errors: no connection or no descriptor sent.
+    pub fn receive_master(&self) -> Result<OwnedFd> {
+        let context = || format!("console socket {}", self.path.display());
+        self.listener
+            .set_nonblocking(true)
+            .map_err(|e| Error::io(context(), e))?;
+        let (stream, _) = self
+            .listener
+            .accept()
+            .map_err(|e| Error::io(format!("{}: no runtime connected", context()), e))?;
+        stream
+            .set_nonblocking(true)
+            .map_err(|e| Error::io(context(), e))?;
+        let mut name = [0u8; 64];
+        let mut iov = [IoSliceMut::new(&mut name)];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let msg = recvmsg::<()>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(|e| Error::io(context(), e.into()))?;
+        let mut fds = Vec::new();
+        for cmsg in msg.cmsgs().map_err(|e| Error::io(context(), e.into()))? {
+            if let ControlMessageOwned::ScmRights(received) = cmsg {
+                // SAFETY: SCM_RIGHTS installed these descriptors in this process for us.
+                fds.extend(
+                    received
+                        .into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+        let mut fds = fds.into_iter();
+        fds.next().ok_or_else(|| {
+            Error::io(
+                context(),
+                std::io::Error::other("the runtime sent no terminal"),
+            )
+        })
+    }
+}
+
+impl Drop for ConsoleSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
 
 /// A pty master, non-blocking, registered as an agent-side end.
 struct PtyMaster {
@@ -377,4 +466,54 @@ async fn relay_pty(master: Arc<PtyMaster>, output: Arc<OutputBuffer>) {
         }
     }
     output.close_stream();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::IoSlice;
+    use std::os::unix::net::UnixStream;
+
+    use nix::sys::socket::{ControlMessage, sendmsg};
+
+    use super::*;
+
+    #[test]
+    fn a_console_socket_receives_the_terminal_master_a_runtime_sends() {
+        let dir = tempfile::tempdir().unwrap();
+        let console = ConsoleSocket::bind(dir.path()).unwrap();
+        assert!(console.path().starts_with(dir.path()));
+        // What libcontainer does in the container: open a pty, send the master.
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let runtime = UnixStream::connect(console.path()).unwrap();
+        let fds = [pty.master.as_raw_fd()];
+        sendmsg::<()>(
+            runtime.as_raw_fd(),
+            &[IoSlice::new(b"/dev/ptmx")],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+        let master = console.receive_master().unwrap();
+        // It is the same terminal: what goes into the master comes out of the slave.
+        nix::unistd::write(&master, b"hi\n").unwrap();
+        let mut buf = [0u8; 8];
+        let n = nix::unistd::read(pty.slave.as_raw_fd(), &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hi\n");
+        let path = console.path().to_path_buf();
+        drop(console);
+        assert!(!path.exists(), "the socket file is removed");
+    }
+
+    #[test]
+    fn a_console_socket_nobody_wrote_to_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let console = ConsoleSocket::bind(dir.path()).unwrap();
+        let e = console.receive_master().unwrap_err().to_string();
+        assert!(e.contains("no runtime connected"), "{e}");
+        let _runtime = UnixStream::connect(console.path()).unwrap();
+        drop(_runtime);
+        let e = console.receive_master().unwrap_err().to_string();
+        assert!(e.contains("console socket"), "{e}");
+    }
 }

@@ -81,6 +81,45 @@ fn resources(r: &Resources) -> Value {
     Value::Object(out)
 }
 
+/// What an exec runs, for libcontainer's tenant `process.json`.
+pub struct ExecInput<'a> {
+    pub args: &'a [String],
+    /// KEY=VALUE; each key replaces the init's.
+    pub env: &'a [String],
+    pub cwd: &'a str,
+    pub user: &'a ResolvedUser,
+    pub terminal: bool,
+}
+
+/// The OCI `process` of an exec: the container init's (capabilities, rlimits, privileges)
+/// with the exec's command, user, directory and terminal, and the init's environment
+/// overridden by the exec's (as `docker exec -e` does). `init` is the init's `process`
+/// object of config.json.
+pub fn exec_process(init: &Value, exec: &ExecInput<'_>) -> Value {
+    let key = |e: &str| e.split('=').next().unwrap_or("").to_string();
+    let overridden: std::collections::HashSet<String> = exec.env.iter().map(|e| key(e)).collect();
+    let mut env: Vec<String> = init["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter(|e| !overridden.contains(&key(e)))
+        .map(str::to_string)
+        .collect();
+    env.extend(exec.env.iter().cloned());
+    let mut process = init.clone();
+    process["args"] = json!(exec.args);
+    process["env"] = json!(env);
+    process["cwd"] = json!(exec.cwd);
+    process["terminal"] = json!(exec.terminal);
+    process["user"] = json!({
+        "uid": exec.user.uid,
+        "gid": exec.user.gid,
+        "additionalGids": exec.user.additional_gids,
+    });
+    process
+}
+
 pub struct SpecInput<'a> {
     pub id: &'a str,
     pub rootfs: &'a Path,
@@ -97,7 +136,8 @@ pub fn container_spec(input: &SpecInput<'_>) -> Value {
     json!({
         "ociVersion": "1.0.2",
         "process": {
-            "terminal": false,
+            // With a terminal, libcontainer makes it in the container (see ConsoleSocket).
+            "terminal": input.process.terminal,
             "user": {
                 "uid": input.user.uid,
                 "gid": input.user.gid,
@@ -181,6 +221,86 @@ mod tests {
             resources: &resources,
         });
         serde_json::from_value(value).expect("a valid OCI spec")
+    }
+
+    #[test]
+    fn a_terminal_is_asked_of_the_runtime() {
+        assert_eq!(
+            spec(Resources::default())
+                .process()
+                .as_ref()
+                .unwrap()
+                .terminal(),
+            Some(false)
+        );
+        let process = Process {
+            args: vec!["sh".into()],
+            terminal: true,
+            ..Default::default()
+        };
+        let value = container_spec(&SpecInput {
+            id: "c1",
+            rootfs: Path::new("/r"),
+            hostname: "c1",
+            process: &process,
+            env: &[],
+            user: &user(),
+            resources: &Resources::default(),
+        });
+        let s: Spec = serde_json::from_value(value).unwrap();
+        assert_eq!(s.process().as_ref().unwrap().terminal(), Some(true));
+    }
+
+    #[test]
+    fn an_exec_process_is_the_inits_with_its_own_command_user_env_and_terminal() {
+        let init = container_spec(&SpecInput {
+            id: "c1",
+            rootfs: Path::new("/r"),
+            hostname: "c1",
+            process: &Process {
+                args: vec!["sleep".into()],
+                ..Default::default()
+            },
+            env: &["PATH=/bin".into(), "A=init".into(), "B=init".into()],
+            user: &user(),
+            resources: &Resources::default(),
+        });
+        let root = ResolvedUser {
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+            home: "/root".into(),
+        };
+        let value = exec_process(
+            &init["process"],
+            &ExecInput {
+                args: &["sh".into(), "-i".into()],
+                env: &["B=exec".into(), "C=exec".into()],
+                cwd: "/tmp",
+                user: &root,
+                terminal: true,
+            },
+        );
+        let p: oci_spec::runtime::Process = serde_json::from_value(value).unwrap();
+        assert_eq!(p.args().as_ref().unwrap(), &["sh", "-i"]);
+        assert_eq!(
+            p.env().as_ref().unwrap(),
+            &["PATH=/bin", "A=init", "B=exec", "C=exec"]
+        );
+        assert_eq!(p.cwd().to_str(), Some("/tmp"));
+        assert_eq!(p.terminal(), Some(true));
+        assert_eq!(p.user().uid(), 0);
+        assert!(p.user().additional_gids().as_ref().unwrap().is_empty());
+        assert_eq!(
+            p.capabilities()
+                .as_ref()
+                .unwrap()
+                .bounding()
+                .as_ref()
+                .unwrap()
+                .len(),
+            CAPABILITIES.len()
+        );
     }
 
     #[test]

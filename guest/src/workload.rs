@@ -15,7 +15,9 @@
 //! (not executable) and a message on its stderr, as a shell reports it.
 //!
 //! With a terminal, the command becomes a session leader with the pty as its controlling
-//! terminal, so job control and Ctrl-C work.
+//! terminal, so job control and Ctrl-C work. libcontainer made that pty in the container's
+//! devpts and made it the controlling terminal of its own session leader, the init here; the
+//! init gives it up so that the command can take it.
 
 use std::collections::BTreeSet;
 use std::ffi::CString;
@@ -77,11 +79,15 @@ impl Executor for Workload {
             .and_then(|p| p.args().clone())
             .unwrap_or_default();
         if !self.init {
-            // libcontainer made the exec a session leader; the pty becomes its terminal.
+            // libcontainer made the exec a session leader with the pty as its terminal
+            // already; this only says so if it did not.
             if self.terminal {
                 take_terminal();
             }
             exec_command(&args);
+        }
+        if self.terminal {
+            release_terminal();
         }
         let all = SigSet::all();
         let mut before = SigSet::empty();
@@ -113,6 +119,24 @@ impl Executor for Workload {
         // No executable check here: a missing command must start and end with 127, not fail
         // the container's creation.
         Ok(())
+    }
+}
+
+/// Detaches this session leader from its controlling terminal, which a terminal may belong to
+/// only one session at a time. The kernel then sends SIGHUP and SIGCONT to the terminal's
+/// foreground group, this process's own: SIGHUP is ignored meanwhile.
+fn release_terminal() {
+    // SAFETY: signal dispositions and a plain ioctl in a single-threaded process.
+    unsafe {
+        let previous = libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        if libc::ioctl(0, libc::TIOCNOTTY) != 0 {
+            let _ = writeln!(
+                std::io::stderr(),
+                "hyper-agent: cannot release the controlling terminal: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        libc::signal(libc::SIGHUP, previous);
     }
 }
 

@@ -844,6 +844,10 @@ async fn a_terminal_has_job_control_a_window_size_and_ctrl_c() {
     let at = term.expect(0, "30 100").await;
     let at = term.expect(at, "leader-2").await;
     let at = term.expect(at, "oops").await;
+    // Its terminal is one of the container's own, so `tty` names it (as with runc).
+    term.type_in(b"t=$(tty) && test -e $t && echo tty-ok-$t\n")
+        .await;
+    let at = term.expect(at, "tty-ok-/dev/pts/").await;
 
     // Ctrl-C interrupts the foreground job, not the shell.
     term.type_in(b"sleep 600\n").await;
@@ -860,7 +864,11 @@ async fn a_terminal_has_job_control_a_window_size_and_ctrl_c() {
     term.expect(at, "12 34").await;
 
     // An exec with its own terminal.
-    let mut exec = process(&["sh", "-c", "read x; stty size; [ -t 1 ] && echo on-a-tty"]);
+    let mut exec = process(&[
+        "sh",
+        "-c",
+        "read x; stty size; [ -t 1 ] && echo on-a-tty; t=$(tty) && test -e $t && echo tty-ok-$t",
+    ]);
     exec.terminal = true;
     exec_in(&mut shim, "tty", "e1", exec).await.unwrap();
     within(shim.client.resize(resize(exec_ref("tty", "e1"), 20, 50)))
@@ -869,7 +877,8 @@ async fn a_terminal_has_job_control_a_window_size_and_ctrl_c() {
     let exec_term = Terminal::open(&mut shim, exec_ref("tty", "e1")).await;
     exec_term.type_in(b"\n").await;
     let at = exec_term.expect(0, "20 50").await;
-    exec_term.expect(at, "on-a-tty").await;
+    let at = exec_term.expect(at, "on-a-tty").await;
+    exec_term.expect(at, "tty-ok-/dev/pts/").await;
     let code = within(shim.client.wait(exec_ref("tty", "e1")))
         .await
         .unwrap();
