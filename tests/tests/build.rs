@@ -94,6 +94,27 @@ fn build(d: &TestDaemon, body: &Path, query: &str) -> Built {
 }
 
 /// `FROM scratch` + `ADD` of a busybox rootfs tar, tagged `base:1`.
+/// Posts the context `ctx` as a build tagged `tag` with curl (streaming), and reads its answer
+/// until a line contains `marker` (a RUN's output): the build is then inside its VM. Returns
+/// curl, to kill as a client that goes away, and whether the marker came.
+fn build_until(d: &TestDaemon, ctx: &Path, tag: &str, marker: &str) -> (std::process::Child, bool) {
+    use std::io::BufRead as _;
+    let body = tar(ctx, "");
+    let mut curl = Command::new("curl")
+        .args(["-sN", "--unix-socket"])
+        .arg(&d.socket)
+        .arg("--data-binary")
+        .arg(format!("@{}", body.display()))
+        .arg(format!("http://hyperd/image/build?t={tag}"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read through a borrow: curl keeps its stdout pipe, so it lives on until killed.
+    let lines = std::io::BufReader::new(curl.stdout.as_mut().unwrap()).lines();
+    let seen = lines.map_while(Result::ok).any(|l| l.contains(marker));
+    (curl, seen)
+}
+
 fn base_image(d: &TestDaemon) -> String {
     let rootfs = busybox_rootfs(&d.dir.path().join("bb"));
     let ctx = d.dir.path().join("base-ctx");
@@ -515,7 +536,6 @@ fn parser_cases_build_through_hyperctl_and_onbuild_triggers_run() {
 
 #[test]
 fn a_client_that_goes_away_stops_the_build_and_its_vm() {
-    use std::io::BufRead as _;
     let d = TestDaemon::start();
     base_image(&d);
     let ctx = context(
@@ -523,26 +543,11 @@ fn a_client_that_goes_away_stops_the_build_and_its_vm() {
         "slow",
         &[("Dockerfile", "FROM base:1\nRUN echo started; sleep 300\n")],
     );
-    let body = tar(&ctx, "");
-    let mut curl = Command::new("curl")
-        .args(["-sN", "--unix-socket"])
-        .arg(&d.socket)
-        .arg("--data-binary")
-        .arg(format!("@{}", body.display()))
-        .arg("http://hyperd/image/build?t=slow:1")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(curl.stdout.take().unwrap()).lines();
-    let started = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .any(|l| l.contains("started"));
+    let (mut curl, started) = build_until(&d, &ctx, "slow:1", "started");
     assert!(started, "the RUN never printed\n{}", d.log());
     assert!(!processes_mentioning(&d.run_dir.join("vms")).is_empty());
     curl.kill().unwrap();
     curl.wait().unwrap();
-    drop(lines);
     d.wait_until(
         std::time::Duration::from_secs(60),
         "the build VM to go",
@@ -568,7 +573,6 @@ fn a_client_that_goes_away_stops_the_build_and_its_vm() {
 /// re-adopting it. Its RUN also shows that `SHELL` applies to later `RUN`s.
 #[test]
 fn a_build_vm_is_never_a_pod_s_and_a_restart_destroys_one_left_by_a_killed_hyperd() {
-    use std::io::BufRead as _;
     let mut d = TestDaemon::start();
     base_image(&d);
     let ctx = context(
@@ -580,21 +584,7 @@ fn a_build_vm_is_never_a_pod_s_and_a_restart_destroys_one_left_by_a_killed_hyper
              RUN echo started $VIA_SHELL; sleep 300\n",
         )],
     );
-    let body = tar(&ctx, "");
-    let mut curl = Command::new("curl")
-        .args(["-sN", "--unix-socket"])
-        .arg(&d.socket)
-        .arg("--data-binary")
-        .arg(format!("@{}", body.display()))
-        .arg("http://hyperd/image/build?t=killed:1")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(curl.stdout.take().unwrap()).lines();
-    let started = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .any(|l| l.contains("started yes"));
+    let (mut curl, started) = build_until(&d, &ctx, "killed:1", "started yes");
     assert!(
         started,
         "the RUN never printed (through SHELL)\n{}",
@@ -618,7 +608,6 @@ fn a_build_vm_is_never_a_pod_s_and_a_restart_destroys_one_left_by_a_killed_hyper
     assert_eq!(kill.status, 409, "{kill:?}");
 
     d.kill9();
-    drop(lines);
     curl.wait().unwrap();
     assert!(
         !processes_mentioning(&vms).is_empty(),
