@@ -261,6 +261,15 @@ impl Client {
         serde_json::from_slice(&body).with_context(|| format!("unexpected answer to {path}"))
     }
 
+    /// `GET /container/info` of a container name, id or id prefix.
+    pub async fn container_info(
+        &self,
+        container: &str,
+    ) -> Result<hyper_proto::rest::ContainerInfoResponse> {
+        self.get(&format!("/container/info?container={}", enc(container)))
+            .await
+    }
+
     pub async fn post<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
         let body = self.call(Method::POST, path, None, Bytes::new()).await?;
         serde_json::from_slice(&body).with_context(|| format!("unexpected answer to {path}"))

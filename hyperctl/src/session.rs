@@ -237,9 +237,7 @@ pub async fn exit_code(client: &Client, container: &str, exec: Option<&str>) -> 
     };
     let code: i32 = client.get(&path).await?;
     if code == 137 {
-        let info: Result<hyper_proto::rest::ContainerInfoResponse> = client
-            .get(&format!("/container/info?container={}", enc(container)))
-            .await;
+        let info = client.container_info(container).await;
         let pod = info.map(|i| i.pod_id).unwrap_or_default();
         let phase = client
             .get::<hyper_proto::rest::PodInfo>(&format!("/pod/info?podName={}", enc(&pod)))

@@ -5,8 +5,6 @@
 
 use anyhow::Result;
 
-use hyper_proto::rest::ContainerInfoResponse;
-
 use crate::client::{Client, enc};
 use crate::session::{self, Ended, Session};
 
@@ -23,12 +21,7 @@ pub struct Args {
 }
 
 pub async fn run(client: &Client, args: Args) -> Result<i32> {
-    let info: ContainerInfoResponse = client
-        .get(&format!(
-            "/container/info?container={}",
-            enc(&args.container)
-        ))
-        .await?;
+    let info = client.container_info(&args.container).await?;
     let tty = info.container.tty;
     // A container created with -i takes stdin without a TTY too.
     let stdin = (tty || info.container.stdin) && !args.no_stdin;

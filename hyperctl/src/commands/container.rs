@@ -116,10 +116,7 @@ pub async fn run(client: &Client, command: Command) -> Result<i32> {
         Command::Inspect(t) => {
             let mut all = Vec::new();
             for c in &t.containers {
-                let info: hyper_proto::rest::ContainerInfoResponse = client
-                    .get(&format!("/container/info?container={}", enc(c)))
-                    .await?;
-                all.push(info);
+                all.push(client.container_info(c).await?);
             }
             println!("{}", serde_json::to_string_pretty(&all)?);
         }

@@ -5,8 +5,6 @@ use anyhow::Result;
 use hyper::Method;
 use tokio::io::AsyncWriteExt;
 
-use hyper_proto::rest::ContainerInfoResponse;
-
 use crate::client::{Client, enc, full, reader};
 use crate::stdcopy;
 
@@ -79,12 +77,7 @@ fn since(v: &str) -> Result<String> {
 }
 
 pub async fn run(client: &Client, args: Args) -> Result<i32> {
-    let info: ContainerInfoResponse = client
-        .get(&format!(
-            "/container/info?container={}",
-            enc(&args.container)
-        ))
-        .await?;
+    let info = client.container_info(&args.container).await?;
     let tty = info.container.tty;
     let mut path = format!(
         "/container/logs?container={}&stdout=1&stderr=1&follow={}&timestamps={}&tail={}",
