@@ -7,9 +7,23 @@ use crate::error::{Error, Result};
 
 const MAX_SYMLINKS: usize = 40;
 
-/// Resolves `path` (absolute, as the container sees it) to a host path under `rootfs`,
-/// following symlinks inside the rootfs. Returns `None` when it does not exist.
-pub fn resolve(rootfs: &Path, path: &str) -> Option<PathBuf> {
+/// What a walk found at a component that is not a symlink.
+enum Found<'a> {
+    Entry(&'a std::fs::Metadata),
+    Missing,
+}
+
+/// Walks `path` (absolute, as the container sees it) under `rootfs` a component at a time,
+/// following symlinks inside the rootfs (an absolute target restarts at the rootfs, `..`
+/// never climbs above it). `visit` sees every other component (its host path, the resolved
+/// components before it, what is there) and decides whether the walk goes on; a component
+/// that cannot be read is `Missing` only when it does not exist.
+fn walk<E>(
+    rootfs: &Path,
+    path: &str,
+    io_error: impl Fn(&str, std::io::Error) -> E,
+    mut visit: impl FnMut(&Path, &[String], Found<'_>) -> std::result::Result<(), E>,
+) -> std::result::Result<PathBuf, E> {
     let mut pending: Vec<String> = components(path);
     pending.reverse();
     let mut resolved: Vec<String> = Vec::new();
@@ -24,25 +38,52 @@ pub fn resolve(rootfs: &Path, path: &str) -> Option<PathBuf> {
             _ => {}
         }
         let candidate = join(rootfs, &resolved).join(&part);
-        let meta = std::fs::symlink_metadata(&candidate).ok()?;
-        if meta.file_type().is_symlink() {
-            links += 1;
-            if links > MAX_SYMLINKS {
-                return None;
+        match std::fs::symlink_metadata(&candidate) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(io_error(
+                        "too many levels of symbolic links",
+                        std::io::Error::from_raw_os_error(libc::ELOOP),
+                    ));
+                }
+                let target =
+                    std::fs::read_link(&candidate).map_err(|e| io_error("read link", e))?;
+                let target = target.to_string_lossy();
+                if target.starts_with('/') {
+                    resolved.clear();
+                }
+                let mut more = components(&target);
+                more.reverse();
+                pending.extend(more);
             }
-            let target = std::fs::read_link(&candidate).ok()?;
-            let target = target.to_string_lossy();
-            if target.starts_with('/') {
-                resolved.clear();
+            Ok(meta) => {
+                visit(&candidate, &resolved, Found::Entry(&meta))?;
+                resolved.push(part);
             }
-            let mut more = components(&target);
-            more.reverse();
-            pending.extend(more);
-        } else {
-            resolved.push(part);
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                visit(&candidate, &resolved, Found::Missing)?;
+                resolved.push(part);
+            }
+            Err(e) => return Err(io_error("stat", e)),
         }
     }
-    Some(join(rootfs, &resolved))
+    Ok(join(rootfs, &resolved))
+}
+
+/// Resolves `path` (absolute, as the container sees it) to a host path under `rootfs`,
+/// following symlinks inside the rootfs. Returns `None` when it does not exist.
+pub fn resolve(rootfs: &Path, path: &str) -> Option<PathBuf> {
+    walk(
+        rootfs,
+        path,
+        |_, _| (),
+        |_, _, found| match found {
+            Found::Entry(_) => Ok(()),
+            Found::Missing => Err(()),
+        },
+    )
+    .ok()
 }
 
 fn components(path: &str) -> Vec<String> {
@@ -66,56 +107,34 @@ fn join(rootfs: &Path, parts: &[String]) -> PathBuf {
 /// each new directory owned by `uid`:`gid` (Docker's WORKDIR). Symlinks on the way resolve
 /// inside the rootfs, never out of it. Errors: a component that exists and is not a directory.
 pub fn ensure_dir(rootfs: &Path, path: &str, uid: u32, gid: u32) -> Result<()> {
-    let mut pending: Vec<String> = components(path);
-    pending.reverse();
-    let mut resolved: Vec<String> = Vec::new();
-    let mut links = 0;
-    while let Some(part) = pending.pop() {
-        match part.as_str() {
-            "." => continue,
-            ".." => {
-                resolved.pop();
-                continue;
+    walk(
+        rootfs,
+        path,
+        |what, e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                Error::InvalidArgument(format!("cwd {path}: {what}"))
+            } else {
+                Error::io(format!("cwd {path}: {what}"), e)
             }
-            _ => {}
-        }
-        let candidate = join(rootfs, &resolved).join(&part);
-        match std::fs::symlink_metadata(&candidate) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                links += 1;
-                if links > MAX_SYMLINKS {
-                    return Err(Error::InvalidArgument(format!(
-                        "cwd {path}: too many levels of symbolic links"
-                    )));
-                }
-                let target = std::fs::read_link(&candidate)
-                    .map_err(|e| Error::io(format!("cwd {path}: read link"), e))?;
-                let target = target.to_string_lossy();
-                if target.starts_with('/') {
-                    resolved.clear();
-                }
-                let mut more = components(&target);
-                more.reverse();
-                pending.extend(more);
-            }
-            Ok(meta) if meta.is_dir() => resolved.push(part),
-            Ok(_) => {
-                return Err(Error::InvalidArgument(format!(
+        },
+        |candidate, resolved, found| match found {
+            Found::Entry(meta) if meta.is_dir() => Ok(()),
+            Found::Entry(_) => {
+                let name = candidate.file_name().unwrap_or_default().to_string_lossy();
+                Err(Error::InvalidArgument(format!(
                     "cwd {path}: /{} is not a directory",
-                    [resolved.as_slice(), &[part]].concat().join("/")
-                )));
+                    [resolved, &[name.into_owned()]].concat().join("/")
+                )))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir(&candidate)
+            Found::Missing => {
+                std::fs::create_dir(candidate)
                     .map_err(|e| Error::io(format!("cwd {path}: mkdir"), e))?;
-                std::os::unix::fs::lchown(&candidate, Some(uid), Some(gid))
-                    .map_err(|e| Error::io(format!("cwd {path}: chown"), e))?;
-                resolved.push(part);
+                std::os::unix::fs::lchown(candidate, Some(uid), Some(gid))
+                    .map_err(|e| Error::io(format!("cwd {path}: chown"), e))
             }
-            Err(e) => return Err(Error::io(format!("cwd {path}"), e)),
-        }
-    }
-    Ok(())
+        },
+    )
+    .map(drop)
 }
 
 #[cfg(test)]
