@@ -214,6 +214,20 @@ impl Agent for AgentService {
         Ok(Response::new(self.containers.stats(&req.get_ref().id)?))
     }
 
+    async fn configure_network(
+        &self,
+        _: Request<hyper_proto::types::PodNetwork>,
+    ) -> Result<Response<Empty>, Status> {
+        Err(Status::unimplemented("configure_network: not built yet"))
+    }
+
+    async fn write_etc_files(
+        &self,
+        _: Request<hyper_proto::types::EtcFiles>,
+    ) -> Result<Response<Empty>, Status> {
+        Err(Status::unimplemented("write_etc_files: not built yet"))
+    }
+
     async fn power_off(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {
         tracing::info!("power off requested");
         tokio::spawn(async {

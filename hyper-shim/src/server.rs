@@ -93,6 +93,20 @@ impl Shim for ShimService {
         Ok(Response::new(self.vm.stats(req.into_inner().id).await?))
     }
 
+    async fn configure_network(
+        &self,
+        _: Request<hyper_proto::types::PodNetwork>,
+    ) -> Result<Response<Empty>, Status> {
+        Err(Status::unimplemented("configure_network: not built yet"))
+    }
+
+    async fn write_etc_files(
+        &self,
+        _: Request<hyper_proto::types::EtcFiles>,
+    ) -> Result<Response<Empty>, Status> {
+        Err(Status::unimplemented("write_etc_files: not built yet"))
+    }
+
     async fn pause_vm(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {
         self.vm.pause().await?;
         Ok(Response::new(Empty {}))

@@ -224,6 +224,7 @@ impl Vm {
             cpus: spec.cpus,
             memory_mib: spec.memory_mib,
             vmm_reason: choice.reason,
+            nic: None,
         };
         tracing::info!(
             vm_id = %self.config.id,

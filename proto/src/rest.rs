@@ -45,6 +45,10 @@ pub struct UserPod {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub portmappings: Vec<PortMapping>,
     pub portmapping_white_lists: PortmappingWhiteList,
+    /// The pod's network: empty or `bridge` (default: a NIC on hyperd's bridge with an address
+    /// from its pool), or `none` (loopback only). Not in hyperd 1.1; Docker's `NetworkMode`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub network: String,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -68,6 +72,15 @@ pub struct PodLogConfig {
     pub config: BTreeMap<String, String>,
 }
 
+/// `GET /pod/{id}/portmappings`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct PortMappingList {
+    pub port_mappings: Vec<PortMapping>,
+}
+
+/// A host port (or range) forwarded to the pod's port (or a range of the same size); all fields
+/// are strings, as in hyperd 1.1. Stored normalised: `protocol` `tcp` or `udp`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct PortMapping {
@@ -653,6 +666,12 @@ pub struct ContainerInfoResponse {
 pub struct PodInfoStatus {
     /// Pending, Running, Succeeded or Failed.
     pub phase: String,
+    /// The host's address on the pod's network (the bridge's gateway), while the pod runs.
+    #[serde(rename = "hostIP", default, skip_serializing_if = "String::is_empty")]
+    pub host_ip: String,
+    /// The pod's addresses (CIDR), while it runs with a network.
+    #[serde(rename = "podIP", default)]
+    pub pod_ip: Vec<String>,
     pub container_status: Vec<ContainerStatus>,
 }
 

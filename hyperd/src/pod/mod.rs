@@ -657,6 +657,7 @@ impl Pods {
                     pod.state.phase().into()
                 },
                 container_status: containers.iter().map(container_status).collect(),
+                ..Default::default()
             },
         })
     }
