@@ -12,6 +12,7 @@ pub mod container;
 pub mod error;
 pub mod ids;
 pub mod image;
+pub mod network;
 pub mod pod;
 pub mod store;
 pub mod vm;
@@ -174,7 +175,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     })
     .map_err(|e| error::Error::from(image::Error::from(e)))?;
     let (died_tx, mut died_rx) = mpsc::unbounded_channel();
-    let vms = Vms::new(config.clone(), store.clone(), died_tx);
+    let network = Arc::new(network::Network); // PLACEHOLDER until net-core merges
+    let vms = Vms::new(config.clone(), store.clone(), network.clone(), died_tx);
     // Builds died with the previous hyperd: their VMs go before Images clears their work dirs.
     vms.destroy_orphan_builds()
         .await
@@ -187,6 +189,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         store.clone(),
         vms.clone(),
         images.clone(),
+        network.clone(),
         changes.clone(),
         config.log_default,
     )

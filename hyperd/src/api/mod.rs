@@ -20,7 +20,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::Request;
 use axum::http::{Method, StatusCode, Uri};
-use axum::routing::{MethodFilter, delete, get, on, post};
+use axum::routing::{MethodFilter, delete, get, on, post, put};
 
 use crate::Daemon;
 
@@ -57,8 +57,6 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
 /// hyperd 1.1's and the seed's routes that are not built yet: each answers 501 naming itself,
 /// rather than a bare 404. A route leaves this list when it is built.
 const NOT_BUILT: &[(Method, &str)] = &[
-    (Method::GET, "/pod/{id}/portmappings"),
-    (Method::PUT, "/pod/{id}/portmappings/{action}"),
     (Method::GET, "/service/list"),
     (Method::POST, "/service/add"),
     (Method::POST, "/service/update"),
@@ -107,6 +105,11 @@ fn routes() -> Router<Arc<Daemon>> {
         .route("/pod/unpause", post(pod::unpause))
         .route("/pod/labels", post(pod::labels))
         .route("/pod/stats", get(pod::stats))
+        .route("/pod/{id}/portmappings", get(pod::portmappings))
+        .route(
+            "/pod/{id}/portmappings/{action}",
+            put(pod::change_portmappings),
+        )
         .route("/container/create", post(container::create))
         .route("/container/start", post(container::start))
         .route("/container/stop", post(container::stop))

@@ -4,15 +4,15 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
-use hyper_proto::rest::{IdResponse, ListResponse, PodInfo};
+use hyper_proto::rest::{IdResponse, ListResponse, PodInfo, PortMapping, PortMappingList};
 
 use super::error::ApiResult;
 use super::{Params, param, required, truthy};
 use crate::Daemon;
-use crate::pod::{ListItem, spec};
+use crate::pod::{ListItem, PortMappingAction, spec};
 
 /// The spec comes as the body, or (the seed's spelling) as the `podArgs` query parameter.
 pub async fn create(
@@ -161,4 +161,41 @@ pub async fn stats(State(d): State<Arc<Daemon>>, q: Params) -> ApiResult<axum::r
         axum::body::Body::from_stream(futures::StreamExt::chain(head, rest)),
     )
         .into_response())
+}
+
+/// `GET /pod/{id}/portmappings` (hyperd 1.1): `{"portMappings": [...]}`, normalised.
+pub async fn portmappings(
+    State(d): State<Arc<Daemon>>,
+    Path(pod_id): Path<String>,
+) -> ApiResult<Json<PortMappingList>> {
+    Ok(Json(PortMappingList {
+        port_mappings: d.pods.portmappings(&pod_id)?,
+    }))
+}
+
+/// `PUT /pod/{id}/portmappings/{add|delete}` (hyperd 1.1); the body is a JSON array of
+/// PortMapping. 204; a host port another pod or a host process holds is a 409.
+pub async fn change_portmappings(
+    State(d): State<Arc<Daemon>>,
+    Path((pod_id, action)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let action: PortMappingAction = action.parse()?;
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let mappings: Vec<PortMapping> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        crate::error::Error::InvalidInput(format!(
+            "port mappings: {}: {} (send a JSON array of {{containerPort, hostPort, protocol}})",
+            e.path(),
+            e.inner()
+        ))
+    })?;
+    if mappings.is_empty() {
+        return Err(
+            crate::error::Error::InvalidInput("port mappings: the array is empty".into()).into(),
+        );
+    }
+    d.pods
+        .change_portmappings(&pod_id, action, mappings)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

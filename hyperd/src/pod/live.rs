@@ -72,7 +72,12 @@ impl Pods {
             store::update_pod_spec(tx, &pod)?;
             Ok(Ok(()))
         })??;
-        if let Err(e) = self.add_to_vm(&shim, &pod, &ct).await {
+        // Its name resolves in the pod (/etc/hosts) before it runs.
+        let added = match self.refresh_etc(&pod.id).await {
+            Ok(()) => self.add_to_vm(&shim, &pod, &ct).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = added {
             // Nothing half-made is left: the record and the spec entry go again.
             pod.spec.containers.pop();
             let undo = self.store.write(|tx| {
@@ -81,6 +86,9 @@ impl Pods {
             });
             if let Err(u) = undo {
                 tracing::error!(container_id = %ct.id, "undo create: {u}");
+            }
+            if let Err(u) = self.refresh_etc(&pod.id).await {
+                tracing::warn!(pod_id, "undo create: /etc/hosts: {u}");
             }
             remove_dir(&ct);
             return Err(e);
@@ -187,6 +195,9 @@ impl Pods {
         remove_dir(&ct);
         self.store.write(|tx| store::delete_container(tx, &ct.id))?;
         self.bump();
+        if let Err(e) = self.refresh_etc(&pod.id).await {
+            tracing::warn!(pod_id = %pod.id, "/etc/hosts after removing {}: {e}", ct.id);
+        }
         tracing::info!(container_id = %ct.id, "container removed");
         Ok(())
     }
@@ -218,6 +229,9 @@ impl Pods {
             }
             Ok(Ok(()))
         })??;
+        if let Err(e) = self.refresh_etc(&ct.pod_id).await {
+            tracing::warn!(pod_id = %ct.pod_id, "/etc/hosts after renaming {}: {e}", ct.id);
+        }
         Ok(())
     }
 

@@ -5,6 +5,7 @@
 //! serialised by a per-pod lock; every record change is one transaction.
 
 mod live;
+mod net;
 pub mod spec;
 pub mod state;
 mod supervise;
@@ -28,9 +29,11 @@ use crate::container::{self, ContainerState, ProcessSpec, exec, rootfs};
 use crate::error::Kind;
 use crate::ids;
 use crate::image::{self, Images};
+use crate::network::{self, Network};
 use crate::store::{self, ContainerRecord, PodRecord, Store, VmRecord};
 use crate::vm::{self, Shim, VmSize, VmState, Vms};
 pub use live::StatsSampler;
+pub use net::PortMappingAction;
 pub use state::PodState;
 
 /// A stopping container gets SIGTERM, then SIGKILL after this long.
@@ -66,6 +69,8 @@ pub enum Error {
     Vm(#[from] vm::Error),
     #[error(transparent)]
     Store(#[from] store::Error),
+    #[error(transparent)]
+    Network(network::Error),
 }
 
 impl Error {
@@ -82,6 +87,7 @@ impl Error {
             Error::Container(e) => e.kind(),
             Error::Vm(e) => e.kind(),
             Error::Store(e) => e.kind(),
+            Error::Network(e) => e.kind(),
         }
     }
 }
@@ -114,6 +120,7 @@ pub struct Pods {
     store: Arc<Store>,
     vms: Arc<Vms>,
     images: Arc<Images>,
+    network: Arc<Network>,
     /// Containers' stdio and logs.
     pub stdio: Stdio,
     /// Log rotation for pods whose spec sets none.
@@ -130,6 +137,7 @@ impl Pods {
         store: Arc<Store>,
         vms: Arc<Vms>,
         images: Arc<Images>,
+        network: Arc<Network>,
         changes: watch::Sender<u64>,
         log_default: LogConfig,
     ) -> std::io::Result<Arc<Self>> {
@@ -139,6 +147,7 @@ impl Pods {
             store,
             vms,
             images,
+            network,
             stdio: Stdio::default(),
             log_default,
             containers_dir,
@@ -196,8 +205,11 @@ impl Pods {
     }
 
     /// Records a validated spec: the pod and its containers, `pending`. Images must exist.
-    pub fn create(&self, pod: UserPod) -> Result<String> {
+    pub fn create(&self, mut pod: UserPod) -> Result<String> {
         self.log_config(&pod)?;
+        pod.portmappings = Network::normalize_ports(std::mem::take(&mut pod.portmappings))?;
+        self.network.check_spec(&pod)?;
+        self.network.probe_host_ports(&pod.portmappings)?;
         let mut containers = Vec::new();
         for (i, c) in pod.containers.iter().enumerate() {
             let image = self.images.resolve(&c.image)?;
@@ -220,6 +232,9 @@ impl Pods {
                 if store::container_by_name(tx, &c.name)?.is_some() {
                     return Ok(Err(Error::NameInUse(c.name.clone())));
                 }
+            }
+            if let Err(e) = Network::reserve_ports(tx, &record.id, &record.spec.portmappings)? {
+                return Ok(Err(Error::from(e)));
             }
             store::insert_pod(tx, &record)?;
             for c in &containers {
@@ -266,6 +281,7 @@ impl Pods {
                 tracing::error!(pod_id, vm_id = %vm.id, "pod start failed: {e}");
                 // Containers may be half set up in the guest: the VM goes with them.
                 self.vms.destroy(&vm).await;
+                self.disconnect_network(&pod.id, None).await;
                 self.release_containers(&pod.id, ContainerState::Pending);
                 pod.vm_id = None;
                 self.store.write(|tx| store::update_pod(tx, &pod))?;
@@ -300,6 +316,7 @@ impl Pods {
 
     async fn start_containers(self: &Arc<Self>, pod: &PodRecord, vm: &VmRecord) -> Result<()> {
         let shim = self.vms.shim(&vm.id)?;
+        self.connect_network(pod, &shim).await?;
         for ct in self.containers(&pod.id)? {
             self.add_to_vm(&shim, pod, &ct).await?;
             self.start_in_vm(&shim, pod, ct).await?;
@@ -411,7 +428,13 @@ impl Pods {
             }
             if stop_vm || self.vms.shim(&vm.id).is_err() {
                 self.vms.destroy(vm).await;
+                self.disconnect_network(pod_id, None).await;
+            } else {
+                let kept = self.vms.shim(&vm.id).ok();
+                self.disconnect_network(pod_id, kept.as_ref()).await;
             }
+        } else {
+            self.disconnect_network(pod_id, None).await;
         }
         self.release_containers(pod_id, ContainerState::Failed);
         pod.state = PodState::Stopped;
@@ -516,7 +539,12 @@ impl Pods {
                 Err(e) => tracing::warn!(container_id = %ct.id, "remove {}: {e}", ct.dir),
             }
         }
-        self.store.write(|tx| store::delete_pod(tx, pod_id))?;
+        self.store.write(|tx| {
+            Network::release_ports(tx, pod_id, None)?;
+            store::delete_pod(tx, pod_id)
+        })?;
+        // A failed pod may still hold its address; its mappings' rules go with it.
+        self.disconnect_network(pod_id, None).await;
         self.locks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -542,7 +570,10 @@ impl Pods {
         let _guard = lock.lock().await;
         // The pod may have moved on (stopped, removed) while we waited for its lock.
         match self.get(&pod.id) {
-            Ok(now) if now.vm_id.as_deref() == Some(vm_id) => self.fail_pod(&pod.id),
+            Ok(now) if now.vm_id.as_deref() == Some(vm_id) => {
+                self.fail_pod(&pod.id);
+                self.disconnect_network(&pod.id, None).await;
+            }
             _ => {}
         }
     }
@@ -586,6 +617,7 @@ impl Pods {
                 if pod.state != PodState::Failed {
                     self.fail_pod(&pod.id);
                 }
+                self.disconnect_network(&pod.id, None).await;
                 continue;
             }
             let shim = self.vms.shim(&vm_id)?;
@@ -635,6 +667,7 @@ impl Pods {
     pub fn info(&self, pod_id: &str) -> Result<PodInfo> {
         let pod = self.get(pod_id)?;
         let containers = self.containers(pod_id)?;
+        let addresses = self.pod_addresses(pod_id);
         Ok(PodInfo {
             pod_id: pod.id.clone(),
             pod_name: pod.id.clone(),
@@ -657,7 +690,11 @@ impl Pods {
                     pod.state.phase().into()
                 },
                 container_status: containers.iter().map(container_status).collect(),
-                ..Default::default()
+                host_ip: match self.network.gateway() {
+                    Some(gw) if !addresses.is_empty() => gw.to_string(),
+                    _ => String::new(),
+                },
+                pod_ip: addresses,
             },
         })
     }

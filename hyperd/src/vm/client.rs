@@ -14,8 +14,8 @@ use futures::Stream;
 use hyper_proto::shim::ContainerRef;
 use hyper_proto::shim::shim_client::ShimClient;
 use hyper_proto::types::{
-    AttachFrom, AttachInput, AttachOutput, ContainerStats, Empty, ExecRequest, ProcessRef,
-    ResizeRequest, SignalRequest, attach_input,
+    AttachFrom, AttachInput, AttachOutput, ContainerStats, Empty, EtcFiles, ExecRequest, NicSpec,
+    PodNetwork, ProcessRef, ResizeRequest, SignalRequest, attach_input,
 };
 use tonic::Streaming;
 
@@ -179,6 +179,39 @@ impl Shim {
         self.client
             .clone()
             .resume_vm(Empty {})
+            .await
+            .map_err(|s| self.error(s))?;
+        Ok(())
+    }
+
+    /// The VM's network card (None: the VM has none), from the shim's `Info`.
+    pub async fn nic(&self) -> Result<Option<NicSpec>, Error> {
+        Ok(self
+            .client
+            .clone()
+            .info(Empty {})
+            .await
+            .map_err(|s| self.error(s))?
+            .into_inner()
+            .nic)
+    }
+
+    /// Applies the guest's addresses and routes (no interfaces: the NIC goes down).
+    pub async fn configure_network(&self, network: PodNetwork) -> Result<(), Error> {
+        self.client
+            .clone()
+            .configure_network(network)
+            .await
+            .map_err(|s| self.error(s))?;
+        Ok(())
+    }
+
+    /// Rewrites the pod's /etc/hostname, /etc/hosts and /etc/resolv.conf in the guest, which
+    /// every container sees through bind mounts.
+    pub async fn write_etc_files(&self, files: EtcFiles) -> Result<(), Error> {
+        self.client
+            .clone()
+            .write_etc_files(files)
             .await
             .map_err(|s| self.error(s))?;
         Ok(())

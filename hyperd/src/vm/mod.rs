@@ -21,6 +21,7 @@ use hyper_proto::types::Empty;
 use crate::config::Config;
 use crate::error::Kind;
 use crate::ids;
+use crate::network::Network;
 use crate::store::{self, Store, VmRecord};
 pub use client::Shim;
 use launcher::ShimPaths;
@@ -159,6 +160,8 @@ pub struct VmSize {
 pub struct Vms {
     config: Arc<Config>,
     store: Arc<Store>,
+    /// Gives every pool VM its network card at boot (build VMs get none).
+    network: Arc<Network>,
     shims: Mutex<HashMap<String, Shim>>,
     /// VMs being torn down on purpose: their shim's exit is not a failure.
     stopping: Mutex<HashSet<String>>,
@@ -180,11 +183,13 @@ impl Vms {
     pub fn new(
         config: Arc<Config>,
         store: Arc<Store>,
+        network: Arc<Network>,
         died: mpsc::UnboundedSender<String>,
     ) -> Arc<Self> {
         Arc::new(Self {
             config,
             store,
+            network,
             shims: Mutex::default(),
             stopping: Mutex::default(),
             died,
@@ -272,6 +277,12 @@ impl Vms {
                 cpus: record.cpus,
                 memory_mib: record.memory_mib,
                 boot_timeout_ms: BOOT_TIMEOUT.as_millis() as u32,
+                // Every pool VM boots with its NIC, so a VM from `/vm/create` can serve a pod
+                // with a network; the agent configures it when the pod arrives.
+                nic: match record.role {
+                    VmRole::Pool => self.network.nic_for(&record.id),
+                    VmRole::Build => None,
+                },
                 ..Default::default()
             })
             .await

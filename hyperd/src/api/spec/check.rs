@@ -668,13 +668,15 @@ pub(in crate::api) fn live(dir: &std::path::Path) -> axum::Router {
     .unwrap();
     let images = Arc::new(image::Images::new(&config.root, store.clone(), registry).unwrap());
     let (died, _) = tokio::sync::mpsc::unbounded_channel();
-    let vms = vm::Vms::new(config.clone(), store.clone(), died);
+    let network = crate::network::Network::disabled();
+    let vms = vm::Vms::new(config.clone(), store.clone(), network.clone(), died);
     let (changes, _) = tokio::sync::watch::channel(0u64);
     let pods = pod::Pods::new(
         &config.root,
         store.clone(),
         vms.clone(),
         images.clone(),
+        network,
         changes.clone(),
         Default::default(),
     )

@@ -1478,7 +1478,15 @@ pub(crate) mod tests {
             docker_hub_host: "127.0.0.1:9".into(),
             log_default: Default::default(),
         };
-        (images, Vms::new(Arc::new(config), store, tx))
+        (
+            images,
+            Vms::new(
+                Arc::new(config),
+                store,
+                crate::network::Network::disabled(),
+                tx,
+            ),
+        )
     }
 
     /// A build without RUN needs no VM: the executor, the cache and the image record alone.

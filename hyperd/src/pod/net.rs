@@ -1,0 +1,238 @@
+//! A pod's network, seen from the pod's side: its address and the guest's configuration while
+//! it runs, its /etc files whenever its containers change, and its port mappings (hyperd 1.1's
+//! `/pod/{id}/portmappings` routes). The bridge, the address pool and the firewall are
+//! [`crate::network`]'s; this module only says when a pod takes and gives back its share.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use hyper_proto::rest::{PortMapping, UserPod};
+use hyper_proto::types::PodNetwork;
+
+use super::{Error, PodState, Pods, Result};
+use crate::network::{self, Lease};
+use crate::store::{self, PodRecord};
+use crate::vm::Shim;
+
+/// What `PUT /pod/{id}/portmappings/{action}` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortMappingAction {
+    Add,
+    Delete,
+}
+
+impl std::str::FromStr for PortMappingAction {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "add" => Ok(Self::Add),
+            "delete" => Ok(Self::Delete),
+            _ => Err(Error::Invalid(
+                "Only add or delete operation are permitted".into(),
+            )),
+        }
+    }
+}
+
+/// Whether the pod asked for a NIC (`network` empty or `bridge`); `none` means loopback only.
+fn wants_nic(spec: &UserPod) -> bool {
+    spec.network != "none"
+}
+
+/// The fixed address the spec's interface asks for, if any (`192.168.123.50/24` or bare).
+fn fixed_address(spec: &UserPod) -> Option<Ipv4Addr> {
+    let ip = spec.interfaces.first()?.ip.as_str();
+    ip.split('/').next()?.parse().ok()
+}
+
+impl Pods {
+    /// Gives a pod starting in `shim`'s VM its address, configures the guest and the host's
+    /// forwarding, and writes its /etc files. On error nothing of it stays allocated.
+    pub(super) async fn connect_network(&self, pod: &PodRecord, shim: &Shim) -> Result<()> {
+        let lease = if self.network.enabled() && wants_nic(&pod.spec) {
+            let Some(nic) = shim.nic().await? else {
+                return Err(Error::Invalid(format!(
+                    "vm {}: it has no network card (booted while networking was off); \
+                     start the pod without vmId or with \"network\": \"none\"",
+                    shim.vm_id
+                )));
+            };
+            self.network.probe_host_ports(&pod.spec.portmappings)?;
+            let lease = self.network.allocate(&pod.id, fixed_address(&pod.spec))?;
+            if let Err(e) = self.configure_guest(pod, shim, &lease, &nic.mac).await {
+                self.disconnect_network(&pod.id, None).await;
+                return Err(e);
+            }
+            Some(lease)
+        } else {
+            None
+        };
+        if let Err(e) = self.write_etc(pod, shim, lease.map(|l| l.address)).await {
+            if lease.is_some() {
+                self.disconnect_network(&pod.id, None).await;
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn configure_guest(
+        &self,
+        pod: &PodRecord,
+        shim: &Shim,
+        lease: &Lease,
+        mac: &str,
+    ) -> Result<()> {
+        let started = std::time::Instant::now();
+        shim.configure_network(self.network.pod_network(lease, mac, &pod.spec))
+            .await?;
+        self.network.apply().await?;
+        tracing::info!(
+            pod_id = %pod.id,
+            address = %lease.address,
+            network_ms = started.elapsed().as_millis() as u64,
+            "pod network up"
+        );
+        Ok(())
+    }
+
+    /// Gives back a stopping (or failed) pod's address and its forwarding rules. With the
+    /// pod's VM kept for another pod (`shim`), the guest's NIC goes down too, so a reused VM
+    /// never keeps an address the pool may hand out again. Failures are logged: a pod that
+    /// stops must stop.
+    pub(super) async fn disconnect_network(&self, pod_id: &str, kept_vm: Option<&Shim>) {
+        if !self.network.enabled() {
+            return;
+        }
+        if let Some(shim) = kept_vm
+            && let Err(e) = shim.configure_network(PodNetwork::default()).await
+        {
+            tracing::warn!(pod_id, vm_id = %shim.vm_id, "take the guest's nic down: {e}");
+        }
+        if let Err(e) = self.network.release(pod_id) {
+            tracing::error!(pod_id, "release the pod's address: {e}");
+        }
+        if let Err(e) = self.network.apply().await {
+            tracing::error!(pod_id, "update the firewall: {e}");
+        }
+    }
+
+    /// Rewrites the pod's /etc/hostname, /etc/hosts and /etc/resolv.conf in its VM: the
+    /// hostname and every container name resolve to the pod's address.
+    pub(super) async fn write_etc(
+        &self,
+        pod: &PodRecord,
+        shim: &Shim,
+        address: Option<Ipv4Addr>,
+    ) -> Result<()> {
+        let names: Vec<String> = self
+            .containers(&pod.id)?
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        shim.write_etc_files(self.network.etc_files(&pod.spec, address, &names))
+            .await?;
+        Ok(())
+    }
+
+    /// After a container was added, removed or renamed in a running pod: its /etc/hosts
+    /// follows. A pod that is not running has nothing to update.
+    pub(super) async fn refresh_etc(&self, pod_id: &str) -> Result<()> {
+        let pod = self.get(pod_id)?;
+        if pod.state != PodState::Running {
+            return Ok(());
+        }
+        let Some(vm_id) = pod.vm_id.as_deref() else {
+            return Ok(());
+        };
+        let shim = self.vms.shim(vm_id)?;
+        let address = self.network.address_of(pod_id)?.map(|l| l.address);
+        self.write_etc(&pod, &shim, address).await
+    }
+
+    /// The pod's address (CIDR) while it has one.
+    pub(super) fn pod_addresses(&self, pod_id: &str) -> Vec<String> {
+        match self.network.address_of(pod_id) {
+            Ok(Some(lease)) => vec![format!("{}/{}", lease.address, lease.prefix)],
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                tracing::warn!(pod_id, "address of the pod: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    /// `GET /pod/{id}/portmappings`: the pod's mappings, normalised.
+    pub fn portmappings(&self, pod_id: &str) -> Result<Vec<PortMapping>> {
+        Ok(self.get(pod_id)?.spec.portmappings)
+    }
+
+    /// `PUT /pod/{id}/portmappings/{add|delete}`. Adding checks the new host ports (409 when
+    /// another pod or a host process holds one) and records them with the spec in one
+    /// transaction; deleting a mapping the pod does not have is a 400 naming it. A running
+    /// pod's forwarding follows at once.
+    pub async fn change_portmappings(
+        self: &Arc<Self>,
+        pod_id: &str,
+        action: PortMappingAction,
+        mappings: Vec<PortMapping>,
+    ) -> Result<()> {
+        let lock = self.lock_of(pod_id);
+        let _guard = lock.lock().await;
+        let mut pod = self.get(pod_id)?;
+        if !self.network.enabled() || !wants_nic(&pod.spec) {
+            return Err(Error::Invalid(format!(
+                "pod {pod_id} has no network (networking is off, or the pod's network is none)"
+            )));
+        }
+        let mappings = network::Network::normalize_ports(mappings)?;
+        match action {
+            PortMappingAction::Add => {
+                self.network.probe_host_ports(&mappings)?;
+                pod.spec.portmappings.extend(mappings.iter().cloned());
+                let mut probe = pod.spec.clone();
+                probe.portmappings = network::Network::normalize_ports(probe.portmappings)?;
+                self.network.check_spec(&probe)?;
+                pod.spec.portmappings = probe.portmappings;
+                self.store.write(|tx| {
+                    if let Err(e) = network::Network::reserve_ports(tx, pod_id, &mappings)? {
+                        return Ok(Err(Error::from(e)));
+                    }
+                    store::update_pod_spec(tx, &pod)?;
+                    Ok(Ok(()))
+                })??;
+            }
+            PortMappingAction::Delete => {
+                for m in &mappings {
+                    if !pod.spec.portmappings.contains(m) {
+                        return Err(Error::Invalid(format!(
+                            "pod {pod_id} has no port mapping {}:{}/{}",
+                            m.host_port, m.container_port, m.protocol
+                        )));
+                    }
+                }
+                pod.spec.portmappings.retain(|m| !mappings.contains(m));
+                self.store.write(|tx| {
+                    network::Network::release_ports(tx, pod_id, Some(&mappings))?;
+                    store::update_pod_spec(tx, &pod)
+                })?;
+            }
+        }
+        if pod.state == PodState::Running || pod.state == PodState::Paused {
+            self.network.apply().await?;
+        }
+        tracing::info!(
+            pod_id,
+            ?action,
+            count = mappings.len(),
+            "port mappings changed"
+        );
+        Ok(())
+    }
+}
+
+impl From<network::Error> for Error {
+    fn from(e: network::Error) -> Self {
+        Error::Network(e)
+    }
+}
