@@ -147,13 +147,20 @@ impl Network {
         if dropped > 0 {
             tracing::info!(rows = dropped, "dropped the network rows of removed pods");
         }
-        let network = Arc::new(Network {
+        let network = Network::detached(config, store);
+        network.apply().await?;
+        Ok(network)
+    }
+
+    /// A `Network` over the database alone: no bridge, sysctl or nftables work now (nor in
+    /// [`apply`](Network::apply) when `config.iptables` is false). For in-process tests of
+    /// the API, which must not touch the host.
+    pub fn detached(config: NetworkConfig, store: Arc<Store>) -> Arc<Network> {
+        Arc::new(Network {
             config,
             store,
             applying: tokio::sync::Mutex::new(()),
-        });
-        network.apply().await?;
-        Ok(network)
+        })
     }
 
     pub fn config(&self) -> &NetworkConfig {
@@ -612,3 +619,6 @@ fn reserve_rules(
     }
     Ok(Ok(()))
 }
+
+#[cfg(test)]
+mod tests;
