@@ -375,10 +375,9 @@ impl Network {
                 if rule.protocol == protocol
                     && rule.container == container
                     && host.is_none_or(|h| h == rule.host)
+                    && store::delete_ports(tx, r)? > 0
                 {
-                    if store::delete_ports(tx, r)? > 0 {
-                        gone += 1;
-                    }
+                    gone += 1;
                 }
             }
         }

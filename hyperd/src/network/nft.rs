@@ -72,7 +72,7 @@ pub fn ruleset(state: &NatState) -> Option<String> {
             let _ = writeln!(s, "\t\t{proto} dport {h} dnat to {addr}");
         } else {
             // Shifted range: a map keeps each port's offset.
-            let pairs: Vec<String> = (0..h.len() as u16)
+            let pairs: Vec<String> = (0..h.count() as u16)
                 .map(|i| format!("{} : {}", h.first + i, c.first + i))
                 .collect();
             let _ = writeln!(

@@ -52,8 +52,8 @@ impl PortRange {
         }
     }
 
-    /// How many ports.
-    pub fn len(self) -> u32 {
+    /// How many ports (at least one).
+    pub fn count(self) -> u32 {
         u32::from(self.last - self.first) + 1
     }
 
@@ -123,13 +123,13 @@ impl PortRule {
                 format!("{host}: a single containerPort ({container}) needs a single hostPort"),
             ));
         }
-        if container.len() != host.len() {
+        if container.count() != host.count() {
             return Err(bad(
                 "hostPort",
                 format!(
                     "{host}: {} ports, but containerPort {container} has {}",
-                    host.len(),
-                    container.len()
+                    host.count(),
+                    container.count()
                 ),
             ));
         }
@@ -198,9 +198,9 @@ mod tests {
     fn ranges_parse_and_print_canonically() {
         assert_eq!(PortRange::parse("80").unwrap(), PortRange::single(80));
         let r = PortRange::parse("8000-8009").unwrap();
-        assert_eq!((r.first, r.last, r.len()), (8000, 8009, 10));
+        assert_eq!((r.first, r.last, r.count()), (8000, 8009, 10));
         assert_eq!(PortRange::parse(" 9 - 9").unwrap().to_string(), "9");
-        assert_eq!(PortRange::parse("1-65535").unwrap().len(), 65535);
+        assert_eq!(PortRange::parse("1-65535").unwrap().count(), 65535);
         for bad in ["0", "65536", "-1", "a", "10-", "20-10", "1-2-3", "", "0-5"] {
             assert!(PortRange::parse(bad).is_err(), "{bad:?} accepted");
         }
