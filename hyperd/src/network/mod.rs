@@ -437,6 +437,14 @@ impl Network {
         Ok(())
     }
 
+    /// Inside the caller's transaction (the one removing the pod): drops the pod's lease and
+    /// every host port it holds. Call [`apply`](Network::apply) after the commit.
+    pub fn forget_pod(tx: &Transaction, pod_id: &str) -> store::Result<()> {
+        store::delete_lease(tx, pod_id)?;
+        store::delete_pod_ports(tx, pod_id)?;
+        Ok(())
+    }
+
     /// The pod's address with the subnet's prefix, if it holds one.
     pub fn address_of(&self, pod_id: &str) -> Result<Option<Ipv4Net>, Error> {
         let lease = self.store.read(|c| store::lease_of(c, pod_id))?;

@@ -196,6 +196,11 @@ fn the_nat_state_maps_only_pods_that_hold_an_address() {
     assert_eq!(state.mappings[0].0, addr);
     assert_eq!(state.mappings[0].1.host, PortRange::single(8080));
     assert_eq!(state.subnet.to_string(), "192.168.123.0/24");
+    // Removing the pod drops its lease and ports in the remover's transaction.
+    store.write(|tx| Network::forget_pod(tx, "a")).unwrap();
+    assert_eq!(net.address_of("a").unwrap(), None);
+    assert_eq!(net.port_mappings("a").unwrap(), vec![]);
+    assert_eq!(net.port_mappings("b").unwrap().len(), 1);
 }
 
 // ---- spec checks and what goes to the guest ----------------------------------------------
