@@ -15,6 +15,7 @@ APT_PACKAGES=(
   openssl              # the registry tests' CA and server certificates
   python3-venv iproute2  # schemathesis runs from a venv, in a loopback-only network namespace
   buildah              # the build benchmark's peer (bud --isolation chroot, local files only)
+  nftables             # hyperd's NAT and port mappings (`nft -f -`, table ip hyperd)
 )
 
 missing=()

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use hyper_proto::rest::PodLogConfig;
 
 use crate::container::stdio::LogConfig;
+use crate::network::NetworkConfig;
 
 pub const DEFAULT_HOST: &str = "unix:///var/run/hyper.sock";
 pub const DEFAULT_ROOT: &str = "/var/lib/hyper";
@@ -61,7 +62,7 @@ pub struct Args {
     pub vmm: Option<VmmChoice>,
     /// A JSON config file with the same keys as the flags (hosts, root, runDir, vmm, log,
     /// shim, guestDir, insecureRegistries, registryMirrors, certsDir, dockerHubHost, logOpts:
-    /// an object such as {"max-size": "10m"}).
+    /// an object such as {"max-size": "10m"}, bridge, bip, iptables: a boolean, mtu).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Log filter (tracing syntax, e.g. info or hyperd=debug) [default: info].
@@ -94,6 +95,21 @@ pub struct Args {
     /// max-file=N (repeatable); a pod's own `log.config` wins.
     #[arg(long = "log-opt", value_name = "KEY=VALUE")]
     pub log_opts: Vec<String>,
+    /// The host bridge pods join (created with --bip if missing, left alone if it exists), or
+    /// none: VMs get no network card, pods only loopback [default: hyper0].
+    #[arg(long, value_name = "NAME|none")]
+    pub bridge: Option<String>,
+    /// The bridge's address and the pods' subnet, as the gateway's CIDR
+    /// [default: 192.168.123.1/24].
+    #[arg(long, value_name = "CIDR")]
+    pub bip: Option<String>,
+    /// Whether hyperd manages NAT, port mappings and the forwarding sysctls (nftables table
+    /// `ip hyperd`); false leaves the host firewall and sysctls alone [default: true].
+    #[arg(long, value_name = "BOOL", require_equals = true, num_args = 0..=1, default_missing_value = "true")]
+    pub iptables: Option<bool>,
+    /// MTU of the bridge, the VMs' network cards and the pods' interfaces [default: 1500].
+    #[arg(long)]
+    pub mtu: Option<u32>,
 }
 
 /// The config file: every key optional; unknown keys are an error (a typo must not pass).
@@ -112,6 +128,10 @@ struct FileConfig {
     certs_dir: Option<PathBuf>,
     docker_hub_host: Option<String>,
     log_opts: std::collections::BTreeMap<String, String>,
+    bridge: Option<String>,
+    bip: Option<String>,
+    iptables: Option<bool>,
+    mtu: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +164,7 @@ pub struct Config {
     pub docker_hub_host: String,
     /// Container logs' rotation unless a pod says otherwise.
     pub log_default: LogConfig,
+    pub network: NetworkConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +179,75 @@ pub enum ConfigError {
     NoShim,
     #[error("--log-opt: {0}")]
     LogOpt(String),
+    /// A network flag (or its config-file key): the flag and what is wrong.
+    #[error("{flag}: {message}")]
+    Network { flag: &'static str, message: String },
+}
+
+/// `--bridge`, `--bip`, `--iptables`, `--mtu` (flag, else file, else default) checked.
+fn network_config(
+    bridge: Option<String>,
+    bip: Option<String>,
+    iptables: Option<bool>,
+    mtu: Option<u32>,
+) -> Result<NetworkConfig, ConfigError> {
+    let bad = |flag, message: String| ConfigError::Network { flag, message };
+    let defaults = NetworkConfig::default();
+    let bridge = match bridge {
+        None => defaults.bridge,
+        Some(b) if b == "none" => None,
+        Some(b) => {
+            // IFNAMSIZ is 16 with the NUL; the kernel refuses '/', ':' and whitespace.
+            if b.is_empty()
+                || b.len() > 15
+                || b.contains(|c: char| c == '/' || c == ':' || c.is_whitespace())
+            {
+                return Err(bad(
+                    "--bridge",
+                    format!(
+                        "{b:?}: an interface name of 1 to 15 characters without '/', ':' or spaces, or none"
+                    ),
+                ));
+            }
+            Some(b)
+        }
+    };
+    let bip = match bip {
+        None => defaults.bip,
+        Some(text) => {
+            let net: ipnet::Ipv4Net = text.parse().map_err(|_| {
+                bad(
+                    "--bip",
+                    format!("{text:?}: expected the gateway's IPv4 CIDR, e.g. 192.168.123.1/24"),
+                )
+            })?;
+            if net.prefix_len() > 30 {
+                return Err(bad(
+                    "--bip",
+                    format!("{text:?}: the subnet needs a prefix of at most /30 to hold pods"),
+                ));
+            }
+            if net.addr() == net.network() || net.addr() == net.broadcast() {
+                return Err(bad(
+                    "--bip",
+                    format!(
+                        "{text:?}: the gateway cannot be the subnet's network or broadcast address"
+                    ),
+                ));
+            }
+            net
+        }
+    };
+    let mtu = mtu.unwrap_or(defaults.mtu);
+    if !(68..=65535).contains(&mtu) {
+        return Err(bad("--mtu", format!("{mtu}: must be 68 to 65535")));
+    }
+    Ok(NetworkConfig {
+        bridge,
+        bip,
+        iptables: iptables.unwrap_or(defaults.iptables),
+        mtu,
+    })
 }
 
 pub fn parse_host(s: &str) -> Result<Listen, ConfigError> {
@@ -228,6 +318,12 @@ impl Config {
             LogConfig::default(),
         )
         .map_err(|e| ConfigError::LogOpt(e.replacen("log.config.", "", 1)))?;
+        let network = network_config(
+            args.bridge.or(file.bridge),
+            args.bip.or(file.bip),
+            args.iptables.or(file.iptables),
+            args.mtu.or(file.mtu),
+        )?;
         Ok(Self {
             listen,
             root: args
@@ -256,6 +352,7 @@ impl Config {
                 .or(file.docker_hub_host)
                 .unwrap_or_else(|| DEFAULT_DOCKER_HUB_HOST.into()),
             log_default,
+            network,
         })
     }
 
@@ -344,6 +441,77 @@ mod tests {
             .unwrap_err();
             assert!(err.to_string().starts_with("--log-opt: "), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn network_flags_use_dockerd_spellings_and_name_the_bad_one() {
+        let c = Config::load(Args {
+            shim: Some("/bin/true".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.network, NetworkConfig::default());
+        assert_eq!(c.network.bridge.as_deref(), Some("hyper0"));
+        assert_eq!(c.network.bip.to_string(), "192.168.123.1/24");
+        assert!(c.network.iptables);
+        let args = Args::try_parse_from([
+            "hyperd",
+            "--bridge",
+            "none",
+            "--bip",
+            "10.9.0.1/16",
+            "--iptables=false",
+            "--mtu",
+            "1400",
+            "--shim",
+            "/bin/true",
+        ])
+        .unwrap();
+        let c = Config::load(args).unwrap();
+        assert_eq!(c.network.bridge, None);
+        assert_eq!(c.network.bip.to_string(), "10.9.0.1/16");
+        assert!(!c.network.iptables);
+        assert_eq!(c.network.mtu, 1400);
+        assert_eq!(
+            Args::try_parse_from(["hyperd", "--iptables"])
+                .unwrap()
+                .iptables,
+            Some(true)
+        );
+        for (flag, value) in [
+            ("--bip", "192.168.123.0/24"),
+            ("--bip", "10.0.0.1/31"),
+            ("--bip", "banana"),
+            ("--bridge", "a-very-long-bridge-name"),
+            ("--bridge", "br/0"),
+            ("--mtu", "20"),
+        ] {
+            let args =
+                Args::try_parse_from(["hyperd", flag, value, "--shim", "/bin/true"]).unwrap();
+            let err = Config::load(args).unwrap_err();
+            assert!(
+                err.to_string().starts_with(&format!("{flag}: ")),
+                "{value}: {err}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.json");
+        std::fs::write(
+            &file,
+            r#"{"bridge":"br7","bip":"172.30.0.1/24","iptables":false,"mtu":9000}"#,
+        )
+        .unwrap();
+        let c = Config::load(Args {
+            config: Some(file),
+            shim: Some("/bin/true".into()),
+            mtu: Some(1450),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.network.bridge.as_deref(), Some("br7"));
+        assert_eq!(c.network.bip.to_string(), "172.30.0.1/24");
+        assert!(!c.network.iptables);
+        assert_eq!(c.network.mtu, 1450);
     }
 
     #[test]

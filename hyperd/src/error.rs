@@ -30,6 +30,8 @@ pub enum Error {
     Vm(#[from] crate::vm::Error),
     #[error(transparent)]
     Store(#[from] crate::store::Error),
+    #[error(transparent)]
+    Network(#[from] crate::network::Error),
     #[error("{0}")]
     InvalidInput(String),
 }
@@ -43,6 +45,7 @@ impl Error {
             Error::Commit(e) => e.kind(),
             Error::Vm(e) => e.kind(),
             Error::Store(e) => e.kind(),
+            Error::Network(e) => e.kind(),
             Error::InvalidInput(_) => Kind::InvalidInput,
         }
     }

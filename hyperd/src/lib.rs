@@ -2,8 +2,8 @@
 //!
 //! Module map: [`config`] (flags and file), [`api`] (routes, hijack, error → status),
 //! [`pod`] (pod lifecycle and spec), [`container`] (processes, rootfs, output, exec),
-//! [`image`] (import and store), [`vm`] (shim launcher, client, monitor), [`store`] (SQLite
-//! records), [`ids`]. [`run`] wires them together and serves until SIGTERM/SIGINT; pods keep
+//! [`image`] (import and store), [`vm`] (shim launcher, client, monitor), [`network`] (bridge,
+//! addresses, NAT, port mappings, /etc files), [`store`] (SQLite records), [`ids`]. [`run`] wires them together and serves until SIGTERM/SIGINT; pods keep
 //! running when hyperd stops.
 
 pub mod api;
@@ -35,6 +35,7 @@ use hyper_proto::rest::InfoResponse;
 use crate::config::{Config, Listen};
 use crate::container::exec::Execs;
 use crate::image::Images;
+use crate::network::Network;
 use crate::pod::Pods;
 use crate::store::Store;
 use crate::vm::Vms;
@@ -48,6 +49,7 @@ pub struct Daemon {
     pub vms: Arc<Vms>,
     pub images: Arc<Images>,
     pub execs: Arc<Execs>,
+    pub network: Arc<Network>,
 }
 
 impl Daemon {
@@ -213,6 +215,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         }
     }
 
+    // The bridge and the firewall before pod recovery: recovered pods find their network.
+    let network = Network::start(config.network.clone(), store.clone())
+        .await
+        .map_err(error::Error::from)?;
     pods.recover().await.map_err(error::Error::from)?;
     {
         let pods = pods.clone();
@@ -229,6 +235,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         vms,
         images,
         execs,
+        network,
     });
     let app = tower::util::MapRequestLayer::new(api::strip_version).layer(api::router(daemon));
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -1,7 +1,9 @@
 //! The state database: one SQLite file (`<root>/hyperd.db`) holding every pod, container, VM,
-//! exec and image record. The schema carries a version (`PRAGMA user_version`) and is brought
-//! up to date by [`MIGRATIONS`] on open; every change of records is one transaction.
+//! exec and image record, and the network's address leases and host ports. The schema carries a
+//! version (`PRAGMA user_version`) and is brought up to date by [`MIGRATIONS`] on open; every
+//! change of records is one transaction.
 
+mod net;
 mod records;
 
 use std::path::Path;
@@ -9,6 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, Transaction};
 
+pub use net::*;
 pub use records::*;
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +106,29 @@ const MIGRATIONS: &[&str] = &[
     // 5: what a VM is for: `pool` (a pod's, or `/vm/create`'s for a pod to start in) or
     // `build` (one build's, never a pod's; destroyed at a restart, its build having died).
     "ALTER TABLE vms ADD COLUMN role TEXT NOT NULL DEFAULT 'pool';",
+    // 6: pod networking. An address lease per pod (`address` unique: never two holders), the
+    // allocation cursor per subnet (addresses are not reused soon after release), and one row
+    // per reserved host port (`(protocol, host_port)` unique: never two pods on one port), each
+    // naming the mapping (host range → container range) it belongs to.
+    "CREATE TABLE ip_leases (
+        address TEXT PRIMARY KEY,
+        prefix INTEGER NOT NULL,
+        pod_id TEXT NOT NULL UNIQUE
+    );
+    CREATE TABLE ipam_cursors (
+        subnet TEXT PRIMARY KEY,
+        last TEXT NOT NULL
+    );
+    CREATE TABLE host_ports (
+        protocol TEXT NOT NULL,
+        host_port INTEGER NOT NULL,
+        pod_id TEXT NOT NULL,
+        host_first INTEGER NOT NULL,
+        host_last INTEGER NOT NULL,
+        container_first INTEGER NOT NULL,
+        PRIMARY KEY (protocol, host_port)
+    );
+    CREATE INDEX host_ports_pod ON host_ports (pod_id);",
 ];
 
 pub struct Store {

@@ -656,6 +656,7 @@ pub(in crate::api) fn live(dir: &std::path::Path) -> axum::Router {
         // Nothing listens there: no request of these tests leaves the machine.
         docker_hub_host: "127.0.0.1:9".into(),
         log_default: Default::default(),
+        network: Default::default(),
     });
     std::fs::create_dir_all(&config.root).unwrap();
     let store = Arc::new(store::Store::open(&config.db_path()).unwrap());
@@ -681,6 +682,15 @@ pub(in crate::api) fn live(dir: &std::path::Path) -> axum::Router {
         Default::default(),
     )
     .unwrap();
+    // Bridge none, iptables off: nothing here touches the host's network.
+    let network = crate::network::Network::detached(
+        crate::network::NetworkConfig {
+            bridge: None,
+            iptables: false,
+            ..Default::default()
+        },
+        store.clone(),
+    );
     let execs = Arc::new(container::exec::Execs::new(store, vms.clone(), changes));
     let daemon = Arc::new(Daemon {
         config,
@@ -688,6 +698,7 @@ pub(in crate::api) fn live(dir: &std::path::Path) -> axum::Router {
         vms,
         images,
         execs,
+        network,
     });
     super::super::router(daemon)
 }

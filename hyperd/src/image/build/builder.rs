@@ -1477,6 +1477,7 @@ pub(crate) mod tests {
             certs_dir: dir.path().join("certs.d"),
             docker_hub_host: "127.0.0.1:9".into(),
             log_default: Default::default(),
+            network: Default::default(),
         };
         (
             images,

@@ -1,0 +1,146 @@
+//! The host side over netlink (`rtnetlink`): the bridge and its gateway address, and the
+//! sysctls NAT needs. Works in the calling thread's network namespace.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::TryStreamExt as _;
+use ipnet::Ipv4Net;
+use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::{Handle, LinkBridge};
+
+use super::Error;
+
+fn netlink(name: &str, what: &str) -> impl Fn(rtnetlink::Error) -> Error {
+    let (name, what) = (name.to_string(), what.to_string());
+    move |e| Error::Netlink {
+        link: name.clone(),
+        message: format!("{what}: {e}"),
+    }
+}
+
+async fn connect(name: &str) -> Result<Handle, Error> {
+    let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| Error::Netlink {
+        link: name.into(),
+        message: format!("netlink socket: {e}"),
+    })?;
+    tokio::spawn(conn);
+    Ok(handle)
+}
+
+/// The link's index, or `None` when there is no such link.
+async fn index_of(handle: &Handle, name: &str) -> Result<Option<u32>, Error> {
+    let found = handle
+        .link()
+        .get()
+        .match_name(name)
+        .execute()
+        .try_next()
+        .await;
+    match found {
+        Ok(link) => Ok(link.map(|l| l.header.index)),
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
+        Err(e) => Err(netlink(name, "look up")(e)),
+    }
+}
+
+/// Whether the bridge was created: a missing bridge `name` is made (up, `mtu`, with the gateway
+/// address `bip`); an existing link of that name is left alone, but must carry the gateway
+/// address (else pods would route through an address nobody has).
+pub async fn ensure_bridge(name: &str, bip: Ipv4Net, mtu: u32) -> Result<bool, Error> {
+    let handle = connect(name).await?;
+    if let Some(index) = index_of(&handle, name).await? {
+        let mut addrs = handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        while let Some(msg) = addrs
+            .try_next()
+            .await
+            .map_err(netlink(name, "list addresses"))?
+        {
+            let has = msg.header.prefix_len == bip.prefix_len()
+                && msg.attributes.iter().any(
+                    |a| matches!(a, AddressAttribute::Local(ip) if *ip == IpAddr::V4(bip.addr())),
+                );
+            if has {
+                return Ok(false);
+            }
+        }
+        return Err(Error::Netlink {
+            link: name.into(),
+            message: format!(
+                "exists but does not have the address {bip}; give it that address or start hyperd with --bip set to its address"
+            ),
+        });
+    }
+    handle
+        .link()
+        .add(LinkBridge::new(name).mtu(mtu).build())
+        .execute()
+        .await
+        .map_err(netlink(name, "create bridge"))?;
+    let index = index_of(&handle, name)
+        .await?
+        .ok_or_else(|| Error::Netlink {
+            link: name.into(),
+            message: "gone right after it was created".into(),
+        })?;
+    handle
+        .address()
+        .add(index, IpAddr::V4(bip.addr()), bip.prefix_len())
+        .execute()
+        .await
+        .map_err(netlink(name, &format!("add address {bip}")))?;
+    Ok(true)
+}
+
+/// Deletes the link if it exists (tests, and an operator's clean-up).
+pub async fn delete_link(name: &str) -> Result<(), Error> {
+    let handle = connect(name).await?;
+    if let Some(index) = index_of(&handle, name).await? {
+        handle
+            .link()
+            .del(index)
+            .execute()
+            .await
+            .map_err(netlink(name, "delete"))?;
+    }
+    Ok(())
+}
+
+/// The bridge's IPv4 addresses with their prefixes (for `--bip` checks and tests).
+pub async fn addresses(name: &str) -> Result<Vec<(Ipv4Addr, u8)>, Error> {
+    let handle = connect(name).await?;
+    let Some(index) = index_of(&handle, name).await? else {
+        return Ok(vec![]);
+    };
+    let mut out = Vec::new();
+    let mut addrs = handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute();
+    while let Some(msg) = addrs
+        .try_next()
+        .await
+        .map_err(netlink(name, "list addresses"))?
+    {
+        for a in &msg.attributes {
+            if let AddressAttribute::Local(IpAddr::V4(ip)) = a {
+                out.push((*ip, msg.header.prefix_len));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Writes `value` to `/proc/sys/<key>` (key with slashes, e.g. `net/ipv4/ip_forward`), in the
+/// calling thread's network namespace.
+pub fn set_sysctl(key: &str, value: &str) -> Result<(), Error> {
+    let path = format!("/proc/sys/{key}");
+    std::fs::write(&path, value).map_err(|e| Error::Sysctl {
+        key: key.into(),
+        source: e,
+    })
+}
