@@ -177,7 +177,11 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     })
     .map_err(|e| error::Error::from(image::Error::from(e)))?;
     let (died_tx, mut died_rx) = mpsc::unbounded_channel();
-    let network = Arc::new(network::Network); // PLACEHOLDER until net-core merges
+    // The bridge and the firewall before any VM boots or pod is recovered: VMs get their NIC
+    // on the bridge and recovered pods find their forwarding.
+    let network = Network::start(config.network.clone(), store.clone())
+        .await
+        .map_err(error::Error::from)?;
     let vms = Vms::new(config.clone(), store.clone(), network.clone(), died_tx);
     // Builds died with the previous hyperd: their VMs go before Images clears their work dirs.
     vms.destroy_orphan_builds()
@@ -215,10 +219,6 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         }
     }
 
-    // The bridge and the firewall before pod recovery: recovered pods find their network.
-    let network = Network::start(config.network.clone(), store.clone())
-        .await
-        .map_err(error::Error::from)?;
     pods.recover().await.map_err(error::Error::from)?;
     {
         let pods = pods.clone();

@@ -670,7 +670,7 @@ pub struct PodInfoStatus {
     #[serde(rename = "hostIP", default, skip_serializing_if = "String::is_empty")]
     pub host_ip: String,
     /// The pod's addresses (CIDR), while it runs with a network.
-    #[serde(rename = "podIP", default)]
+    #[serde(rename = "podIP", default, skip_serializing_if = "Vec::is_empty")]
     pub pod_ip: Vec<String>,
     pub container_status: Vec<ContainerStatus>,
 }

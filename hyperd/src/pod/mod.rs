@@ -207,7 +207,7 @@ impl Pods {
     /// Records a validated spec: the pod and its containers, `pending`. Images must exist.
     pub fn create(&self, mut pod: UserPod) -> Result<String> {
         self.log_config(&pod)?;
-        pod.portmappings = Network::normalize_ports(std::mem::take(&mut pod.portmappings))?;
+        pod.portmappings = network::normalize_ports("portmappings", &pod.portmappings)?;
         self.network.check_spec(&pod)?;
         self.network.probe_host_ports(&pod.portmappings)?;
         let mut containers = Vec::new();
@@ -540,7 +540,7 @@ impl Pods {
             }
         }
         self.store.write(|tx| {
-            Network::release_ports(tx, pod_id, None)?;
+            Network::forget_pod(tx, pod_id)?;
             store::delete_pod(tx, pod_id)
         })?;
         // A failed pod may still hold its address; its mappings' rules go with it.

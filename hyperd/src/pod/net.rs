@@ -6,11 +6,13 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use hyper_proto::rest::{PortMapping, UserPod};
+use hyper_proto::rest::PortMapping;
 use hyper_proto::types::PodNetwork;
 
 use super::{Error, PodState, Pods, Result};
-use crate::network::{self, Lease};
+use ipnet::Ipv4Net;
+
+use crate::network::{self, Network};
 use crate::store::{self, PodRecord};
 use crate::vm::Shim;
 
@@ -34,22 +36,11 @@ impl std::str::FromStr for PortMappingAction {
     }
 }
 
-/// Whether the pod asked for a NIC (`network` empty or `bridge`); `none` means loopback only.
-fn wants_nic(spec: &UserPod) -> bool {
-    spec.network != "none"
-}
-
-/// The fixed address the spec's interface asks for, if any (`192.168.123.50/24` or bare).
-fn fixed_address(spec: &UserPod) -> Option<Ipv4Addr> {
-    let ip = spec.interfaces.first()?.ip.as_str();
-    ip.split('/').next()?.parse().ok()
-}
-
 impl Pods {
     /// Gives a pod starting in `shim`'s VM its address, configures the guest and the host's
     /// forwarding, and writes its /etc files. On error nothing of it stays allocated.
     pub(super) async fn connect_network(&self, pod: &PodRecord, shim: &Shim) -> Result<()> {
-        let lease = if self.network.enabled() && wants_nic(&pod.spec) {
+        let lease = if self.network.wants_address(&pod.spec) {
             let Some(nic) = shim.nic().await? else {
                 return Err(Error::Invalid(format!(
                     "vm {}: it has no network card (booted while networking was off); \
@@ -58,7 +49,9 @@ impl Pods {
                 )));
             };
             self.network.probe_host_ports(&pod.spec.portmappings)?;
-            let lease = self.network.allocate(&pod.id, fixed_address(&pod.spec))?;
+            let lease = self
+                .network
+                .allocate(&pod.id, Network::fixed_address(&pod.spec))?;
             if let Err(e) = self.configure_guest(pod, shim, &lease, &nic.mac).await {
                 self.disconnect_network(&pod.id, None).await;
                 return Err(e);
@@ -67,7 +60,7 @@ impl Pods {
         } else {
             None
         };
-        if let Err(e) = self.write_etc(pod, shim, lease.map(|l| l.address)).await {
+        if let Err(e) = self.write_etc(pod, shim, lease.map(|l| l.addr())).await {
             if lease.is_some() {
                 self.disconnect_network(&pod.id, None).await;
             }
@@ -80,16 +73,16 @@ impl Pods {
         &self,
         pod: &PodRecord,
         shim: &Shim,
-        lease: &Lease,
+        lease: &Ipv4Net,
         mac: &str,
     ) -> Result<()> {
         let started = std::time::Instant::now();
-        shim.configure_network(self.network.pod_network(lease, mac, &pod.spec))
+        shim.configure_network(self.network.pod_network(*lease, mac, &pod.spec))
             .await?;
         self.network.apply().await?;
         tracing::info!(
             pod_id = %pod.id,
-            address = %lease.address,
+            address = %lease,
             network_ms = started.elapsed().as_millis() as u64,
             "pod network up"
         );
@@ -146,14 +139,14 @@ impl Pods {
             return Ok(());
         };
         let shim = self.vms.shim(vm_id)?;
-        let address = self.network.address_of(pod_id)?.map(|l| l.address);
+        let address = self.network.address_of(pod_id)?.map(|l| l.addr());
         self.write_etc(&pod, &shim, address).await
     }
 
     /// The pod's address (CIDR) while it has one.
     pub(super) fn pod_addresses(&self, pod_id: &str) -> Vec<String> {
         match self.network.address_of(pod_id) {
-            Ok(Some(lease)) => vec![format!("{}/{}", lease.address, lease.prefix)],
+            Ok(Some(lease)) => vec![lease.to_string()],
             Ok(None) => Vec::new(),
             Err(e) => {
                 tracing::warn!(pod_id, "address of the pod: {e}");
@@ -180,22 +173,22 @@ impl Pods {
         let lock = self.lock_of(pod_id);
         let _guard = lock.lock().await;
         let mut pod = self.get(pod_id)?;
-        if !self.network.enabled() || !wants_nic(&pod.spec) {
+        if !self.network.wants_address(&pod.spec) {
             return Err(Error::Invalid(format!(
                 "pod {pod_id} has no network (networking is off, or the pod's network is none)"
             )));
         }
-        let mappings = network::Network::normalize_ports(mappings)?;
+        let mappings = network::normalize_ports("portmappings", &mappings)?;
         match action {
             PortMappingAction::Add => {
                 self.network.probe_host_ports(&mappings)?;
                 pod.spec.portmappings.extend(mappings.iter().cloned());
                 let mut probe = pod.spec.clone();
-                probe.portmappings = network::Network::normalize_ports(probe.portmappings)?;
+                probe.portmappings = network::normalize_ports("portmappings", &probe.portmappings)?;
                 self.network.check_spec(&probe)?;
                 pod.spec.portmappings = probe.portmappings;
                 self.store.write(|tx| {
-                    if let Err(e) = network::Network::reserve_ports(tx, pod_id, &mappings)? {
+                    if let Err(e) = Network::reserve_ports(tx, pod_id, &mappings)? {
                         return Ok(Err(Error::from(e)));
                     }
                     store::update_pod_spec(tx, &pod)?;
@@ -213,9 +206,12 @@ impl Pods {
                 }
                 pod.spec.portmappings.retain(|m| !mappings.contains(m));
                 self.store.write(|tx| {
-                    network::Network::release_ports(tx, pod_id, Some(&mappings))?;
-                    store::update_pod_spec(tx, &pod)
-                })?;
+                    if let Err(e) = Network::release_ports(tx, pod_id, Some(&mappings))? {
+                        return Ok(Err(Error::from(e)));
+                    }
+                    store::update_pod_spec(tx, &pod)?;
+                    Ok(Ok(()))
+                })??;
             }
         }
         if pod.state == PodState::Running || pod.state == PodState::Paused {

@@ -669,19 +669,6 @@ pub(in crate::api) fn live(dir: &std::path::Path) -> axum::Router {
     .unwrap();
     let images = Arc::new(image::Images::new(&config.root, store.clone(), registry).unwrap());
     let (died, _) = tokio::sync::mpsc::unbounded_channel();
-    let network = crate::network::Network::disabled();
-    let vms = vm::Vms::new(config.clone(), store.clone(), network.clone(), died);
-    let (changes, _) = tokio::sync::watch::channel(0u64);
-    let pods = pod::Pods::new(
-        &config.root,
-        store.clone(),
-        vms.clone(),
-        images.clone(),
-        network,
-        changes.clone(),
-        Default::default(),
-    )
-    .unwrap();
     // Bridge none, iptables off: nothing here touches the host's network.
     let network = crate::network::Network::detached(
         crate::network::NetworkConfig {
@@ -691,6 +678,18 @@ pub(in crate::api) fn live(dir: &std::path::Path) -> axum::Router {
         },
         store.clone(),
     );
+    let vms = vm::Vms::new(config.clone(), store.clone(), network.clone(), died);
+    let (changes, _) = tokio::sync::watch::channel(0u64);
+    let pods = pod::Pods::new(
+        &config.root,
+        store.clone(),
+        vms.clone(),
+        images.clone(),
+        network.clone(),
+        changes.clone(),
+        Default::default(),
+    )
+    .unwrap();
     let execs = Arc::new(container::exec::Execs::new(store, vms.clone(), changes));
     let daemon = Arc::new(Daemon {
         config,

@@ -1483,8 +1483,15 @@ pub(crate) mod tests {
             images,
             Vms::new(
                 Arc::new(config),
-                store,
-                crate::network::Network::disabled(),
+                store.clone(),
+                crate::network::Network::detached(
+                    crate::network::NetworkConfig {
+                        bridge: None,
+                        iptables: false,
+                        ..Default::default()
+                    },
+                    store,
+                ),
                 tx,
             ),
         )
