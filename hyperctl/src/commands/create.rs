@@ -50,7 +50,7 @@ pub struct PodFlags {
     pub publish: Vec<String>,
     /// The pod's network: `bridge` (hyperd's bridge, an address from its pool; the daemon's
     /// default) or `none` (loopback only).
-    #[arg(long = "net", value_enum)]
+    #[arg(long = "net", visible_alias = "network", value_enum)]
     pub net: Option<NetMode>,
     /// IMAGE [COMMAND [ARG...]] (not with --podfile).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

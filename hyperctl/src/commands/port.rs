@@ -81,7 +81,8 @@ impl std::fmt::Display for Ports {
 }
 
 /// One `-p` value as the pod spec's `PortMapping`: `8080:80` → `{hostPort: "8080",
-/// containerPort: "80", protocol: "tcp"}`; `8000-8010:80-90/udp` keeps the ranges. The two
+/// containerPort: "80", protocol: "tcp"}`; `8000-8010:80-90/udp` keeps the ranges; hyperctl
+/// 1.1's `udp:53:53` is `53:53/udp`. The two
 /// sides must be the same size (hyperd 1.1 refuses one-to-many too).
 pub fn parse_publish(spec: &str) -> Result<PortMapping, PublishError> {
     // hyperctl 1.1's `-p` was --podfile: say so to whoever still types it.
@@ -103,8 +104,11 @@ pub fn parse_publish(spec: &str) -> Result<PortMapping, PublishError> {
         });
     }
     let parts: Vec<&str> = ports.split(':').collect();
-    let (host, container) = match parts[..] {
-        [host, container] => (host, container),
+    let (host, container, proto) = match parts[..] {
+        [host, container] => (host, container, proto),
+        // hyperctl 1.1's `--publish [tcp|udp:]HOST:CONTAINER`.
+        [p @ ("tcp" | "udp"), host, container] if !spec.contains('/') => (host, container, p),
+        ["tcp" | "udp", _, _] => return Err(PublishError::Syntax(spec.into())),
         [_, _, _] => return Err(PublishError::HostAddress(spec.into())),
         _ => return Err(PublishError::Syntax(spec.into())),
     };
@@ -262,6 +266,8 @@ mod tests {
             Ok(pm("8000-8010", "80-90", "tcp"))
         );
         assert_eq!(parse_publish("65535:1"), Ok(pm("65535", "1", "tcp")));
+        assert_eq!(parse_publish("udp:53:53"), Ok(pm("53", "53", "udp")));
+        assert_eq!(parse_publish("tcp:8080:80"), Ok(pm("8080", "80", "tcp")));
         // A one-port range is one port.
         assert_eq!(parse_publish("80-80:90"), Ok(pm("80", "90", "tcp")));
     }
@@ -280,6 +286,7 @@ mod tests {
         assert!(msg("8080:").contains("expected HOST:CONTAINER"));
         assert!(msg("1:2:3:4").contains("expected HOST:CONTAINER"));
         assert!(msg("127.0.0.1:8080:80").contains("host address is not supported"));
+        assert!(msg("udp:53:53/tcp").contains("expected HOST:CONTAINER"));
         assert!(msg("90-80:80-90").contains("range \"90-80\" ends before it starts"));
         assert!(msg("8000-8010:80").contains("same size"));
         assert!(msg("8000:80-81").contains("same size"));
