@@ -186,6 +186,33 @@ fn container_links(net: &Net, pod: &str) -> Vec<String> {
         .collect()
 }
 
+/// A process's namespace of `kind` as its link reads (`/proc/PID/ns/net` → `net:[inode]`).
+fn ns_of(pid: u32, kind: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/{kind}"))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn hyperd_stays_in_its_namespace_across_restart_and_kill9() {
+    use std::os::unix::fs::MetadataExt as _;
+    let ns = NetNs::new("home");
+    let mut d = TestDaemon::start_in(&ns, &[]);
+    let want = format!("net:[{}]", std::fs::metadata(ns.path()).unwrap().ino());
+    let ours = ns_of(std::process::id(), "mnt");
+    assert_eq!(ns_of(d.pid(), "net"), want);
+    // Only the network is hyperd's own: mounts it makes are the host's (and the test's).
+    assert_eq!(ns_of(d.pid(), "mnt"), ours);
+    assert!(d.terminate().success(), "{}", d.log());
+    d.restart();
+    assert_eq!(ns_of(d.pid(), "net"), want);
+    d.kill9();
+    d.restart();
+    assert_eq!(ns_of(d.pid(), "net"), want);
+    assert_eq!(d.curl("GET", "/_ping", None).status, 200);
+}
+
 #[test]
 fn two_pods_reach_each_other_and_a_container_resolves_its_own_name() {
     let net = Net::start("ping");
