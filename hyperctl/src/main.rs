@@ -280,4 +280,94 @@ mod tests {
         assert_eq!(a.images, ["busybox", "alpine"]);
         rejects(&["inspect"]);
     }
+    #[test]
+    fn publish_and_net_flags_of_run_and_create() {
+        let Command::Run(a) = parse(&[
+            "run",
+            "-d",
+            "-p",
+            "8080:80",
+            "--publish",
+            "53:53/udp",
+            "--net",
+            "none",
+            "busybox",
+            "httpd",
+            "-p",
+            "80",
+        ]) else {
+            panic!()
+        };
+        assert_eq!(a.pod.publish, ["8080:80", "53:53/udp"]);
+        assert_eq!(a.pod.net, Some(commands::create::NetMode::None));
+        // Flags after the image belong to the command.
+        assert_eq!(a.pod.args, ["busybox", "httpd", "-p", "80"]);
+        let spec: serde_json::Value = serde_json::from_slice(&a.pod.spec().unwrap()).unwrap();
+        assert_eq!(spec["network"], "none");
+        assert_eq!(
+            spec["portmappings"],
+            serde_json::json!([
+                {"containerPort": "80", "hostPort": "8080", "protocol": "tcp"},
+                {"containerPort": "53", "hostPort": "53", "protocol": "udp"},
+            ])
+        );
+        let Command::Create(a) = parse(&["create", "--net", "bridge", "busybox"]) else {
+            panic!()
+        };
+        let spec: serde_json::Value = serde_json::from_slice(&a.pod.spec().unwrap()).unwrap();
+        assert_eq!(spec["network"], "bridge");
+        assert!(spec.get("portmappings").is_none(), "{spec}");
+        // No --net: the daemon's default, nothing in the spec.
+        let Command::Create(a) = parse(&["create", "busybox"]) else {
+            panic!()
+        };
+        let spec: serde_json::Value = serde_json::from_slice(&a.pod.spec().unwrap()).unwrap();
+        assert!(spec.get("network").is_none(), "{spec}");
+        assert!(rejects(&["run", "--net", "host", "busybox"]).contains("invalid value"));
+    }
+
+    #[test]
+    fn bad_publish_values_fail_before_any_request() {
+        let Command::Run(a) = parse(&["run", "-p", "99999:80", "busybox"]) else {
+            panic!()
+        };
+        let e = a.pod.spec().unwrap_err().to_string();
+        assert!(e.contains("\"99999\""), "{e}");
+        let Command::Create(a) = parse(&["create", "--podfile", "pod.json", "-p", "80:80"]) else {
+            panic!()
+        };
+        assert!(a.pod.spec().unwrap_err().to_string().contains("--podfile"));
+    }
+
+    #[test]
+    fn port_and_portmap_take_a_pod_and_mappings() {
+        let Command::Port(a) = parse(&["port", "web"]) else {
+            panic!()
+        };
+        assert_eq!((a.pod.as_str(), a.port.as_deref()), ("web", None));
+        let Command::Port(a) = parse(&["port", "web", "80/udp"]) else {
+            panic!()
+        };
+        assert_eq!(a.port.as_deref(), Some("80/udp"));
+        let Command::Portmap(commands::port::PortmapCommand::Add(a)) =
+            parse(&["portmap", "add", "web", "8080:80", "9000:90/udp"])
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (a.pod.as_str(), &a.mappings[..]),
+            (
+                "web",
+                &["8080:80".to_string(), "9000:90/udp".to_string()][..]
+            )
+        );
+        let Command::Portmap(commands::port::PortmapCommand::Rm(a)) =
+            parse(&["portmap", "rm", "web", "8080:80"])
+        else {
+            panic!()
+        };
+        assert_eq!(a.mappings, ["8080:80"]);
+        rejects(&["portmap", "add", "web"]);
+        rejects(&["port"]);
+    }
 }

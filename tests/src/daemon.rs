@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::netns::NetNs;
 use crate::{
     busybox_rootfs, guest_dir, processes_mentioning, profile_dir, test_vmm,
     wait_no_process_mentions,
@@ -34,6 +35,9 @@ pub struct TestDaemon {
     pub run_dir: PathBuf,
     /// Extra hyperd arguments, given again on every (re)start.
     args: Vec<String>,
+    /// The network namespace hyperd runs in (`/run/netns/<name>`); `None`: the host's, with
+    /// `--bridge none` so the host's network is never touched.
+    netns: Option<String>,
     process: Option<Child>,
 }
 
@@ -54,6 +58,18 @@ impl TestDaemon {
     /// Starts hyperd with extra command-line arguments after the harness's own (e.g.
     /// `["--insecure-registry", "127.0.0.1:5000"]`), kept for [`TestDaemon::restart`].
     pub fn start_with(args: &[&str]) -> Self {
+        Self::start_on(None, args)
+    }
+
+    /// Starts hyperd inside `ns` (its bridge, taps and nftables live there; its unix socket is
+    /// still reachable from the host), with extra arguments as [`TestDaemon::start_with`] and
+    /// networking on (hyperd's defaults unless `args` say otherwise). Restarts stay in `ns`;
+    /// the pid is hyperd's own, so `kill9` and `terminate` work as on the host.
+    pub fn start_in(ns: &NetNs, args: &[&str]) -> Self {
+        Self::start_on(Some(ns.name().to_string()), args)
+    }
+
+    fn start_on(netns: Option<String>, args: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("hyd-")
             .tempdir_in("/tmp")
@@ -64,6 +80,7 @@ impl TestDaemon {
             run_dir: dir.path().join("run"),
             dir,
             args: args.iter().map(|a| a.to_string()).collect(),
+            netns,
             process: None,
         };
         d.spawn();
@@ -88,8 +105,15 @@ impl TestDaemon {
             .arg("hyperd=debug,info")
             // Names without a registry (busybox) must never reach Docker Hub from a test.
             .arg("--docker-hub-host")
-            .arg("127.0.0.1:1")
-            .args(&self.args)
+            .arg("127.0.0.1:1");
+        match &self.netns {
+            Some(name) => crate::netns::enter_on_exec_named(name, &mut cmd),
+            // Tests outside a namespace of their own never touch the host's network.
+            None => {
+                cmd.args(["--bridge", "none"]);
+            }
+        }
+        cmd.args(&self.args)
             // The shims' Cloud Hypervisor probe cache stays in the build tree.
             .env("HYPER_CACHE_DIR", profile_dir().join("hyper-test-cache"));
         cmd

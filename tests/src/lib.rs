@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod hijack;
+pub mod netns;
 pub mod oci;
 pub mod proxy;
 pub mod registry;

@@ -89,7 +89,7 @@ fn a_pushed_image_pulls_by_tag_and_digest_and_runs_with_its_config() {
         ),
     )
     .unwrap();
-    let out = d.hyperctl(&["run", "--rm", "-p", pod.to_str().unwrap()]);
+    let out = d.hyperctl(&["run", "--rm", "--podfile", pod.to_str().unwrap()]);
     assert_eq!(
         (out.stdout.as_str(), out.code),
         ("from the spec\n/tmp\n0\n", 0),

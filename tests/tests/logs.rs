@@ -184,7 +184,7 @@ fn rotation_keeps_max_file_files() {
             "containers":[{"image":"busybox","command":["sh","-c","i=0; while [ $i -lt 300 ]; do echo rotating line number $i; i=$((i+1)); done"]}]}"#,
     )
     .unwrap();
-    d.ok(&["run", "-d", "-p", pod.to_str().unwrap()]);
+    d.ok(&["run", "-d", "--podfile", pod.to_str().unwrap()]);
     let id = container_id(&d, "rot");
     assert_eq!(d.exit_code(&id), 0);
     let dir = d.root.join("containers").join(&id);

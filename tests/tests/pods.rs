@@ -47,7 +47,7 @@ fn run_prints_the_output_and_propagates_the_exit_code() {
         r#"{"id":"fromfile","containers":[{"image":"busybox","command":["sh","-c","echo $GREETING from $(hostname)"],"envs":[{"env":"GREETING","value":"hi"}]}]}"#,
     )
     .unwrap();
-    let out = d.hyperctl(&["run", "--rm", "-p", pod.to_str().unwrap()]);
+    let out = d.hyperctl(&["run", "--rm", "--podfile", pod.to_str().unwrap()]);
     assert_eq!(
         (out.stdout.as_str(), out.code),
         ("hi from fromfile\n", 0),
@@ -189,7 +189,7 @@ fn hyperctl_import_images_create_info_version_without_booting() {
     )
     .unwrap();
     assert_eq!(
-        d.ok(&["create", "-p", pod.to_str().unwrap()]),
+        d.ok(&["create", "--podfile", pod.to_str().unwrap()]),
         "Pod ID is later\n"
     );
     assert_eq!(

@@ -8,6 +8,7 @@ use hyper_proto::rest::{
     EnvironmentVar, IdResponse, ImageInspect, UserContainer, UserPod, UserResource,
 };
 
+use super::port::parse_publishes;
 use super::pull::pull;
 use crate::client::{Client, enc, refused_status};
 use crate::progress::Output;
@@ -15,8 +16,9 @@ use crate::reference::{DEFAULT_TAG, ImageRef};
 
 #[derive(Debug, clap::Args)]
 pub struct PodFlags {
-    /// Read the pod spec (JSON) from FILE instead of the command line.
-    #[arg(short = 'p', long = "podfile")]
+    /// Read the pod spec (JSON) from FILE instead of the command line (hyperctl 1.1's `-p`;
+    /// `-p` is now --publish, as Docker's).
+    #[arg(long = "podfile")]
     pub podfile: Option<std::path::PathBuf>,
     /// Pod id and container name [default: <image>-<10 digits>].
     #[arg(long)]
@@ -43,9 +45,32 @@ pub struct PodFlags {
     /// ours to it and closes it at our end of file).
     #[arg(short = 'i', long)]
     pub interactive: bool,
+    /// Publish a port: HOST:CONTAINER[/tcp|/udp], ranges as 8000-8010:80-90 (repeatable).
+    #[arg(short = 'p', long = "publish", value_name = "HOST:CONTAINER[/PROTO]")]
+    pub publish: Vec<String>,
+    /// The pod's network: `bridge` (hyperd's bridge, an address from its pool; the daemon's
+    /// default) or `none` (loopback only).
+    #[arg(long = "net", visible_alias = "network", value_enum)]
+    pub net: Option<NetMode>,
     /// IMAGE [COMMAND [ARG...]] (not with --podfile).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
+}
+
+/// `--net`: the pod spec's `network`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NetMode {
+    Bridge,
+    None,
+}
+
+impl NetMode {
+    fn as_spec(self) -> &'static str {
+        match self {
+            Self::Bridge => "bridge",
+            Self::None => "none",
+        }
+    }
 }
 
 fn random_digits() -> String {
@@ -93,6 +118,11 @@ impl PodFlags {
             if !self.args.is_empty() {
                 bail!("give either a pod file or IMAGE [COMMAND], not both");
             }
+            if !self.publish.is_empty() || self.net.is_some() {
+                bail!(
+                    "--publish and --net are not taken with --podfile: give `portmappings` and `network` in the pod file"
+                );
+            }
             return std::fs::read(file).with_context(|| format!("read {}", file.display()));
         }
         let Some((image, command)) = self.args.split_first() else {
@@ -100,6 +130,7 @@ impl PodFlags {
         };
         let name = self.name.clone().unwrap_or_else(|| default_name(image));
         let envs = parse_envs(&self.env)?;
+        let portmappings = parse_publishes(&self.publish)?;
         let pod = UserPod {
             id: name.clone(),
             containers: vec![UserContainer {
@@ -118,6 +149,8 @@ impl PodFlags {
                 vcpu: self.cpu,
                 memory: self.memory,
             },
+            portmappings,
+            network: self.net.map(NetMode::as_spec).unwrap_or_default().into(),
             ..Default::default()
         };
         Ok(serde_json::to_vec(&pod)?)

@@ -6,7 +6,7 @@ mod attach;
 mod build;
 mod commit;
 mod container;
-mod create;
+pub mod create;
 mod exec;
 mod history;
 mod images;
@@ -20,6 +20,7 @@ mod login;
 mod logout;
 mod logs;
 mod pause;
+pub mod port;
 mod pull;
 mod push;
 mod rename;
@@ -71,6 +72,11 @@ pub enum Command {
     Unpause(pause::Args),
     /// Rename a container.
     Rename(rename::Args),
+    /// List a pod's published ports (`80/tcp -> 0.0.0.0:8080`), or the host side of one.
+    Port(port::PortArgs),
+    /// Publish more ports of a running pod, or stop publishing them.
+    #[command(subcommand)]
+    Portmap(port::PortmapCommand),
     /// Show a pod's containers' resource use.
     Stats(stats::Args),
     /// Manage single containers of running pods.
@@ -129,6 +135,8 @@ pub async fn run(client: &Client, command: Command) -> Result<i32> {
         Command::Unpause(a) => pause::run(client, a, false).await,
         Command::Rename(a) => rename::run(client, a).await,
         Command::Stats(a) => stats::run(client, a).await,
+        Command::Port(a) => port::port(client, a).await,
+        Command::Portmap(c) => port::portmap(client, c).await,
         Command::Container(c) => container::run(client, c).await,
         Command::Images(a) => images::run(client, a).await,
         Command::Commit(a) => commit::run(client, a).await,
