@@ -4,6 +4,7 @@
 mod command;
 mod qmp;
 
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -69,8 +70,14 @@ impl Vmm for Qemu {
             },
         );
         tracing::debug!(?args, "starting qemu");
-        let child = match Child::spawn("qemu", &self.program, &args, &spec.run_dir.join("qemu.log"))
-        {
+        let inherit: Vec<_> = spec.nic.iter().map(|n| n.tap.as_raw_fd()).collect();
+        let child = match Child::spawn_inheriting(
+            "qemu",
+            &self.program,
+            &args,
+            &spec.run_dir.join("qemu.log"),
+            &inherit,
+        ) {
             Ok(c) => c,
             Err(e) => {
                 vsock.stop().await;
