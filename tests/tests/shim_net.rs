@@ -155,11 +155,17 @@ async fn a_nic_on_a_bridge_reaches_its_gateway_and_containers_see_the_pods_etc_f
         out.stdout.contains(&format!("default via {GATEWAY}")),
         "{out:?}"
     );
-    // The reverse path, from the namespace's own address (traffic stays on the bridge).
+    // The reverse path, from the namespace's own address (traffic stays on the bridge); the
+    // host has no ping of its own, busybox-static has one.
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("busybox-static is installed");
     run_tool(Command::new("ip").args([
         "netns",
         "exec",
         &ns.name,
+        busybox,
         "ping",
         "-c1",
         "-W5",

@@ -62,11 +62,11 @@ pub fn qemu_args(spec: &VmSpec, sockets: &QemuSockets<'_>) -> Vec<String> {
         &format!("vhost-user-fs-device,chardev=fs,tag={SHARE_TAG}"),
     ]);
     if let Some(nic) = &spec.nic {
-        // The tap is the shim's fd, inherited under the same number (see Child::spawn_inheriting);
-        // vnet_hdr matches the IFF_VNET_HDR it was opened with.
+        // The tap is the shim's fd, inherited under the same number (see Child::spawn_inheriting).
+        // QEMU reads IFF_VNET_HDR from the fd itself and refuses `vnet_hdr=` next to `fd=`.
         push(&[
             "-netdev",
-            &format!("tap,id=net0,fd={},vnet_hdr=on", nic.tap.as_raw_fd()),
+            &format!("tap,id=net0,fd={}", nic.tap.as_raw_fd()),
             "-device",
             &format!("virtio-net-device,netdev=net0,mac={}", nic.mac),
         ]);
@@ -173,10 +173,7 @@ mod tests {
             mtu: 1500,
         });
         let a = args_of(&with_nic);
-        assert_eq!(
-            value_of(&a, "-netdev"),
-            [format!("tap,id=net0,fd={n},vnet_hdr=on")]
-        );
+        assert_eq!(value_of(&a, "-netdev"), [format!("tap,id=net0,fd={n}")]);
         assert!(
             value_of(&a, "-device")
                 .contains(&"virtio-net-device,netdev=net0,mac=52:54:00:12:34:56".into())
