@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod hijack;
+pub mod netns;
 pub mod oci;
 pub mod proxy;
 pub mod registry;
@@ -136,8 +137,13 @@ impl ShimHandle {
     /// Starts a shim (with `--vmm` as [`ShimHandle::start`]) inside the network namespace
     /// `netns` (`ip netns exec`, which execs the shim: the handle's pid is the shim's).
     pub async fn start_in_netns(name: &str, netns: &str) -> Self {
+        Self::start_in_netns_with(name, netns, &[format!("--vmm={}", test_vmm())]).await
+    }
+
+    /// As [`ShimHandle::start_in_netns`], with these arguments instead of `--vmm`.
+    pub async fn start_in_netns_with(name: &str, netns: &str, args: &[String]) -> Self {
         let wrapper = ["ip", "netns", "exec", netns].map(String::from);
-        Self::start_wrapped(name, &wrapper, &[format!("--vmm={}", test_vmm())]).await
+        Self::start_wrapped(name, &wrapper, args).await
     }
 
     /// Starts the shim as `wrapper... <shim> <args>` (no wrapper: the shim itself).

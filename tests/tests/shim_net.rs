@@ -3,67 +3,14 @@
 //! and WriteEtcFiles, and containers that see both.
 
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use hyper_proto::shim::{AddContainerRequest, ContainerRef, CreateVmRequest};
 use hyper_proto::types::{EtcFiles, InterfaceConfig, NicSpec, PodNetwork, Process, RouteConfig};
+use hyper_tests::netns::{BRIDGE, GATEWAY, NetNs};
 use hyper_tests::*;
 use tonic::Code;
 
-const BRIDGE: &str = "br-hyt";
-const GATEWAY: &str = "192.168.77.1";
 const MAC: &str = "52:54:00:AB:CD:01";
-
-/// A network namespace with a bridge holding [`GATEWAY`]/24; deleted on drop, even when the
-/// test panics (its taps go with it, if the VMMs have not already taken them away).
-struct NetNs {
-    name: String,
-}
-
-static NEXT_NS: AtomicU32 = AtomicU32::new(0);
-
-impl NetNs {
-    fn create() -> Self {
-        let name = format!(
-            "hyt-{}-{}",
-            std::process::id(),
-            NEXT_NS.fetch_add(1, Ordering::SeqCst)
-        );
-        run_tool(Command::new("ip").args(["netns", "add", &name]));
-        let ns = Self { name };
-        ns.ip(&["link", "add", BRIDGE, "type", "bridge"]);
-        ns.ip(&["addr", "add", &format!("{GATEWAY}/24"), "dev", BRIDGE]);
-        ns.ip(&["link", "set", BRIDGE, "up"]);
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// `ip -n <ns> args...`; its stdout.
-    fn ip(&self, args: &[&str]) -> String {
-        let out = run_tool(Command::new("ip").args(["-n", &self.name]).args(args));
-        String::from_utf8_lossy(&out).into_owned()
-    }
-
-    /// The names of the namespace's links.
-    fn links(&self) -> Vec<String> {
-        self.ip(&["-o", "link", "show"])
-            .lines()
-            .filter_map(|l| l.split(':').nth(1))
-            .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
-            .collect()
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let deleted = Command::new("ip")
-            .args(["netns", "delete", &self.name])
-            .status();
-        if !deleted.is_ok_and(|s| s.success()) {
-            eprintln!("could not delete network namespace {}", self.name);
-        }
-    }
-}
 
 fn nic(tap: &str) -> NicSpec {
     NicSpec {
