@@ -3,6 +3,7 @@
 //! and WriteEtcFiles, and containers that see both.
 
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use hyper_proto::shim::{AddContainerRequest, ContainerRef, CreateVmRequest};
 use hyper_proto::types::{EtcFiles, InterfaceConfig, NicSpec, PodNetwork, Process, RouteConfig};
@@ -203,6 +204,29 @@ async fn send_line_and_collect(shim: &mut ShimHandle, id: &str) -> Output {
         .into_inner()
         .exit_code;
     out
+}
+
+/// The tap is not persistent: a shim killed with SIGKILL (its VMM dies with it) leaves no
+/// device behind, with no cleanup by anyone.
+#[tokio::test]
+async fn a_killed_shim_leaves_no_tap() {
+    let ns = NetNs::create();
+    let tap = "tap-hyt-kill";
+    let mut shim = ShimHandle::start_in_netns("net-kill", &ns.name).await;
+    shim.boot_with(CreateVmRequest {
+        nic: Some(nic(tap)),
+        ..Default::default()
+    })
+    .await;
+    assert!(ns.links().iter().any(|l| l == tap), "{:?}", ns.links());
+    shim.kill();
+    let left = wait_no_process_mentions(shim.dir.path(), Duration::from_secs(10));
+    assert_eq!(left, vec![], "the VMM and helpers died with the shim");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ns.links().iter().any(|l| l == tap) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!ns.links().iter().any(|l| l == tap), "{:?}", ns.links());
 }
 
 #[tokio::test]
