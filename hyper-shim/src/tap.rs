@@ -6,12 +6,15 @@
 
 use std::fs::OpenOptions;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::LinkMessage;
 use rtnetlink::{Handle, LinkUnspec};
 
 use hyper_proto::types::NicSpec;
+
+use crate::vmm::Nic;
 
 /// The tap's MTU when the spec leaves it 0.
 pub const DEFAULT_MTU: u32 = 1500;
@@ -104,6 +107,18 @@ pub fn nic_config(spec: &NicSpec) -> Result<NicConfig, TapError> {
             .join(":"),
         mtu,
     })
+}
+
+impl NicConfig {
+    /// The spec as the VM got it (VmInfo.nic).
+    pub fn to_spec(&self) -> NicSpec {
+        NicSpec {
+            bridge: self.bridge.clone(),
+            tap: self.tap.clone(),
+            mac: self.mac.clone(),
+            mtu: self.mtu,
+        }
+    }
 }
 
 /// `struct ifreq` as TUNSETIFF reads it: the name, then the flags (the union's first member).
@@ -213,9 +228,14 @@ impl Tap {
         &self.fd
     }
 
-    /// The shim's fd on the tap, for the VMM to take its own copy of.
-    pub fn into_fd(self) -> OwnedFd {
-        self.fd
+    /// The card for the VMM's [`VmSpec`](crate::vmm::VmSpec): the shim's fd on the tap, for
+    /// the VMM to take its own copy of, and the guest side's MAC and MTU.
+    pub fn into_nic(self) -> Nic {
+        Nic {
+            tap: Arc::new(self.fd),
+            mac: self.config.mac,
+            mtu: self.config.mtu,
+        }
     }
 
     pub fn config(&self) -> &NicConfig {

@@ -11,7 +11,7 @@ use tokio::sync::{Mutex, Notify};
 use hyper_proto::agent::{ContainerRequest, CreateContainerRequest};
 use hyper_proto::shim::{AddContainerRequest, CreateVmRequest, VmInfo, VmState};
 use hyper_proto::types::{
-    ContainerStats, Empty, EtcFiles, ExecRequest, NicSpec, PodNetwork, ProcessRef, ResizeRequest,
+    ContainerStats, Empty, EtcFiles, ExecRequest, PodNetwork, ProcessRef, ResizeRequest,
     SignalRequest,
 };
 
@@ -195,7 +195,8 @@ impl Vm {
                 return Err(e);
             }
         };
-        let spec = VmSpec {
+        let nic_info = tap.as_ref().map(|t| t.config().to_spec());
+        let mut spec = VmSpec {
             cpus: shape.cpus,
             memory_mib: shape.memory_mib,
             kernel: shape.kernel,
@@ -204,31 +205,12 @@ impl Vm {
             accel,
             virtiofs_socket: virtiofsd.socket.clone(),
             run_dir: self.config.run_dir.clone(),
-            nic: None,
-        };
-        let nic_info = tap.as_ref().map(|t| {
-            let c = t.config();
-            NicSpec {
-                bridge: c.bridge.clone(),
-                tap: c.tap.clone(),
-                mac: c.mac.clone(),
-                mtu: c.mtu,
-            }
-        });
-        let spec = VmSpec {
-            nic: tap.map(|t| {
-                let (mac, mtu) = (t.config().mac.clone(), t.config().mtu);
-                vmm::Nic {
-                    tap: Arc::new(t.into_fd()),
-                    mac,
-                    mtu,
-                }
-            }),
-            ..spec
+            nic: tap.map(Tap::into_nic),
         };
         let booted = self.boot(vmm.as_mut(), &spec, shape.boot_timeout).await;
-        // The VMM holds its own fd on the tap now; the device lives exactly as long as the VMM.
-        let spec = VmSpec { nic: None, ..spec };
+        // The VMM holds its own fd on the tap now (or failed): closing the shim's makes the
+        // device live exactly as long as the VMM.
+        spec.nic = None;
         let pong = match booted {
             Ok(p) => p,
             Err(e) => {
