@@ -73,6 +73,7 @@ pub fn init_system() -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("mkdir {dir}"), e))?;
     }
     mount_share()?;
+    crate::etc_files::write(Path::new(crate::ETC_DIR), &crate::etc_files::defaults())?;
     Ok(())
 }
 

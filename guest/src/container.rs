@@ -143,6 +143,7 @@ impl Containers {
             env: &env,
             user: &user,
             resources: &resources,
+            etc_dir: Path::new(crate::ETC_DIR),
         });
 
         let bundle = self.bundles.join(&req.id);

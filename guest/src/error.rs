@@ -16,6 +16,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The kernel refused a network change.
+    #[error("{context}: {message}")]
+    Netlink { context: String, message: String },
     #[error("{context}: {source}")]
     Container {
         context: String,
@@ -52,7 +55,7 @@ impl Error {
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 Code::NotFound
             }
-            Error::Io { .. } | Error::Container { .. } => Code::Internal,
+            Error::Io { .. } | Error::Container { .. } | Error::Netlink { .. } => Code::Internal,
         }
     }
 }

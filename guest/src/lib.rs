@@ -10,7 +10,9 @@
 pub mod boot;
 pub mod container;
 pub mod error;
+pub mod etc_files;
 pub mod modules;
+pub mod network;
 pub mod output;
 pub mod process;
 pub mod reaper;
@@ -33,6 +35,8 @@ pub const STATE_DIR: &str = "/run/hyper/containers";
 pub const BUNDLE_DIR: &str = "/run/hyper/bundles";
 /// The parent cgroup of the containers' cgroups (`cgroupsPath` /hyper/<id>).
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup/hyper";
+/// The pod's hostname, hosts and resolv.conf, bind-mounted into every container's /etc.
+pub const ETC_DIR: &str = "/run/hyper/etc";
 /// Kernel modules packed into the initramfs.
 pub const MODULE_DIR: &str = "/lib/modules";
 

@@ -216,16 +216,18 @@ impl Agent for AgentService {
 
     async fn configure_network(
         &self,
-        _: Request<hyper_proto::types::PodNetwork>,
+        req: Request<hyper_proto::types::PodNetwork>,
     ) -> Result<Response<Empty>, Status> {
-        Err(Status::unimplemented("configure_network: not built yet"))
+        crate::network::configure(req.get_ref()).await?;
+        Ok(Response::new(Empty {}))
     }
 
     async fn write_etc_files(
         &self,
-        _: Request<hyper_proto::types::EtcFiles>,
+        req: Request<hyper_proto::types::EtcFiles>,
     ) -> Result<Response<Empty>, Status> {
-        Err(Status::unimplemented("write_etc_files: not built yet"))
+        crate::etc_files::write(Path::new(crate::ETC_DIR), req.get_ref())?;
+        Ok(Response::new(Empty {}))
     }
 
     async fn power_off(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {

@@ -128,11 +128,36 @@ pub struct SpecInput<'a> {
     pub env: &'a [String],
     pub user: &'a ResolvedUser,
     pub resources: &'a Resources,
+    /// The pod's etc files ([`crate::etc_files`]), bind-mounted at /etc/<name>.
+    pub etc_dir: &'a Path,
 }
 
 /// config.json for an init container: new pid, ipc, uts, mount and cgroup namespaces (the
 /// network is the VM's, shared by the pod), cgroup v2 limits under /hyper/<id>.
 pub fn container_spec(input: &SpecInput<'_>) -> Value {
+    let mut mounts = json!([
+        { "destination": "/proc", "type": "proc", "source": "proc" },
+        { "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+          "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
+        { "destination": "/dev/pts", "type": "devpts", "source": "devpts",
+          "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"] },
+        { "destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+          "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
+        { "destination": "/sys", "type": "sysfs", "source": "sysfs",
+          "options": ["nosuid", "noexec", "nodev", "ro"] },
+        { "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+          "options": ["nosuid", "noexec", "nodev", "relatime", "ro"] },
+    ]);
+    // Shared and writable, as Docker's: libcontainer creates /etc and the file in the rootfs
+    // when the image lacks them.
+    for name in crate::etc_files::NAMES {
+        mounts.as_array_mut().expect("a list").push(json!({
+            "destination": format!("/etc/{name}"),
+            "type": "bind",
+            "source": crate::etc_files::path(input.etc_dir, name),
+            "options": ["rbind", "rw"],
+        }));
+    }
     json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -156,19 +181,7 @@ pub fn container_spec(input: &SpecInput<'_>) -> Value {
         },
         "root": { "path": input.rootfs, "readonly": false },
         "hostname": input.hostname,
-        "mounts": [
-            { "destination": "/proc", "type": "proc", "source": "proc" },
-            { "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-              "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
-            { "destination": "/dev/pts", "type": "devpts", "source": "devpts",
-              "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"] },
-            { "destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-              "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
-            { "destination": "/sys", "type": "sysfs", "source": "sysfs",
-              "options": ["nosuid", "noexec", "nodev", "ro"] },
-            { "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-              "options": ["nosuid", "noexec", "nodev", "relatime", "ro"] },
-        ],
+        "mounts": mounts,
         "linux": {
             "namespaces": [
                 { "type": "pid" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" },
@@ -219,6 +232,7 @@ mod tests {
             env: &env,
             user: &user(),
             resources: &resources,
+            etc_dir: Path::new("/run/hyper/etc"),
         });
         serde_json::from_value(value).expect("a valid OCI spec")
     }
@@ -245,6 +259,7 @@ mod tests {
             process: &process,
             env: &[],
             user: &user(),
+            etc_dir: Path::new("/e"),
             resources: &Resources::default(),
         });
         let s: Spec = serde_json::from_value(value).unwrap();
@@ -264,6 +279,7 @@ mod tests {
             env: &["PATH=/bin".into(), "A=init".into(), "B=init".into()],
             user: &user(),
             resources: &Resources::default(),
+            etc_dir: Path::new("/e"),
         });
         let root = ResolvedUser {
             uid: 0,
@@ -358,5 +374,24 @@ mod tests {
         let env = process_env(&["PATH=/opt/bin".into(), "A=1".into()], "/root", "h");
         assert_eq!(env, ["HOSTNAME=h", "HOME=/root", "PATH=/opt/bin", "A=1"]);
         assert_eq!(env_value(&env, "PATH"), Some("/opt/bin"));
+    }
+
+    #[test]
+    fn the_pods_etc_files_are_bind_mounted_read_write() {
+        let s = spec(Resources::default());
+        let mounts = s.mounts().as_ref().unwrap();
+        for name in ["hostname", "hosts", "resolv.conf"] {
+            let m = mounts
+                .iter()
+                .find(|m| m.destination() == Path::new(&format!("/etc/{name}")))
+                .unwrap_or_else(|| panic!("no mount at /etc/{name}"));
+            assert_eq!(m.typ().as_deref(), Some("bind"));
+            assert_eq!(
+                m.source().as_deref(),
+                Some(Path::new(&format!("/run/hyper/etc/{name}")))
+            );
+            let options = m.options().as_ref().unwrap();
+            assert!(options.contains(&"rbind".to_string()) && options.contains(&"rw".to_string()));
+        }
     }
 }

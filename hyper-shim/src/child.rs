@@ -1,6 +1,7 @@
 //! Supervised child processes: the VMM and its helpers. Each dies with the shim
 //! (PR_SET_PDEATHSIG), logs to its own file in the run dir, and reports its exit once.
 
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -25,6 +26,19 @@ pub struct Child {
 impl Child {
     /// Starts `program` with stdout and stderr appended to `log`.
     pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Self> {
+        Self::spawn_inheriting(name, program, args, log, &[])
+    }
+
+    /// As [`Child::spawn`], and the child inherits the fds `inherit` under the same numbers
+    /// (all others are close-on-exec): a VMM given a tap fd on its command line.
+    pub fn spawn_inheriting(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        log: &Path,
+        inherit: &[RawFd],
+    ) -> Result<Self> {
+        let inherit = inherit.to_vec();
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -49,6 +63,12 @@ impl Child {
                 // The shim may have died before prctl took effect.
                 if libc::getppid() != shim_pid {
                     libc::_exit(1);
+                }
+                // Only the child's fd table changes: clear close-on-exec on what it inherits.
+                for fd in &inherit {
+                    if libc::fcntl(*fd, libc::F_SETFD, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });

@@ -34,6 +34,9 @@ pub enum Error {
     /// The guest agent refused or failed a request.
     #[error("agent: {}", .0.message())]
     Agent(Status),
+    /// The VM's network card could not be made.
+    #[error(transparent)]
+    Tap(#[from] crate::tap::TapError),
     /// The VMM's control API answered with an error.
     #[error("{vmm}: {message}")]
     Vmm { vmm: &'static str, message: String },
@@ -67,6 +70,9 @@ impl Error {
             Error::Unsupported(_) => Code::Unimplemented,
             // The agent's own classification (a missing command is the caller's mistake).
             Error::Agent(status) => status.code(),
+            Error::Tap(crate::tap::TapError::InvalidSpec(_)) => Code::InvalidArgument,
+            // A missing bridge or a tap the host refuses: the host is not ready for this VM.
+            Error::Tap(_) => Code::FailedPrecondition,
             Error::Io { .. } | Error::Vmm { .. } => Code::Internal,
         }
     }

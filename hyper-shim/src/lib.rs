@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod server;
 pub mod share;
+pub mod tap;
 pub mod virtiofsd;
 pub mod vm;
 pub mod vmm;

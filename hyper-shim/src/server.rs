@@ -95,16 +95,18 @@ impl Shim for ShimService {
 
     async fn configure_network(
         &self,
-        _: Request<hyper_proto::types::PodNetwork>,
+        req: Request<hyper_proto::types::PodNetwork>,
     ) -> Result<Response<Empty>, Status> {
-        Err(Status::unimplemented("configure_network: not built yet"))
+        self.vm.configure_network(req.into_inner()).await?;
+        Ok(Response::new(Empty {}))
     }
 
     async fn write_etc_files(
         &self,
-        _: Request<hyper_proto::types::EtcFiles>,
+        req: Request<hyper_proto::types::EtcFiles>,
     ) -> Result<Response<Empty>, Status> {
-        Err(Status::unimplemented("write_etc_files: not built yet"))
+        self.vm.write_etc_files(req.into_inner()).await?;
+        Ok(Response::new(Empty {}))
     }
 
     async fn pause_vm(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {

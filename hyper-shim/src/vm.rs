@@ -11,7 +11,8 @@ use tokio::sync::{Mutex, Notify};
 use hyper_proto::agent::{ContainerRequest, CreateContainerRequest};
 use hyper_proto::shim::{AddContainerRequest, CreateVmRequest, VmInfo, VmState};
 use hyper_proto::types::{
-    ContainerStats, Empty, ExecRequest, ProcessRef, ResizeRequest, SignalRequest,
+    ContainerStats, Empty, EtcFiles, ExecRequest, PodNetwork, ProcessRef, ResizeRequest,
+    SignalRequest,
 };
 
 use crate::agent::AgentClient;
@@ -19,6 +20,7 @@ use crate::child::log_tail;
 use crate::config::{ShimConfig, find_program};
 use crate::error::{Error, Result};
 use crate::share::{RootfsSource, SharedDir, guest_rootfs};
+use crate::tap::{self, Tap};
 use crate::virtiofsd::Virtiofsd;
 use crate::vmm::{self, VmSpec, Vmm};
 use crate::vsock::GuestPortListener;
@@ -157,6 +159,7 @@ impl Vm {
             )));
         }
         let shape = vm_shape(req, &self.config.guest_dir)?;
+        let nic = req.nic.as_ref().map(tap::nic_config).transpose()?;
         let virtiofsd_program = find_program(&self.config.virtiofsd)?;
 
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -171,6 +174,11 @@ impl Vm {
         let accel = choice.accel;
         tracing::info!(vm_id = %self.config.id, vmm = %choice.kind, %accel, reason = %choice.reason, "vmm chosen");
 
+        // Before any helper starts: a missing bridge is the quickest failure.
+        let tap = match nic {
+            Some(config) => Some(Tap::open(config).await?),
+            None => None,
+        };
         let started = Instant::now();
         lifecycle.state = VmState::Booting;
         let virtiofsd = match Virtiofsd::start(
@@ -187,7 +195,8 @@ impl Vm {
                 return Err(e);
             }
         };
-        let spec = VmSpec {
+        let nic_info = tap.as_ref().map(|t| t.config().to_spec());
+        let mut spec = VmSpec {
             cpus: shape.cpus,
             memory_mib: shape.memory_mib,
             kernel: shape.kernel,
@@ -196,8 +205,12 @@ impl Vm {
             accel,
             virtiofs_socket: virtiofsd.socket.clone(),
             run_dir: self.config.run_dir.clone(),
+            nic: tap.map(Tap::into_nic),
         };
         let booted = self.boot(vmm.as_mut(), &spec, shape.boot_timeout).await;
+        // The VMM holds its own fd on the tap now (or failed): closing the shim's makes the
+        // device live exactly as long as the VMM.
+        spec.nic = None;
         let pong = match booted {
             Ok(p) => p,
             Err(e) => {
@@ -224,7 +237,7 @@ impl Vm {
             cpus: spec.cpus,
             memory_mib: spec.memory_mib,
             vmm_reason: choice.reason,
-            nic: None,
+            nic: nic_info,
         };
         tracing::info!(
             vm_id = %self.config.id,
@@ -458,6 +471,20 @@ impl Vm {
     pub async fn stats(&self, id: String) -> Result<ContainerStats> {
         let mut agent = self.agent()?;
         bounded("stats", agent.stats(ContainerRequest { id })).await
+    }
+
+    /// The guest's addresses, routes and MTU (see [`PodNetwork`]), applied by the agent.
+    pub async fn configure_network(&self, req: PodNetwork) -> Result<()> {
+        let mut agent = self.agent()?;
+        bounded("configure network", agent.configure_network(req)).await?;
+        Ok(())
+    }
+
+    /// The pod's /etc/hostname, /etc/hosts and /etc/resolv.conf (see [`EtcFiles`]).
+    pub async fn write_etc_files(&self, req: EtcFiles) -> Result<()> {
+        let mut agent = self.agent()?;
+        bounded("write etc files", agent.write_etc_files(req)).await?;
+        Ok(())
     }
 
     /// Freezes the whole VM through the VMM. Pausing a paused VM is not an error. Errors:

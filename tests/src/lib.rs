@@ -131,6 +131,23 @@ impl ShimHandle {
 
     /// Starts a shim with extra command-line arguments (and no `--vmm` unless given).
     pub async fn start_with(name: &str, args: &[String]) -> Self {
+        Self::start_wrapped(name, &[], args).await
+    }
+
+    /// Starts a shim (with `--vmm` as [`ShimHandle::start`]) inside the network namespace
+    /// `netns` (`ip netns exec`, which execs the shim: the handle's pid is the shim's).
+    pub async fn start_in_netns(name: &str, netns: &str) -> Self {
+        Self::start_in_netns_with(name, netns, &[format!("--vmm={}", test_vmm())]).await
+    }
+
+    /// As [`ShimHandle::start_in_netns`], with these arguments instead of `--vmm`.
+    pub async fn start_in_netns_with(name: &str, netns: &str, args: &[String]) -> Self {
+        let wrapper = ["ip", "netns", "exec", netns].map(String::from);
+        Self::start_wrapped(name, &wrapper, args).await
+    }
+
+    /// Starts the shim as `wrapper... <shim> <args>` (no wrapper: the shim itself).
+    async fn start_wrapped(name: &str, wrapper: &[String], args: &[String]) -> Self {
         // Short paths: unix socket paths are limited to 108 bytes.
         let dir = tempfile::Builder::new()
             .prefix("hyt-")
@@ -139,7 +156,15 @@ impl ShimHandle {
         let socket = dir.path().join("shim.sock");
         let run_dir = dir.path().join("run");
         let log = std::fs::File::create(dir.path().join("shim.log")).unwrap();
-        let process = dies_with_test(&mut Command::new(shim_binary()))
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(shim_binary());
+                cmd
+            }
+            None => Command::new(shim_binary()),
+        };
+        let process = dies_with_test(&mut cmd)
             .arg(format!("--socket={}", socket.display()))
             .arg(format!("--run-dir={}", run_dir.display()))
             .arg(format!("--id={name}"))

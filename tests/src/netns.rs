@@ -18,6 +18,11 @@ use crate::run_tool;
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// A network namespace named `hyt-<tag>-<pid>-<n>` (`ip netns add`), `lo` up.
+/// The bridge of [`NetNs::with_bridge`].
+pub const BRIDGE: &str = "br-hyt";
+/// [`BRIDGE`]'s address (a /24): the VMs' gateway in shim tests.
+pub const GATEWAY: &str = "192.168.77.1";
+
 pub struct NetNs {
     name: String,
 }
@@ -32,6 +37,22 @@ impl NetNs {
         let ns = Self { name };
         run_tool(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]));
         ns
+    }
+
+    /// A namespace with a bridge [`BRIDGE`] holding [`GATEWAY`]/24, for shim tests that give a
+    /// VM a tap without a hyperd to make the bridge.
+    pub fn with_bridge(tag: &str) -> Self {
+        let ns = Self::new(tag);
+        ns.ip(&["link", "add", BRIDGE, "type", "bridge"]);
+        ns.ip(&["addr", "add", &format!("{GATEWAY}/24"), "dev", BRIDGE]);
+        ns.ip(&["link", "set", BRIDGE, "up"]);
+        ns
+    }
+
+    /// `ip -n <ns> args...`, which must succeed; its stdout.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let out = run_tool(Command::new("ip").args(["-n", &self.name]).args(args));
+        String::from_utf8_lossy(&out).into_owned()
     }
 
     /// The name `ip netns` knows it by (`ip -n NAME …`, `ip netns exec NAME …`).

@@ -197,6 +197,62 @@ async fn api_calls_create_boot_info_shutdown_delete_succeed() {
     assert_eq!(vm_files_left(&run_dir), Vec::<String>::new());
 }
 
+/// A VM with a NIC: the tap is cold-added with `vm.add-net` (its fd sent over the API
+/// socket) between vm.create and vm.boot, and goes away with the VM whether the guest booted
+/// or not.
+#[tokio::test]
+async fn a_nic_is_added_before_boot_and_its_tap_goes_with_the_vm() {
+    use hyper_proto::types::NicSpec;
+    use hyper_tests::netns::{BRIDGE, NetNs};
+
+    let test = "a_nic_is_added_before_boot_and_its_tap_goes_with_the_vm";
+    let Some(binary) = cloud_hypervisor(test) else {
+        return;
+    };
+    let ns = NetNs::create();
+    let tap = "tap-hyt-ch";
+    let mut shim =
+        ShimHandle::start_in_netns_with("ch-nic", &ns.name, &ch_args(&binary, "cloud-hypervisor"))
+            .await;
+    let created = shim
+        .client
+        .create_vm(CreateVmRequest {
+            boot_timeout_ms: 15_000,
+            nic: Some(NicSpec {
+                bridge: BRIDGE.into(),
+                tap: tap.into(),
+                mac: "52:54:00:ab:cd:02".into(),
+                mtu: 0,
+            }),
+            ..Default::default()
+        })
+        .await;
+    let log = shim.log();
+    assert!(
+        log.contains("cloud-hypervisor vm created"),
+        "vm.create and vm.add-net succeed:\n{log}"
+    );
+    match created {
+        Ok(info) => {
+            println!("{test}: the guest booted under cloud-hypervisor (working KVM)");
+            let nic = info.into_inner().nic.expect("VmInfo.nic");
+            assert_eq!(nic.mac, "52:54:00:ab:cd:02");
+            let shown = ns.ip(&["link", "show", tap]);
+            assert!(shown.contains(&format!("master {BRIDGE}")), "{shown}");
+            shim.shutdown_cleanly().await;
+        }
+        Err(e) => {
+            println!(
+                "{test}: the guest did not boot here (no working KVM): {}",
+                e.message()
+            );
+            assert_eq!(e.code(), Code::DeadlineExceeded, "{e}");
+        }
+    }
+    wait_no_vm_processes(&shim).await;
+    assert!(!ns.links().iter().any(|l| l == tap), "{:?}", ns.links());
+}
+
 #[tokio::test]
 async fn an_agent_that_never_answers_times_out_and_leaves_nothing() {
     let test = "an_agent_that_never_answers_times_out_and_leaves_nothing";

@@ -8,7 +8,9 @@ pub mod qemu;
 pub mod select;
 
 use std::fmt;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -60,6 +62,19 @@ pub struct VmSpec {
     /// virtiofsd's vhost-user socket, shared with the guest under [`SHARE_TAG`].
     pub virtiofs_socket: PathBuf,
     pub run_dir: PathBuf,
+    /// The VM's network card, if it has one (no card: the guest has loopback only).
+    pub nic: Option<Nic>,
+}
+
+/// A network card given at boot: a tap the shim opened and the guest side's MAC. The VMM gets
+/// its own copy of the fd (inherited, or sent over its API socket).
+#[derive(Debug, Clone)]
+pub struct Nic {
+    pub tap: Arc<OwnedFd>,
+    /// `52:54:00:xx:xx:xx`.
+    pub mac: String,
+    /// Bytes.
+    pub mtu: u32,
 }
 
 /// The virtio-fs tag of the shared directory; the agent mounts it by this name.

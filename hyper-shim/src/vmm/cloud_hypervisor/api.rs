@@ -4,6 +4,7 @@
 //! list of messages, outermost first) end up in our errors, classified by status code.
 
 use std::collections::BTreeMap;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -75,17 +76,37 @@ pub struct FsConfig {
     pub id: Option<String>,
 }
 
-/// `NetConfig`: a tap the host prepared (`vm.add-net`). Passing tap fds over SCM_RIGHTS is
-/// not implemented yet: CH opens the tap by name.
+/// `NetConfig`: a tap the host prepared (`vm.add-net`), named by `tap` or, with no name,
+/// sent as an fd with the request ([`ApiClient::add_net_with_fd`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NetConfig {
-    pub tap: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tap: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_queues: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_size: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+}
+
+impl NetConfig {
+    /// The body for a tap sent as an fd: one rx/tx queue pair of 256 descriptors (CH's
+    /// defaults, spelled out so the request says what the guest gets).
+    pub fn for_tap_fd(mac: &str, mtu: u32) -> Self {
+        Self {
+            tap: None,
+            mac: Some(mac.to_string()),
+            mtu: Some(mtu),
+            num_queues: Some(2),
+            queue_size: Some(256),
+            id: None,
+        }
+    }
 }
 
 /// `VsockConfig`: CH's built-in hybrid vsock, served on `socket`.
@@ -403,10 +424,152 @@ impl ApiClient {
         self.add("vm.add-net", net).await
     }
 
+    /// `vm.add-net` with the tap's fd attached (SCM_RIGHTS) to the request bytes, as CH reads
+    /// fds from the API socket together with the request (Kata does the same). CH takes its
+    /// own copy of the fd; the caller may close `tap` afterwards.
+    pub async fn add_net_with_fd(
+        &self,
+        net: &NetConfig,
+        tap: BorrowedFd<'_>,
+    ) -> Result<Option<PciDeviceInfo>> {
+        const ENDPOINT: &str = "vm.add-net";
+        let body = serde_json::to_vec(net)
+            .map_err(|e| classify(ENDPOINT, Failure::BadBody(e.to_string())))?;
+        let request = raw_request("PUT", ENDPOINT, &body);
+        let socket = self.socket.clone();
+        let tap = tap
+            .try_clone_to_owned()
+            .map_err(|e| Error::io("dup the tap fd", e))?;
+        let timeout = self.timeout;
+        let exchange = tokio::task::spawn_blocking(move || {
+            exchange_with_fd(&socket, &request, tap.as_fd(), timeout)
+        });
+        let (status, answer) = match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(Ok(result)) => result.map_err(|f| classify(ENDPOINT, f))?,
+            Ok(Err(e)) => return Err(classify(ENDPOINT, Failure::Unreachable(e.to_string()))),
+            Err(_) => return Err(classify(ENDPOINT, Failure::NoAnswer(self.timeout))),
+        };
+        if !status.is_success() {
+            return Err(classify(
+                ENDPOINT,
+                Failure::Status {
+                    status,
+                    messages: error_messages(&answer),
+                },
+            ));
+        }
+        if answer.is_empty() {
+            Ok(None)
+        } else {
+            parse(ENDPOINT, &answer).map(Some)
+        }
+    }
+
     pub async fn remove_device(&self, id: &str) -> Result<()> {
         self.put("vm.remove-device", Some(&VmRemoveDevice { id: id.into() }))
             .await
             .map(drop)
+    }
+}
+
+/// An HTTP/1.1 request with a JSON body, as bytes (it has to go out in one `sendmsg` with the
+/// fds, so hyper cannot write it).
+pub fn raw_request(method: &str, endpoint: &str, body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "{method} /api/v1/{endpoint} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
+/// Reads an HTTP/1.1 response from `bytes`: `None` until the head and `Content-Length` bytes of
+/// body are all there; then the status and the body.
+pub fn parse_response(bytes: &[u8]) -> std::result::Result<Option<(StatusCode, Bytes)>, Failure> {
+    let Some(head_end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(None);
+    };
+    let head = String::from_utf8_lossy(&bytes[..head_end]);
+    let bad = |what: &str| Failure::BadBody(format!("{what}: {head:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .ok_or_else(|| bad("no status line"))?;
+    let length = head
+        .lines()
+        .skip(1)
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>())
+        })
+        .transpose()
+        .map_err(|_| bad("unreadable content-length"))?
+        .unwrap_or(0);
+    let body = &bytes[head_end + 4..];
+    if body.len() < length {
+        return Ok(None);
+    }
+    Ok(Some((status, Bytes::copy_from_slice(&body[..length]))))
+}
+
+/// One request on a fresh blocking connection, `fd` attached to its first bytes.
+fn exchange_with_fd(
+    socket: &Path,
+    request: &[u8],
+    fd: BorrowedFd<'_>,
+    timeout: Duration,
+) -> std::result::Result<(StatusCode, Bytes), Failure> {
+    use std::io::{IoSlice, Read, Write};
+    use std::os::unix::net::UnixStream as StdUnixStream;
+
+    let unreachable = |e: &dyn std::fmt::Display| Failure::Unreachable(e.to_string());
+    let mut stream = StdUnixStream::connect(socket)
+        .map_err(|e| Failure::Unreachable(format!("connect {}: {e}", socket.display())))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .map_err(|e| unreachable(&e))?;
+    let fds = [fd.as_raw_fd()];
+    let sent = nix::sys::socket::sendmsg::<()>(
+        stream.as_raw_fd(),
+        &[IoSlice::new(request)],
+        &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| unreachable(&e))?;
+    stream
+        .write_all(&request[sent..])
+        .map_err(|e| unreachable(&e))?;
+    let mut answer = Vec::new();
+    loop {
+        if let Some(response) = parse_response(&answer)? {
+            return Ok(response);
+        }
+        let mut chunk = [0u8; 4096];
+        match stream.read(&mut chunk) {
+            Ok(0) => {
+                return Err(Failure::Unreachable(
+                    "connection closed before the answer".into(),
+                ));
+            }
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(Failure::NoAnswer(timeout));
+            }
+            Err(e) => return Err(unreachable(&e)),
+        }
     }
 }
 
@@ -580,9 +743,11 @@ mod tests {
         api.delete_vm().await.unwrap();
         api.shutdown_vmm().await.unwrap();
         let net = NetConfig {
-            tap: "tap0".into(),
+            tap: Some("tap0".into()),
             mac: Some("52:54:00:12:34:56".into()),
             mtu: Some(1500),
+            num_queues: None,
+            queue_size: None,
             id: Some("net0".into()),
         };
         assert_eq!(api.add_net(&net).await.unwrap(), None);
@@ -626,14 +791,92 @@ mod tests {
         schema.check_response_fields("PciDeviceInfo", &["id", "bdf"], &["id", "bdf"]);
     }
 
+    /// The add-net body CH gets for a tap fd, with the fd itself arriving as SCM_RIGHTS on the
+    /// same message as the request.
+    #[tokio::test]
+    async fn add_net_sends_the_tap_fd_with_the_request() {
+        use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+        use std::io::{IoSliceMut, Write};
+        use std::os::fd::{FromRawFd, OwnedFd};
+        use std::os::unix::fs::MetadataExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("api.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = vec![0u8; 4096];
+            let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 2]);
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let msg =
+                recvmsg::<()>(s.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty()).unwrap();
+            let fds: Vec<OwnedFd> = msg
+                .cmsgs()
+                .unwrap()
+                .flat_map(|c| match c {
+                    ControlMessageOwned::ScmRights(fds) => fds,
+                    _ => vec![],
+                })
+                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+                .collect();
+            let n = msg.bytes;
+            let request = String::from_utf8_lossy(&buf[..n]).to_string();
+            s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+            (request, fds)
+        });
+        let tap = std::fs::File::open(dir.path()).unwrap();
+        let api = ApiClient::with_timeout(socket, Duration::from_secs(5));
+        let net = NetConfig::for_tap_fd("52:54:00:12:34:56", 1400);
+        assert_eq!(api.add_net_with_fd(&net, tap.as_fd()).await.unwrap(), None);
+        let (request, fds) = server.join().unwrap();
+        assert!(
+            request.starts_with("PUT /api/v1/vm.add-net HTTP/1.1\r\n"),
+            "{request}"
+        );
+        let body: serde_json::Value =
+            serde_json::from_str(request.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"mac":"52:54:00:12:34:56","mtu":1400,"num_queues":2,"queue_size":256})
+        );
+        Schema::load().check("NetConfig", &body);
+        assert_eq!(fds.len(), 1, "one fd, with the request");
+        let got = std::fs::File::from(fds.into_iter().next().unwrap());
+        let (want, got) = (tap.metadata().unwrap(), got.metadata().unwrap());
+        assert_eq!((got.dev(), got.ino()), (want.dev(), want.ino()));
+    }
+
+    #[test]
+    fn responses_are_read_once_complete() {
+        assert_eq!(
+            parse_response(b"HTTP/1.1 204 No Content\r\n").unwrap(),
+            None
+        );
+        let (status, body) = parse_response(b"HTTP/1.1 204 No Content\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((status, body.len()), (StatusCode::NO_CONTENT, 0));
+        let partial = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 10\r\n\r\n[\"bad";
+        assert_eq!(parse_response(partial).unwrap(), None);
+        let (status, body) =
+            parse_response(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 7\r\n\r\n[\"bad\"]")
+                .unwrap()
+                .unwrap();
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(error_messages(&body), ["bad"]);
+        assert!(parse_response(b"garbage\r\n\r\n").is_err());
+    }
+
     #[tokio::test]
     async fn a_cold_add_answers_no_device() {
         let dir = tempfile::tempdir().unwrap();
         let (api, _) = fake_ch(dir.path(), vec![Some((204, ""))]);
         let net = NetConfig {
-            tap: "tap0".into(),
+            tap: Some("tap0".into()),
             mac: None,
             mtu: None,
+            num_queues: None,
+            queue_size: None,
             id: None,
         };
         assert_eq!(api.add_net(&net).await.unwrap(), None);

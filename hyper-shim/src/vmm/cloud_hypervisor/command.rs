@@ -132,6 +132,7 @@ mod tests {
             accel: Accel::Kvm,
             virtiofs_socket: "/r/virtiofs.sock".into(),
             run_dir: PathBuf::from("/r"),
+            nic: None,
         }
     }
 

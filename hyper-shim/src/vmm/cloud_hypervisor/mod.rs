@@ -10,6 +10,7 @@ pub mod events;
 #[cfg(test)]
 mod openapi_check;
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -249,7 +250,17 @@ impl Vmm for CloudHypervisor {
         let instance = Instance::start(&self.program, &spec.run_dir).await?;
         let config = vm_config(spec, &instance.paths);
         tracing::debug!(?config, "vm.create");
-        if let Err(e) = instance.api.create(&config).await {
+        let created = async {
+            instance.api.create(&config).await?;
+            if let Some(nic) = &spec.nic {
+                // Cold-added before boot, so the guest finds it at boot like any other device.
+                let net = api::NetConfig::for_tap_fd(&nic.mac, nic.mtu);
+                instance.api.add_net_with_fd(&net, nic.tap.as_fd()).await?;
+            }
+            Ok::<_, Error>(())
+        }
+        .await;
+        if let Err(e) = created {
             let e = instance.error_or_exit(e);
             instance.stop(Duration::ZERO).await;
             return Err(e);
@@ -512,6 +523,7 @@ mod tests {
             accel: Accel::Tcg,
             virtiofs_socket: "/v".into(),
             run_dir: dir.path().into(),
+            nic: None,
         };
         let e = ch.create(&spec).await.unwrap_err();
         assert_eq!(

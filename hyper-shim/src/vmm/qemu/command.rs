@@ -1,5 +1,6 @@
 //! QEMU's command line for a [`VmSpec`], as data.
 
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use crate::vmm::{Accel, SHARE_TAG, VmSpec};
@@ -60,6 +61,16 @@ pub fn qemu_args(spec: &VmSpec, sockets: &QemuSockets<'_>) -> Vec<String> {
         "-device",
         &format!("vhost-user-fs-device,chardev=fs,tag={SHARE_TAG}"),
     ]);
+    if let Some(nic) = &spec.nic {
+        // The tap is the shim's fd, inherited under the same number (see Child::spawn_inheriting).
+        // QEMU reads IFF_VNET_HDR from the fd itself and refuses `vnet_hdr=` next to `fd=`.
+        push(&[
+            "-netdev",
+            &format!("tap,id=net0,fd={}", nic.tap.as_raw_fd()),
+            "-device",
+            &format!("virtio-net-device,netdev=net0,mac={}", nic.mac),
+        ]);
+    }
     push(&[
         "-qmp",
         &format!("unix:{},server=on,wait=off", sockets.qmp.display()),
@@ -72,7 +83,10 @@ pub fn qemu_args(spec: &VmSpec, sockets: &QemuSockets<'_>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vmm::Nic;
+    use std::os::fd::OwnedFd;
     use std::path::PathBuf;
+    use std::sync::Arc;
 
     fn spec(accel: Accel) -> VmSpec {
         VmSpec {
@@ -84,12 +98,17 @@ mod tests {
             accel,
             virtiofs_socket: "/r/virtiofs.sock".into(),
             run_dir: PathBuf::from("/r"),
+            nic: None,
         }
     }
 
     fn args(accel: Accel) -> Vec<String> {
+        args_of(&spec(accel))
+    }
+
+    fn args_of(spec: &VmSpec) -> Vec<String> {
         qemu_args(
-            &spec(accel),
+            spec,
             &QemuSockets {
                 qmp: Path::new("/r/qmp.sock"),
                 vhost_vsock: Path::new("/r/vhost-vsock.sock"),
@@ -141,5 +160,28 @@ mod tests {
         assert!(a.contains(&"-S".to_string()), "starts paused");
         // Nothing goes to the shim's own terminal.
         assert!(!a.iter().any(|x| x.contains("stdio")));
+    }
+
+    #[test]
+    fn a_nic_is_the_inherited_tap_fd_with_the_guest_mac() {
+        let fd: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+        let n = fd.as_raw_fd();
+        let mut with_nic = spec(Accel::Tcg);
+        with_nic.nic = Some(Nic {
+            tap: Arc::new(fd),
+            mac: "52:54:00:12:34:56".into(),
+            mtu: 1500,
+        });
+        let a = args_of(&with_nic);
+        assert_eq!(value_of(&a, "-netdev"), [format!("tap,id=net0,fd={n}")]);
+        assert!(
+            value_of(&a, "-device")
+                .contains(&"virtio-net-device,netdev=net0,mac=52:54:00:12:34:56".into())
+        );
+        // Without one, QEMU adds no network device of its own (-nodefaults).
+        let plain = args(Accel::Tcg);
+        assert!(value_of(&plain, "-netdev").is_empty());
+        assert!(!plain.iter().any(|x| x.contains("virtio-net")));
+        assert!(plain.contains(&"-nodefaults".to_string()));
     }
 }

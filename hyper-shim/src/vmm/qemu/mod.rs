@@ -4,6 +4,7 @@
 mod command;
 mod qmp;
 
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,8 @@ pub use command::{QemuSockets, qemu_args};
 
 /// How long QEMU and its vsock back-end get to come up (not the guest boot).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a QEMU whose control socket failed gets to show that it exited.
+const EXIT_NOTICE_TIMEOUT: Duration = Duration::from_secs(1);
 /// After the grace period, how long `quit` gets before SIGKILL.
 const QUIT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -69,8 +72,14 @@ impl Vmm for Qemu {
             },
         );
         tracing::debug!(?args, "starting qemu");
-        let child = match Child::spawn("qemu", &self.program, &args, &spec.run_dir.join("qemu.log"))
-        {
+        let inherit: Vec<_> = spec.nic.iter().map(|n| n.tap.as_raw_fd()).collect();
+        let child = match Child::spawn_inheriting(
+            "qemu",
+            &self.program,
+            &args,
+            &spec.run_dir.join("qemu.log"),
+            &inherit,
+        ) {
             Ok(c) => c,
             Err(e) => {
                 vsock.stop().await;
@@ -85,8 +94,11 @@ impl Vmm for Qemu {
         let qmp = match connected {
             Ok(q) => q,
             Err(e) => {
-                // If QEMU died by itself, its own words say more than a closed socket.
-                let died = child.exit_status().is_some();
+                // If QEMU died by itself, its own words say more than a closed socket (the
+                // socket may close a moment before its exit is seen).
+                let died = tokio::time::timeout(EXIT_NOTICE_TIMEOUT, child.exited())
+                    .await
+                    .is_ok();
                 child.kill().await;
                 vsock.stop().await;
                 return Err(if died { child.exited_error() } else { e });
