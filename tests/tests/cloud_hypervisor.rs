@@ -209,10 +209,10 @@ async fn a_nic_is_added_before_boot_and_its_tap_goes_with_the_vm() {
     let Some(binary) = cloud_hypervisor(test) else {
         return;
     };
-    let ns = NetNs::create();
+    let ns = NetNs::with_bridge("ch");
     let tap = "tap-hyt-ch";
     let mut shim =
-        ShimHandle::start_in_netns_with("ch-nic", &ns.name, &ch_args(&binary, "cloud-hypervisor"))
+        ShimHandle::start_in_netns_with("ch-nic", ns.name(), &ch_args(&binary, "cloud-hypervisor"))
             .await;
     let created = shim
         .client
