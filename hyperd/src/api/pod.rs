@@ -189,11 +189,6 @@ pub async fn change_portmappings(
             e.inner()
         ))
     })?;
-    if mappings.is_empty() {
-        return Err(
-            crate::error::Error::InvalidInput("port mappings: the array is empty".into()).into(),
-        );
-    }
     d.pods
         .change_portmappings(&pod_id, action, mappings)
         .await?;

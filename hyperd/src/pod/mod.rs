@@ -260,12 +260,15 @@ impl Pods {
         let vm = match vm_id {
             Some(id) => self.idle_vm(id)?,
             None => {
-                self.vms
-                    .boot(VmSize {
-                        cpus: pod.spec.resource.vcpu as u32,
-                        memory_mib: pod.spec.resource.memory as u32,
-                    })
-                    .await?
+                let size = VmSize {
+                    cpus: pod.spec.resource.vcpu as u32,
+                    memory_mib: pod.spec.resource.memory as u32,
+                };
+                if self.network.wants_address(&pod.spec) {
+                    self.vms.boot(size).await?
+                } else {
+                    self.vms.boot_without_nic(size).await?
+                }
             }
         };
         pod.vm_id = Some(vm.id.clone());

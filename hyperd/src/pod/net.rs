@@ -58,6 +58,8 @@ impl Pods {
             }
             Some(lease)
         } else {
+            // Loopback only: `lo` up, a NIC (a VM from `/vm/create`) flushed and down.
+            shim.configure_network(PodNetwork::default()).await?;
             None
         };
         if let Err(e) = self.write_etc(pod, shim, lease.map(|l| l.addr())).await {
@@ -173,6 +175,9 @@ impl Pods {
         let lock = self.lock_of(pod_id);
         let _guard = lock.lock().await;
         let mut pod = self.get(pod_id)?;
+        if mappings.is_empty() {
+            return Err(Error::Invalid("port mappings: the array is empty".into()));
+        }
         if !self.network.wants_address(&pod.spec) {
             return Err(Error::Invalid(format!(
                 "pod {pod_id} has no network (networking is off, or the pod's network is none)"

@@ -216,16 +216,27 @@ impl Vms {
     /// Starts a shim and boots a pool VM (a pod's, or `/vm/create`'s). The VM is recorded
     /// while it boots, so a crash of hyperd during the boot leaves a record the next start
     /// cleans up.
+    /// It has a NIC on hyperd's bridge (unless networking is off), so any pod can use it.
     pub async fn boot(self: &Arc<Self>, size: VmSize) -> Result<VmRecord> {
-        self.boot_as(size, VmRole::Pool).await
+        self.boot_as(size, VmRole::Pool, true).await
     }
 
-    /// As [`Vms::boot`], a VM recorded as a build's: see [`VmRole::Build`].
+    /// As [`Vms::boot`], without a NIC: for a pod whose network is `none`.
+    pub async fn boot_without_nic(self: &Arc<Self>, size: VmSize) -> Result<VmRecord> {
+        self.boot_as(size, VmRole::Pool, false).await
+    }
+
+    /// As [`Vms::boot`], a VM recorded as a build's (no NIC): see [`VmRole::Build`].
     pub async fn boot_build(self: &Arc<Self>, size: VmSize) -> Result<VmRecord> {
-        self.boot_as(size, VmRole::Build).await
+        self.boot_as(size, VmRole::Build, false).await
     }
 
-    async fn boot_as(self: &Arc<Self>, size: VmSize, role: VmRole) -> Result<VmRecord> {
+    async fn boot_as(
+        self: &Arc<Self>,
+        size: VmSize,
+        role: VmRole,
+        with_nic: bool,
+    ) -> Result<VmRecord> {
         let id = ids::vm_id();
         let paths = ShimPaths::new(&self.config.run_dir, &id);
         let mut record = VmRecord {
@@ -241,7 +252,7 @@ impl Vms {
             role,
         };
         self.store.write(|tx| store::insert_vm(tx, &record))?;
-        match self.boot_recorded(&mut record, &paths).await {
+        match self.boot_recorded(&mut record, &paths, with_nic).await {
             Ok(()) => Ok(record),
             Err(e) => {
                 tracing::error!(
@@ -260,6 +271,7 @@ impl Vms {
         self: &Arc<Self>,
         record: &mut VmRecord,
         paths: &ShimPaths,
+        with_nic: bool,
     ) -> Result<()> {
         let argv = launcher::shim_argv(
             &record.id,
@@ -277,11 +289,12 @@ impl Vms {
                 cpus: record.cpus,
                 memory_mib: record.memory_mib,
                 boot_timeout_ms: BOOT_TIMEOUT.as_millis() as u32,
-                // Every pool VM boots with its NIC, so a VM from `/vm/create` can serve a pod
-                // with a network; the agent configures it when the pod arrives.
-                nic: match record.role {
-                    VmRole::Pool => self.network.nic_for(&record.id),
-                    VmRole::Build => None,
+                // A pool VM boots with its NIC, so a VM from `/vm/create` can serve a pod with
+                // a network; the agent configures it when the pod arrives.
+                nic: if with_nic {
+                    self.network.nic_for(&record.id)
+                } else {
+                    None
                 },
                 ..Default::default()
             })
