@@ -208,8 +208,15 @@ impl Network {
     /// `bridge` empty or ours, `gateway` empty or an address in the subnet, `mtu` 68..=65535
     /// or 0, and `ifname`/`mac`/`id` unsupported; `interfaces` and `portmappings` need
     /// networking (not `--bridge none`, not `network: none`); port mappings valid
-    /// ([`parse_rules`]).
+    /// ([`parse_rules`]); `portmappingWhiteLists` (hyperd 1.1's in-guest firewall) unsupported.
     pub fn check_spec(&self, pod: &UserPod) -> Result<(), SpecError> {
+        let lists = &pod.portmapping_white_lists;
+        if !lists.internal_networks.is_empty() || !lists.external_networks.is_empty() {
+            return Err(spec_error(
+                "portmappingWhiteLists",
+                "not supported (hyperd 1.1's in-guest firewall is not built)",
+            ));
+        }
         match pod.network.as_str() {
             "" | "bridge" | "none" => {}
             other => {

@@ -226,6 +226,10 @@ fn spec_checks_name_the_field() {
     }
     let bad = [
         (r#"{"network":"host"}"#, "network"),
+        (
+            r#"{"portmappingWhiteLists":{"internalNetworks":["10.0.0.0/8"]}}"#,
+            "portmappingWhiteLists",
+        ),
         (r#"{"interfaces":[{},{}]}"#, "interfaces"),
         (
             r#"{"interfaces":[{"ip":"10.0.0.2/24"}]}"#,
