@@ -12,6 +12,7 @@ use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::packet_route::route::{RouteAttribute, RouteHeader, RouteMessage, RouteProtocol};
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
+use hyper_proto::mac::parse_mac;
 use hyper_proto::types::PodNetwork;
 
 use crate::error::{Error, Result};
@@ -42,20 +43,6 @@ pub struct RoutePlan {
 
 fn invalid(msg: String) -> Error {
     Error::InvalidArgument(msg)
-}
-
-/// Parses `aa:bb:cc:dd:ee:ff` (either case).
-pub fn parse_mac(mac: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut parts = mac.split(':');
-    for byte in &mut out {
-        let part = parts.next()?;
-        if part.len() != 2 {
-            return None;
-        }
-        *byte = u8::from_str_radix(part, 16).ok()?;
-    }
-    parts.next().is_none().then_some(out)
 }
 
 /// Parses an IPv4 CIDR, `a.b.c.d/n` with n at most 32.

@@ -12,6 +12,7 @@ use futures::TryStreamExt;
 use rtnetlink::packet_route::link::LinkMessage;
 use rtnetlink::{Handle, LinkUnspec};
 
+use hyper_proto::mac::parse_mac;
 use hyper_proto::types::NicSpec;
 
 use crate::vmm::Nic;
@@ -64,28 +65,16 @@ fn check_name(what: &str, name: &str) -> Result<(), TapError> {
     Ok(())
 }
 
-/// Parses `aa:bb:cc:dd:ee:ff`; a unicast MAC is required (the guest NIC's own address).
-pub fn parse_mac(mac: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut parts = mac.split(':');
-    for byte in &mut out {
-        let part = parts.next()?;
-        if part.len() != 2 {
-            return None;
-        }
-        *byte = u8::from_str_radix(part, 16).ok()?;
-    }
-    if parts.next().is_some() || out[0] & 1 == 1 {
-        return None;
-    }
-    Some(out)
+/// A unicast MAC (the guest NIC's own address), parsed.
+fn parse_unicast_mac(mac: &str) -> Option<[u8; 6]> {
+    parse_mac(mac).filter(|m| m[0] & 1 == 0)
 }
 
 /// Checks a [`NicSpec`]. Errors: [`TapError::InvalidSpec`] naming the field.
 pub fn nic_config(spec: &NicSpec) -> Result<NicConfig, TapError> {
     check_name("bridge", &spec.bridge)?;
     check_name("tap", &spec.tap)?;
-    let mac = parse_mac(&spec.mac).ok_or_else(|| {
+    let mac = parse_unicast_mac(&spec.mac).ok_or_else(|| {
         TapError::InvalidSpec(format!(
             "mac {:?}: not a unicast MAC address (aa:bb:cc:dd:ee:ff)",
             spec.mac

@@ -16,6 +16,7 @@ pub mod agent {
 }
 
 pub mod dockerignore;
+pub mod mac;
 pub mod rest;
 
 pub mod shim {

@@ -49,23 +49,11 @@ async fn index_of(handle: &Handle, name: &str) -> Result<Option<u32>, Error> {
 pub async fn ensure_bridge(name: &str, bip: Ipv4Net, mtu: u32) -> Result<bool, Error> {
     let handle = connect(name).await?;
     if let Some(index) = index_of(&handle, name).await? {
-        let mut addrs = handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute();
-        while let Some(msg) = addrs
-            .try_next()
-            .await
-            .map_err(netlink(name, "list addresses"))?
+        if ipv4_addresses(&handle, index, name)
+            .await?
+            .contains(&(bip.addr(), bip.prefix_len()))
         {
-            let has = msg.header.prefix_len == bip.prefix_len()
-                && msg.attributes.iter().any(
-                    |a| matches!(a, AddressAttribute::Local(ip) if *ip == IpAddr::V4(bip.addr())),
-                );
-            if has {
-                return Ok(false);
-            }
+            return Ok(false);
         }
         return Err(Error::Netlink {
             link: name.into(),
@@ -115,6 +103,15 @@ pub async fn addresses(name: &str) -> Result<Vec<(Ipv4Addr, u8)>, Error> {
     let Some(index) = index_of(&handle, name).await? else {
         return Ok(vec![]);
     };
+    ipv4_addresses(&handle, index, name).await
+}
+
+/// Link `index`'s IPv4 addresses with their prefixes.
+async fn ipv4_addresses(
+    handle: &Handle,
+    index: u32,
+    name: &str,
+) -> Result<Vec<(Ipv4Addr, u8)>, Error> {
     let mut out = Vec::new();
     let mut addrs = handle
         .address()
