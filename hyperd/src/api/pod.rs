@@ -183,10 +183,15 @@ pub async fn change_portmappings(
     let action: PortMappingAction = action.parse()?;
     let mut de = serde_json::Deserializer::from_slice(&body);
     let mappings: Vec<PortMapping> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let what = if inner.is_syntax() || inner.is_eof() {
+            format!("malformed JSON: {inner}")
+        } else {
+            format!("{path}: {inner}")
+        };
         crate::error::Error::InvalidInput(format!(
-            "port mappings: {}: {} (send a JSON array of {{containerPort, hostPort, protocol}})",
-            e.path(),
-            e.inner()
+            "port mappings: {what} (send a JSON array of {{containerPort, hostPort, protocol}})"
         ))
     })?;
     d.pods

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ipnet::Ipv4Net;
 use tokio::sync::watch;
 
 use hyper_proto::rest::{
@@ -257,23 +258,20 @@ impl Pods {
                 state: pod.state,
             });
         }
-        let vm = match vm_id {
-            Some(id) => self.idle_vm(id)?,
-            None => {
-                let size = VmSize {
-                    cpus: pod.spec.resource.vcpu as u32,
-                    memory_mib: pod.spec.resource.memory as u32,
-                };
-                if self.network.wants_address(&pod.spec) {
-                    self.vms.boot(size).await?
-                } else {
-                    self.vms.boot_without_nic(size).await?
+        // The address and host ports first: a conflict costs no VM boot.
+        let lease = self.take_address(&pod)?;
+        let vm = match self.vm_for(&pod, vm_id).await {
+            Ok(vm) => vm,
+            Err(e) => {
+                if lease.is_some() {
+                    self.disconnect_network(&pod.id, None).await;
                 }
+                return Err(e);
             }
         };
         pod.vm_id = Some(vm.id.clone());
         self.store.write(|tx| store::update_pod(tx, &pod))?;
-        match self.start_containers(&pod, &vm).await {
+        match self.start_containers(&pod, &vm, lease).await {
             Ok(()) => {
                 pod.state = PodState::Running;
                 self.store.write(|tx| store::update_pod(tx, &pod))?;
@@ -317,9 +315,31 @@ impl Pods {
         Ok(vm)
     }
 
-    async fn start_containers(self: &Arc<Self>, pod: &PodRecord, vm: &VmRecord) -> Result<()> {
+    /// The idle VM `vm_id` (from `/vm/create`), or one booted now for the pod: with a NIC
+    /// unless the pod's network is `none`.
+    async fn vm_for(self: &Arc<Self>, pod: &PodRecord, vm_id: Option<&str>) -> Result<VmRecord> {
+        if let Some(id) = vm_id {
+            return self.idle_vm(id);
+        }
+        let size = VmSize {
+            cpus: pod.spec.resource.vcpu as u32,
+            memory_mib: pod.spec.resource.memory as u32,
+        };
+        Ok(if self.network.wants_address(&pod.spec) {
+            self.vms.boot(size).await?
+        } else {
+            self.vms.boot_without_nic(size).await?
+        })
+    }
+
+    async fn start_containers(
+        self: &Arc<Self>,
+        pod: &PodRecord,
+        vm: &VmRecord,
+        lease: Option<Ipv4Net>,
+    ) -> Result<()> {
         let shim = self.vms.shim(&vm.id)?;
-        self.connect_network(pod, &shim).await?;
+        self.connect_network(pod, &shim, lease).await?;
         for ct in self.containers(&pod.id)? {
             self.add_to_vm(&shim, pod, &ct).await?;
             self.start_in_vm(&shim, pod, ct).await?;
@@ -613,6 +633,10 @@ impl Pods {
         let lost = self.vms.adopt_all().await?;
         for pod in self.store.read(store::list_pods)? {
             let Some(vm_id) = pod.vm_id.clone() else {
+                // Killed between taking its address and booting its VM: give it back.
+                if matches!(self.network.address_of(&pod.id), Ok(Some(_))) {
+                    self.disconnect_network(&pod.id, None).await;
+                }
                 continue;
             };
             let alive = !lost.contains(&vm_id) && pod.state.can_stop();

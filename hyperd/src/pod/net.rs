@@ -37,38 +37,43 @@ impl std::str::FromStr for PortMappingAction {
 }
 
 impl Pods {
-    /// Gives a pod starting in `shim`'s VM its address, configures the guest and the host's
-    /// forwarding, and writes its /etc files. On error nothing of it stays allocated.
-    pub(super) async fn connect_network(&self, pod: &PodRecord, shim: &Shim) -> Result<()> {
-        let lease = if self.network.wants_address(&pod.spec) {
-            let Some(nic) = shim.nic().await? else {
-                return Err(Error::Invalid(format!(
-                    "vm {}: it has no network card (booted while networking was off); \
-                     start the pod without vmId or with \"network\": \"none\"",
-                    shim.vm_id
-                )));
-            };
-            self.network.probe_host_ports(&pod.spec.portmappings)?;
-            let lease = self
-                .network
-                .allocate(&pod.id, Network::fixed_address(&pod.spec))?;
-            if let Err(e) = self.configure_guest(pod, shim, &lease, &nic.mac).await {
-                self.disconnect_network(&pod.id, None).await;
-                return Err(e);
-            }
-            Some(lease)
-        } else {
-            // Loopback only: `lo` up, a NIC (a VM from `/vm/create`) flushed and down.
-            shim.configure_network(PodNetwork::default()).await?;
-            None
-        };
-        if let Err(e) = self.write_etc(pod, shim, lease.map(|l| l.addr())).await {
-            if lease.is_some() {
-                self.disconnect_network(&pod.id, None).await;
-            }
-            return Err(e);
+    /// A starting pod's address (`None` for a pod without a network), taken before its VM
+    /// boots so that a taken fixed address or host port costs no boot. The caller gives it
+    /// back ([`Pods::disconnect_network`]) if the start fails.
+    pub(super) fn take_address(&self, pod: &PodRecord) -> Result<Option<Ipv4Net>> {
+        if !self.network.wants_address(&pod.spec) {
+            return Ok(None);
         }
-        Ok(())
+        self.network.probe_host_ports(&pod.spec.portmappings)?;
+        Ok(Some(
+            self.network
+                .allocate(&pod.id, Network::fixed_address(&pod.spec))?,
+        ))
+    }
+
+    /// Configures the guest of a pod starting in `shim`'s VM with its `lease` (or loopback
+    /// only), the host's forwarding, and the pod's /etc files.
+    pub(super) async fn connect_network(
+        &self,
+        pod: &PodRecord,
+        shim: &Shim,
+        lease: Option<Ipv4Net>,
+    ) -> Result<()> {
+        match &lease {
+            Some(lease) => {
+                let Some(nic) = shim.nic().await? else {
+                    return Err(Error::Invalid(format!(
+                        "vm {}: it has no network card (booted while networking was off); \
+                         start the pod without vmId or with \"network\": \"none\"",
+                        shim.vm_id
+                    )));
+                };
+                self.configure_guest(pod, shim, lease, &nic.mac).await?;
+            }
+            // Loopback only: `lo` up, a NIC (a VM from `/vm/create`) flushed and down.
+            None => shim.configure_network(PodNetwork::default()).await?,
+        }
+        self.write_etc(pod, shim, lease.map(|l| l.addr())).await
     }
 
     async fn configure_guest(

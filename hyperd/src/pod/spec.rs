@@ -148,6 +148,21 @@ pub fn normalize(mut pod: UserPod) -> Result<UserPod, SpecError> {
             ));
         }
     }
+    // One resolv.conf line each: a space or a control character would let a value add lines
+    // (another nameserver) or options to every container's resolv.conf.
+    for (field, values) in [
+        ("dnsSearch", &pod.dns_search),
+        ("dnsOptions", &pod.dns_options),
+    ] {
+        for (i, v) in values.iter().enumerate() {
+            if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(bad(
+                    format!("{field}[{i}]"),
+                    format!("{v:?}: must be one word, without spaces or control characters"),
+                ));
+            }
+        }
+    }
     if pod
         .interfaces
         .iter()
@@ -363,6 +378,14 @@ mod tests {
         let field = |json: &str| pod(json).unwrap_err().field;
         assert_eq!(field(r#"{"hostname":"Bad_Host"}"#), "hostname");
         assert_eq!(field(r#"{"dns":["8.8.8.8","nope"]}"#), "dns[1]");
+        assert_eq!(
+            field(r#"{"dnsSearch":["ok.test","c\nnameserver 7.7.7.7"]}"#),
+            "dnsSearch[1]"
+        );
+        assert_eq!(
+            field(r#"{"dnsOptions":["ndots:1 nameserver 6.6.6.6"]}"#),
+            "dnsOptions[0]"
+        );
         assert_eq!(
             field(r#"{"containers":[{"name":"x"}]}"#),
             "containers[0].image"
