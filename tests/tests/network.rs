@@ -368,6 +368,9 @@ fn a_port_mapping_serves_httpd_until_it_is_deleted() {
         .d
         .curl_body("PUT", "/pod/web/portmappings/add", "{not json");
     assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.body.contains("must be a JSON array"), "{r:?}");
+    let r = net.d.curl_body("PUT", "/pod/web/portmappings/add", "[{");
+    assert_eq!(r.status, 400, "{r:?}");
     assert!(r.body.contains("malformed JSON"), "{r:?}");
 }
 

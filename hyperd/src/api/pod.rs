@@ -187,11 +187,13 @@ pub async fn change_portmappings(
         let inner = e.into_inner();
         let what = if inner.is_syntax() || inner.is_eof() {
             format!("malformed JSON: {inner}")
+        } else if path == "." {
+            format!("the body must be a JSON array ({inner})")
         } else {
             format!("{path}: {inner}")
         };
         crate::error::Error::InvalidInput(format!(
-            "port mappings: {what} (send a JSON array of {{containerPort, hostPort, protocol}})"
+            "port mappings: {what}; send a JSON array of {{containerPort, hostPort, protocol}}"
         ))
     })?;
     d.pods
