@@ -328,6 +328,17 @@ fn a_port_mapping_serves_httpd_until_it_is_deleted() {
         "served by web",
         &net.d,
     );
+    // An outside host that routes the pods' subnet via this host reaches the published port
+    // only, never the pod's own address (hyperd's forward chain, as Docker's).
+    let subnet = format!("{}/24", Ipv4Addr::from(u32::from(GATEWAY) & !0xff));
+    out.ns
+        .ip(&["route", "add", &subnet, "via", &out.inner_ip.to_string()]);
+    let direct = http_get(&out.ns, SocketAddr::from((pod, 80)));
+    assert!(
+        direct.is_err(),
+        "the outside reached {pod}:80 by routing: {direct:?}"
+    );
+    wait_served(&out.ns, from_outside, "served by web", &net.d);
 
     net.d.ok(&["portmap", "rm", "web", "8080:80"]);
     let r = net.d.curl("GET", "/pod/web/portmappings", None);
@@ -664,4 +675,22 @@ fn bad_network_specs_are_refused_by_name() {
         net.d.log()
     );
     assert_eq!(net.pod_ips("first"), ["192.168.123.200/24"]);
+}
+
+#[test]
+fn port_mappings_are_refused_with_iptables_off() {
+    let ns = NetNs::new("noipt");
+    let d = TestDaemon::start_in(&ns, &["--iptables=false"]);
+    d.import_busybox();
+    let spec = r#"{"id":"web","containers":[{"name":"web","image":"busybox","command":["sleep","600"]}],"portmappings":[{"containerPort":"80","hostPort":"8080","protocol":"tcp"}]}"#;
+    let r = d.curl_body("POST", "/pod/create", spec);
+    assert_eq!(r.status, 400, "{r:?}\n{}", d.log());
+    assert!(r.body.contains("portmappings"), "{r:?}");
+    assert!(r.body.contains("--iptables=false"), "{r:?}");
+    let out = d.hyperctl(&["run", "-d", "--name", "web", "-p", "8080:80", "busybox"]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("--iptables=false"), "{out:?}");
+    assert!(d.list("pod").is_empty(), "{:?}", d.list("pod"));
+    // Hands off the firewall: no table at all.
+    assert!(ns.nft_tables().is_empty(), "{:?}", ns.nft_tables());
 }

@@ -12,16 +12,20 @@ use rusqlite::Connection;
 use super::Error;
 use crate::store::{self, LeaseRecord};
 
-/// Why `addr` may not be a pod's address in `subnet` (gateway `gateway`), if it may not.
-pub fn unusable(subnet: Ipv4Net, gateway: Ipv4Addr, addr: Ipv4Addr) -> Option<&'static str> {
+/// Why `addr` may not be a pod's address in `subnet` (gateway `gateway`), if it may not;
+/// the reason names what `addr` collides with (the subnet, or the gateway's address).
+pub fn unusable(subnet: Ipv4Net, gateway: Ipv4Addr, addr: Ipv4Addr) -> Option<String> {
+    let subnet = subnet.trunc();
     if !subnet.contains(&addr) {
-        Some("outside the subnet")
+        Some(format!("outside the subnet {subnet}"))
     } else if addr == subnet.network() {
-        Some("the subnet's network address")
+        Some(format!("the network address of {subnet}"))
     } else if addr == subnet.broadcast() {
-        Some("the subnet's broadcast address")
+        Some(format!("the broadcast address of {subnet}"))
     } else if addr == gateway {
-        Some("the gateway's address")
+        Some(format!(
+            "the gateway's address ({gateway}, on hyperd's bridge)"
+        ))
     } else {
         None
     }
@@ -79,7 +83,7 @@ pub fn allocate_in(
             if let Some(why) = unusable(subnet, gateway, addr) {
                 return Ok(Err(Error::Invalid {
                     field: "interfaces[0].ip".into(),
-                    message: format!("{addr}: {why} ({})", subnet.trunc()),
+                    message: format!("{addr}: {why}"),
                 }));
             }
             if let Some(holder) = store::lease_holder(tx, addr)? {
@@ -193,5 +197,14 @@ mod tests {
         ] {
             assert!(unusable(net, gw, a(addr)).unwrap().contains(why), "{addr}");
         }
+        // Each reason names what the address collides with.
+        assert_eq!(
+            unusable(net, gw, a("192.168.123.1")).unwrap(),
+            "the gateway's address (192.168.123.1, on hyperd's bridge)"
+        );
+        assert_eq!(
+            unusable(net, gw, a("192.168.124.2")).unwrap(),
+            "outside the subnet 192.168.123.0/24"
+        );
     }
 }

@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use futures::TryStreamExt as _;
 use ipnet::Ipv4Net;
 use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use rtnetlink::{Handle, LinkBridge};
 
 use super::Error;
@@ -27,8 +28,8 @@ async fn connect(name: &str) -> Result<Handle, Error> {
     Ok(handle)
 }
 
-/// The link's index, or `None` when there is no such link.
-async fn index_of(handle: &Handle, name: &str) -> Result<Option<u32>, Error> {
+/// The link, or `None` when there is no such link.
+async fn find(handle: &Handle, name: &str) -> Result<Option<LinkMessage>, Error> {
     let found = handle
         .link()
         .get()
@@ -37,18 +38,51 @@ async fn index_of(handle: &Handle, name: &str) -> Result<Option<u32>, Error> {
         .try_next()
         .await;
     match found {
-        Ok(link) => Ok(link.map(|l| l.header.index)),
+        Ok(link) => Ok(link),
         Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
         Err(e) => Err(netlink(name, "look up")(e)),
     }
 }
 
+/// The link's index, or `None` when there is no such link.
+async fn index_of(handle: &Handle, name: &str) -> Result<Option<u32>, Error> {
+    Ok(find(handle, name).await?.map(|l| l.header.index))
+}
+
+/// The link's kind (`IFLA_INFO_KIND`: bridge, veth…); `None` for a device without one (`lo`,
+/// a physical NIC).
+fn kind_of(link: &LinkMessage) -> Option<&InfoKind> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+            LinkInfo::Kind(k) => Some(k),
+            _ => None,
+        }),
+        _ => None,
+    })
+}
+
 /// Whether the bridge was created: a missing bridge `name` is made (up, `mtu`, with the gateway
 /// address `bip`); an existing link of that name is left alone, but must carry the gateway
-/// address (else pods would route through an address nobody has).
+/// address (else pods would route through an address nobody has) and be a bridge (else taps
+/// cannot join it): `Netlink` "is not a bridge" for a veth, `lo` or a NIC.
 pub async fn ensure_bridge(name: &str, bip: Ipv4Net, mtu: u32) -> Result<bool, Error> {
     let handle = connect(name).await?;
-    if let Some(index) = index_of(&handle, name).await? {
+    if let Some(link) = find(&handle, name).await? {
+        match kind_of(&link) {
+            Some(InfoKind::Bridge) => {}
+            other => {
+                let kind = other.map_or("a device without a link kind".to_string(), |k| {
+                    format!("a {k}")
+                });
+                return Err(Error::Netlink {
+                    link: name.into(),
+                    message: format!(
+                        "{name} is not a bridge (it is {kind}); name a bridge or one that does not exist yet with --bridge"
+                    ),
+                });
+            }
+        }
+        let index = link.header.index;
         if ipv4_addresses(&handle, index, name)
             .await?
             .contains(&(bip.addr(), bip.prefix_len()))

@@ -129,8 +129,9 @@ fn spec_error(field: impl Into<String>, message: impl Into<String>) -> SpecError
 
 impl Network {
     /// Brings the host side up: the bridge is created (with the gateway address, up, MTU) if
-    /// missing and left alone if it exists (it must carry the gateway address); when
-    /// `iptables`, `net.ipv4.ip_forward=1` and `route_localnet=1` on the bridge; leases and
+    /// missing and left alone if it exists (it must be a bridge and carry the gateway
+    /// address); when `iptables`, `net.ipv4.ip_forward=1` and `route_localnet=1` on the
+    /// bridge, else a warning if a stale `ip hyperd` table is found (and left); leases and
     /// host ports of pods that no longer exist are dropped; the nftables table is re-rendered
     /// from the database. Works in the calling thread's network namespace.
     pub async fn start(config: NetworkConfig, store: Arc<Store>) -> Result<Arc<Network>, Error> {
@@ -142,6 +143,17 @@ impl Network {
                 link::set_sysctl("net/ipv4/ip_forward", "1")?;
                 link::set_sysctl(&format!("net/ipv4/conf/{bridge}/route_localnet"), "1")?;
             }
+        }
+        // The flag means hands off: a table left by an earlier run with iptables on stays,
+        // but the operator should know its rules still apply.
+        if !config.iptables && nft::table_exists().await {
+            tracing::warn!(
+                table = format!("ip {}", nft::TABLE),
+                "--iptables=false but the nftables table ip {} of an earlier run is still there; \
+                 its rules still apply (remove it with `nft delete table ip {}`)",
+                nft::TABLE,
+                nft::TABLE
+            );
         }
         let dropped = store.write(|tx| store::delete_orphan_network_rows(tx))?;
         if dropped > 0 {
@@ -207,8 +219,8 @@ impl Network {
     /// address (optionally `/prefix`, which must be the subnet's) usable in the subnet,
     /// `bridge` empty or ours, `gateway` empty or an address in the subnet, `mtu` 68..=65535
     /// or 0, and `ifname`/`mac`/`id` unsupported; `interfaces` and `portmappings` need
-    /// networking (not `--bridge none`, not `network: none`); port mappings valid
-    /// ([`parse_rules`]); `portmappingWhiteLists` (hyperd 1.1's in-guest firewall) unsupported.
+    /// networking (not `--bridge none`, not `network: none`) and `portmappings` hyperd's
+    /// firewall (not `--iptables=false`); port mappings valid ([`parse_rules`]); `portmappingWhiteLists` (hyperd 1.1's in-guest firewall) unsupported.
     pub fn check_spec(&self, pod: &UserPod) -> Result<(), SpecError> {
         let lists = &pod.portmapping_white_lists;
         if !lists.internal_networks.is_empty() || !lists.external_networks.is_empty() {
@@ -286,6 +298,13 @@ impl Network {
                     }
                 }
             }
+        }
+        // Without our nftables table nothing would forward a host port: refuse, not ignore.
+        if !self.config.iptables && !pod.portmappings.is_empty() {
+            return Err(spec_error(
+                "portmappings",
+                "not available with --iptables=false",
+            ));
         }
         parse_rules("portmappings", &pod.portmappings)?;
         Ok(())
@@ -576,7 +595,7 @@ fn fixed_ip(ip: &str, subnet: Ipv4Net, gateway: Ipv4Addr) -> Result<Option<Ipv4A
         ));
     }
     match ipam::unusable(subnet, gateway, addr) {
-        Some(why) => Err(format!("{ip:?}: {why} ({subnet})")),
+        Some(why) => Err(format!("{ip:?}: {why}")),
         None => Ok(Some(addr)),
     }
 }

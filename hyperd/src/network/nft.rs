@@ -28,6 +28,12 @@ pub struct NatState {
 /// The `nft -f` script for `state`: `None` when there is nothing to NAT or map (the table is
 /// then deleted, see [`delete_script`]).
 ///
+/// - `localnet` (prerouting, raw priority): drop packets arriving on the bridge for
+///   127.0.0.0/8. `route_localnet` (set on the bridge for 127.0.0.1 port mappings) would
+///   otherwise let a pod reach host services bound to loopback (as Kubernetes CVE-2020-8558).
+/// - `forward` (as Docker's bridge network): established/related and DNATed (published)
+///   connections pass; pod to pod passes; anything else routed into the bridge (an outside
+///   host routing the subnet via this host) is dropped. Pod egress is not filtered.
 /// - `postrouting`: masquerade the subnet leaving by another interface (egress); masquerade
 ///   DNATed connections entering the bridge from loopback (127.0.0.1 needs `route_localnet`
 ///   on the bridge) or from the subnet itself (a pod reaching a pod through a host port).
@@ -45,6 +51,25 @@ pub fn ruleset(state: &NatState) -> Option<String> {
     let _ = writeln!(s, "add table ip {TABLE}");
     let _ = writeln!(s, "delete table ip {TABLE}");
     let _ = writeln!(s, "table ip {TABLE} {{");
+    // Raw priority: before DNAT, so a reply to the host's own 127.0.0.1 → pod connection
+    // (addressed to the gateway until conntrack de-NATs it) is not caught.
+    let _ = writeln!(s, "\tchain localnet {{");
+    let _ = writeln!(
+        s,
+        "\t\ttype filter hook prerouting priority raw; policy accept;"
+    );
+    let _ = writeln!(s, "\t\tiifname \"{bridge}\" ip daddr 127.0.0.0/8 drop");
+    let _ = writeln!(s, "\t}}");
+    let _ = writeln!(s, "\tchain forward {{");
+    let _ = writeln!(
+        s,
+        "\t\ttype filter hook forward priority filter; policy accept;"
+    );
+    let _ = writeln!(s, "\t\tct state established,related accept");
+    let _ = writeln!(s, "\t\tct status dnat accept");
+    let _ = writeln!(s, "\t\tiifname \"{bridge}\" oifname \"{bridge}\" accept");
+    let _ = writeln!(s, "\t\toifname \"{bridge}\" drop");
+    let _ = writeln!(s, "\t}}");
     let _ = writeln!(s, "\tchain prerouting {{");
     let _ = writeln!(
         s,
@@ -104,6 +129,18 @@ pub fn ruleset(state: &NatState) -> Option<String> {
 /// Deletes the table if it is there.
 pub fn delete_script() -> String {
     format!("add table ip {TABLE}\ndelete table ip {TABLE}\n")
+}
+
+/// Whether the table `ip hyperd` exists (`nft list table`); false too when nft cannot run.
+pub async fn table_exists() -> bool {
+    tokio::process::Command::new("nft")
+        .args(["list", "table", "ip", TABLE])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|s| s.success())
 }
 
 /// Runs `nft -f -` with `script` on stdin; nft's stderr is the error.
@@ -187,6 +224,46 @@ mod tests {
             assert!(text.contains(hook), "{text}");
         }
         assert_eq!(text.matches("fib daddr type local jump ports").count(), 2);
+    }
+
+    /// The rules of chain `name`, trimmed, hook line first.
+    fn chain<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+        text.split(&format!("chain {name} {{\n"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no chain {name} in {text}"))
+            .split("\t}")
+            .next()
+            .unwrap()
+            .lines()
+            .map(str::trim)
+            .collect()
+    }
+
+    #[test]
+    fn loopback_addresses_arriving_on_the_bridge_are_dropped_before_dnat() {
+        let text = ruleset(&state()).unwrap();
+        assert_eq!(
+            chain(&text, "localnet"),
+            vec![
+                "type filter hook prerouting priority raw; policy accept;",
+                "iifname \"hyper0\" ip daddr 127.0.0.0/8 drop",
+            ]
+        );
+    }
+
+    #[test]
+    fn only_published_ports_and_pods_are_forwarded_into_the_bridge() {
+        let text = ruleset(&state()).unwrap();
+        assert_eq!(
+            chain(&text, "forward"),
+            vec![
+                "type filter hook forward priority filter; policy accept;",
+                "ct state established,related accept",
+                "ct status dnat accept",
+                "iifname \"hyper0\" oifname \"hyper0\" accept",
+                "oifname \"hyper0\" drop",
+            ]
+        );
     }
 
     #[test]

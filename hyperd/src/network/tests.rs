@@ -212,7 +212,9 @@ fn pod(json: &str) -> UserPod {
 #[test]
 fn spec_checks_name_the_field() {
     let dir = tempfile::tempdir().unwrap();
-    let net = offline(store_in(&dir), "192.168.123.1/24");
+    let mut net = offline(store_in(&dir), "192.168.123.1/24");
+    // check_spec touches nothing: with iptables on, port mappings are accepted.
+    net.config.iptables = true;
     let ok = [
         r#"{}"#,
         r#"{"network":"bridge","interfaces":[{"ip":"192.168.123.9/24","bridge":"hyt-test","mtu":9000}]}"#,
@@ -675,4 +677,462 @@ fn a_mapped_port_reaches_the_pod_from_loopback_and_a_busy_port_is_refused() {
         n.probe_host_ports(&[pm("90", "9090", "tcp"), pm("53", "5353", "udp")])
             .unwrap();
     });
+}
+
+// ---- the firewall, with real traffic ------------------------------------------------------
+
+/// A TCP server in a namespace answering each connection with `hello <peer> from <name>`,
+/// until dropped.
+struct Server {
+    port: u16,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds `0.0.0.0:port` (0: any) in `ns` before returning.
+    fn start(ns: &NetNs, port: u16, name: &str) -> Server {
+        let listener = ns.run(move || std::net::TcpListener::bind(("0.0.0.0", port)).unwrap());
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, name) = (stop.clone(), name.to_string());
+        let thread = std::thread::spawn(move || {
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut conn, peer)) => {
+                        let _ =
+                            conn.write_all(format!("hello {} from {name}", peer.ip()).as_bytes());
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                }
+            }
+        });
+        Server {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Connects from inside `ns` (2 s to connect) and reads the greeting, or says why not.
+fn fetch(ns: &NetNs, addr: &str) -> Result<String, String> {
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    ns.run(move || {
+        let mut conn =
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))
+                .map_err(|e| format!("connect {addr}: {e}"))?;
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(3)))
+            .unwrap();
+        let mut s = String::new();
+        conn.read_to_string(&mut s)
+            .map_err(|e| format!("read {addr}: {e}"))?;
+        Ok(s)
+    })
+}
+
+/// hyperd's side (a namespace with the bridge and a started [`Network`]) and pods: each a
+/// namespace joined to the bridge by a veth (`eth0` inside), with its leased address, its port
+/// mappings and a default route via the gateway; the ruleset applied.
+struct Lab {
+    gateway: Ipv4Addr,
+    /// Per pod: its namespace and address.
+    pods: Vec<(NetNs, Ipv4Addr)>,
+    ns: NetNs,
+    _dir: tempfile::TempDir,
+}
+
+impl Lab {
+    fn new(tag: &str, bridge: &str, bip: &str, pods: &[&[PortMapping]]) -> Lab {
+        let ns = NetNs::new(tag);
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(&dir);
+        let net = {
+            let (s, c) = (store.clone(), config(bridge, bip));
+            ns.run(move || block_on(Network::start(c, s)).unwrap())
+        };
+        let gateway = net.gateway().unwrap();
+        let mut made = Vec::new();
+        for (i, mappings) in pods.iter().enumerate() {
+            let pod_ns = NetNs::new(&format!("{tag}{i}"));
+            let name = format!("pod{i}");
+            let addr = net.allocate(&name, None).unwrap();
+            reserve(&store, &name, mappings).unwrap();
+            let veth = format!("hytv{i}");
+            run(
+                "ip",
+                &[
+                    "-n",
+                    &ns.name,
+                    "link",
+                    "add",
+                    &veth,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "eth0",
+                    "netns",
+                    &pod_ns.name,
+                ],
+            );
+            run(
+                "ip",
+                &["-n", &ns.name, "link", "set", &veth, "master", bridge, "up"],
+            );
+            let at = addr.to_string();
+            run(
+                "ip",
+                &["-n", &pod_ns.name, "addr", "add", &at, "dev", "eth0"],
+            );
+            run("ip", &["-n", &pod_ns.name, "link", "set", "eth0", "up"]);
+            let gw = gateway.to_string();
+            run(
+                "ip",
+                &["-n", &pod_ns.name, "route", "add", "default", "via", &gw],
+            );
+            made.push((pod_ns, addr.addr()));
+        }
+        let n = net.clone();
+        ns.run(move || block_on(n.apply())).unwrap();
+        Lab {
+            gateway,
+            pods: made,
+            ns,
+            _dir: dir,
+        }
+    }
+}
+
+#[test]
+fn a_pod_cannot_reach_the_hosts_loopback_through_the_bridge() {
+    let lab = Lab::new(
+        "lnet",
+        "hytbr3",
+        "10.81.0.1/24",
+        &[&[pm("80", "8080", "tcp")]],
+    );
+    let (pod, _) = &lab.pods[0];
+    // Host services bound to 127.0.0.1 only, TCP and UDP on the same port.
+    let tcp = lab
+        .ns
+        .run(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let port = tcp.local_addr().unwrap().port();
+    let udp = lab
+        .ns
+        .run(move || std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap());
+    // A root pod sends 127.0.0.1 to the gateway: a policy route ahead of the local table, and
+    // route_localnet on its own NIC so its kernel lets the packet out.
+    let gw = lab.gateway.to_string();
+    let out = pod.exec(&[
+        "sh",
+        "-c",
+        "echo 1 > /proc/sys/net/ipv4/conf/eth0/route_localnet",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    for args in [
+        vec![
+            "rule",
+            "add",
+            "pref",
+            "10",
+            "to",
+            "127.0.0.1",
+            "lookup",
+            "100",
+        ],
+        vec![
+            "route",
+            "add",
+            "127.0.0.1",
+            "via",
+            &gw,
+            "dev",
+            "eth0",
+            "table",
+            "100",
+        ],
+        vec!["rule", "del", "pref", "0", "lookup", "local"],
+        vec!["rule", "add", "pref", "20", "lookup", "local"],
+    ] {
+        let mut full = vec!["-n", pod.name.as_str()];
+        full.extend(args);
+        run("ip", &full);
+    }
+    let route = pod.exec(&["ip", "route", "get", "127.0.0.1"]);
+    assert!(
+        String::from_utf8_lossy(&route.stdout).contains(&format!("via {gw} dev eth0")),
+        "{route:?}"
+    );
+    let sent = pod.run(move || {
+        let u = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        u.send_to(b"udp from the pod", ("127.0.0.1", port)).unwrap();
+        std::net::TcpStream::connect_timeout(
+            &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            std::time::Duration::from_secs(2),
+        )
+        .map(drop)
+    });
+    assert!(
+        sent.is_err(),
+        "the pod connected to the host's 127.0.0.1:{port}"
+    );
+    tcp.set_nonblocking(true).unwrap();
+    assert!(
+        tcp.accept().is_err(),
+        "a connection reached 127.0.0.1:{port}"
+    );
+    udp.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    assert!(
+        udp.recv_from(&mut buf).is_err(),
+        "a datagram reached 127.0.0.1:{port}"
+    );
+    // The host's own 127.0.0.1 → pod mapping still works (its replies come back addressed to
+    // the gateway and are de-NATed after the raw hook).
+    let _web = Server::start(pod, 80, "web");
+    assert_eq!(
+        fetch(&lab.ns, "127.0.0.1:8080"),
+        Ok(format!("hello {gw} from web"))
+    );
+}
+
+#[test]
+fn an_outside_host_routing_the_subnet_reaches_published_ports_only() {
+    let lab = Lab::new(
+        "fwd",
+        "hytbr4",
+        "10.82.0.1/24",
+        &[&[pm("80", "8080", "tcp")], &[]],
+    );
+    let ((a, a_ip), (b, _)) = (&lab.pods[0], &lab.pods[1]);
+    // The outside: a veth to hyperd's namespace, and a route to the pods' subnet through it.
+    let outside = NetNs::new("fwdout");
+    run(
+        "ip",
+        &[
+            "-n",
+            &lab.ns.name,
+            "link",
+            "add",
+            "hytvo",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &outside.name,
+        ],
+    );
+    for (ns, ifname, addr) in [
+        (&lab.ns, "hytvo", "10.82.9.1/24"),
+        (&outside, "eth0", "10.82.9.2/24"),
+    ] {
+        run("ip", &["-n", &ns.name, "addr", "add", addr, "dev", ifname]);
+        run("ip", &["-n", &ns.name, "link", "set", ifname, "up"]);
+    }
+    run(
+        "ip",
+        &[
+            "-n",
+            &outside.name,
+            "route",
+            "add",
+            "10.82.0.0/24",
+            "via",
+            "10.82.9.1",
+        ],
+    );
+    let _web = Server::start(a, 80, "a");
+    let _other = Server::start(a, 81, "a");
+    // Unpublished ports, and the published one at the pod's own address: not reachable.
+    for port in [80, 81] {
+        let got = fetch(&outside, &format!("{a_ip}:{port}"));
+        assert!(got.is_err(), "the outside reached {a_ip}:{port}: {got:?}");
+    }
+    // The published port at the host's address: reached, the client's address kept.
+    assert_eq!(
+        fetch(&outside, "10.82.9.1:8080"),
+        Ok("hello 10.82.9.2 from a".to_string())
+    );
+    // Pod to pod, and pod egress (masqueraded) still pass.
+    let b_ip = lab.pods[1].1;
+    assert_eq!(
+        fetch(b, &format!("{a_ip}:81")),
+        Ok(format!("hello {b_ip} from a"))
+    );
+    let far = Server::start(&outside, 0, "outside");
+    assert_eq!(
+        fetch(b, &format!("10.82.9.2:{}", far.port)),
+        Ok("hello 10.82.9.1 from outside".to_string())
+    );
+}
+
+#[test]
+fn a_pod_reaches_published_ports_through_the_gateway_including_its_own() {
+    let lab = Lab::new(
+        "hpin",
+        "hytbr5",
+        "10.83.0.1/24",
+        &[&[pm("80", "8080", "tcp")], &[pm("80", "8081", "tcp")]],
+    );
+    let _a = Server::start(&lab.pods[0].0, 80, "a");
+    let _b = Server::start(&lab.pods[1].0, 80, "b");
+    let gw = lab.gateway;
+    let a = &lab.pods[0].0;
+    // Another pod's published port: masqueraded to the gateway, so b answers by the gateway
+    // (not straight to a, which would drop an answer from an address it never called).
+    assert_eq!(
+        fetch(a, &format!("{gw}:8081")),
+        Ok(format!("hello {gw} from b"))
+    );
+    // Its own: with br_netfilter (bridge-nf-call-iptables=1, the default once the module is
+    // loaded) the DNATed frame is bridged back out of the port it came in by, which a bridge
+    // does only in hairpin mode: the mode the VM's tap port needs (Docker without the
+    // userland proxy and kubelet's hairpin-veth set it too). Masquerade makes the rest work.
+    run(
+        "ip",
+        &[
+            "-n",
+            &lab.ns.name,
+            "link",
+            "set",
+            "hytv0",
+            "type",
+            "bridge_slave",
+            "hairpin",
+            "on",
+        ],
+    );
+    assert_eq!(
+        fetch(a, &format!("{gw}:8080")),
+        Ok(format!("hello {gw} from a"))
+    );
+}
+
+#[test]
+fn a_bridge_name_that_is_not_a_bridge_is_refused() {
+    let ns = NetNs::new("nobr");
+    run(
+        "ip",
+        &[
+            "-n", &ns.name, "link", "add", "hytve0", "type", "veth", "peer", "name", "hytve1",
+        ],
+    );
+    run(
+        "ip",
+        &[
+            "-n",
+            &ns.name,
+            "addr",
+            "add",
+            "10.84.0.1/24",
+            "dev",
+            "hytve0",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(&dir);
+    for (name, kind) in [("hytve0", "a veth"), ("lo", "a device without a link kind")] {
+        let s = store.clone();
+        let e = ns
+            .run(move || block_on(Network::start(config(name, "10.84.0.1/24"), s)))
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string()
+                .contains(&format!("{name} is not a bridge (it is {kind})")),
+            "{e}"
+        );
+        assert_eq!(e.kind(), Kind::Internal);
+    }
+    // Nothing was set up on the way.
+    let out = ns.exec(&["nft", "list", "tables"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "");
+    let rl = ns.exec(&["cat", "/proc/sys/net/ipv4/conf/hytve0/route_localnet"]);
+    assert_eq!(String::from_utf8_lossy(&rl.stdout).trim(), "0");
+}
+
+/// The log lines written while `f` runs on this thread.
+fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let w = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || w.clone())
+        .finish();
+    let out = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
+    (out, text)
+}
+
+#[test]
+fn iptables_off_refuses_port_mappings_and_warns_of_a_stale_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = offline(store_in(&dir), "192.168.123.1/24");
+    let spec = pod(r#"{"portmappings":[{"containerPort":"80","hostPort":"8080"}]}"#);
+    let e = net.check_spec(&spec).unwrap_err();
+    assert_eq!(e.field, "portmappings");
+    assert_eq!(e.message, "not available with --iptables=false");
+    net.check_spec(&pod(r#"{"portmappings":[]}"#)).unwrap();
+    net.config.iptables = true;
+    net.check_spec(&spec).unwrap();
+
+    // A table left by a run with iptables on: named in a warning, and left in place.
+    let lab = Lab::new("stale", "hytbr6", "10.85.0.1/24", &[&[]]);
+    let ns = &lab.ns;
+    assert!(
+        ns.exec(&["nft", "list", "table", "ip", "hyperd"])
+            .status
+            .success()
+    );
+    let store = store_in(&dir);
+    let (started, log) = ns.run(move || {
+        logged(|| {
+            let mut c = config("hytbr6", "10.85.0.1/24");
+            c.iptables = false;
+            block_on(Network::start(c, store)).map(drop)
+        })
+    });
+    started.unwrap();
+    assert!(log.contains("WARN"), "{log}");
+    assert!(log.contains("nftables table ip hyperd"), "{log}");
+    assert!(
+        ns.exec(&["nft", "list", "table", "ip", "hyperd"])
+            .status
+            .success()
+    );
+    // No table: no warning.
+    let (_, quiet) = NetNs::new("nostale").run(|| {
+        logged(|| {
+            let mut c = config("hytbr7", "10.86.0.1/24");
+            c.iptables = false;
+            let dir = tempfile::tempdir().unwrap();
+            block_on(Network::start(c, store_in(&dir))).map(drop)
+        })
+    });
+    assert!(!quiet.contains("WARN"), "{quiet}");
 }
