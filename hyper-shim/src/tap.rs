@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::LinkMessage;
-use rtnetlink::{Handle, LinkUnspec};
+use rtnetlink::{Handle, LinkBridgePort, LinkUnspec};
 
 use hyper_proto::mac::parse_mac;
 use hyper_proto::types::NicSpec;
@@ -206,7 +206,15 @@ impl Tap {
                         "join the bridge and bring it up",
                         format!("bridge {}: {e}", c.bridge),
                     )
-                })
+                })?;
+            // Hairpin: a pod's packet to its own published port (DNAT on the host) goes back
+            // out of the port it came in on, which a bridge forwards only in this mode.
+            handle
+                .link()
+                .set_port(LinkBridgePort::new(tap).hairpin(true).build())
+                .execute()
+                .await
+                .map_err(|e| setup("set hairpin mode", e.to_string()))
         }
         .await;
         driver.abort();

@@ -321,6 +321,13 @@ fn a_port_mapping_serves_httpd_until_it_is_deleted() {
     wait_served(&net.ns, at_gateway, "served by web", &net.d);
     wait_served(&net.ns, at_loopback, "served by web", &net.d);
     wait_served(&out.ns, from_outside, "served by web", &net.d);
+    // Hairpin: the pod reaches its own published port through the host's address.
+    // (busybox's static wget crashes resolving; nc takes the address as it is)
+    let own = net.sh(
+        "web",
+        &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 10 {GATEWAY} 8080"),
+    );
+    assert!(own.ends_with("served by web\n"), "{own}");
     // The pod's own port stays reachable on the bridge too.
     wait_served(
         &net.ns,

@@ -56,9 +56,11 @@ async fn a_nic_on_a_bridge_reaches_its_gateway_and_containers_see_the_pods_etc_f
         }),
         "VmInfo names the NIC the VM got"
     );
-    let shown = ns.ip(&["link", "show", tap]);
+    let shown = ns.ip(&["-d", "link", "show", tap]);
     assert!(
-        shown.contains(&format!("master {BRIDGE}")) && shown.contains("mtu 1500"),
+        shown.contains(&format!("master {BRIDGE}"))
+            && shown.contains("mtu 1500")
+            && shown.contains("hairpin on"),
         "{shown}"
     );
 
