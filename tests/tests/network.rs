@@ -214,7 +214,7 @@ fn hyperd_stays_in_its_namespace_across_restart_and_kill9() {
 }
 
 #[test]
-fn two_pods_reach_each_other_and_a_container_resolves_its_own_name() {
+fn pods_reach_each_other_by_address_and_by_name() {
     let net = Net::start("ping");
     net.sleeper("alpha", &[]);
     net.sleeper("beta", &[]);
@@ -236,6 +236,20 @@ fn two_pods_reach_each_other_and_a_container_resolves_its_own_name() {
     assert!(out.contains(&format!("({a})")), "{out}");
     let out = net.sh("beta", "ping -c 1 -W 5 beta");
     assert!(out.contains(&format!("({b})")), "{out}");
+    // ... and the other pods' names are theirs: pods reach each other by name.
+    let out = net.sh("alpha", "ping -c 1 -W 5 beta");
+    assert!(out.contains(&format!("({b})")), "{out}");
+    let out = net.sh("beta", "ping -c 1 -W 5 alpha");
+    assert!(out.contains(&format!("({a})")), "{out}");
+    // A pod that starts later is named in the running pods' /etc/hosts at once, and gone
+    // from them when it stops.
+    net.sleeper("gamma", &[]);
+    let g = net.pod_ip("gamma");
+    let out = net.sh("alpha", "ping -c 1 -W 5 gamma");
+    assert!(out.contains(&format!("({g})")), "{out}");
+    net.d.ok(&["stop", "gamma"]);
+    let hosts = net.sh("alpha", "cat /etc/hosts");
+    assert!(!hosts.contains("gamma"), "{hosts}");
 
     // The guest's address and route are the ones /pod/info reports.
     let addrs = net.sh("alpha", "ip -4 -o addr show");

@@ -32,6 +32,17 @@ pub fn hosts(hostname: &str, addr: Option<std::net::Ipv4Addr>, names: &[String])
     out
 }
 
+/// `/etc/hosts` lines for the other pods on the bridge: each pod's address and its names
+/// (hostname, container names), so pods reach each other by name. Pods without a name are
+/// left out.
+pub fn peer_hosts(peers: &[(std::net::Ipv4Addr, Vec<String>)]) -> String {
+    peers
+        .iter()
+        .filter(|(_, names)| !names.is_empty())
+        .map(|(addr, names)| format!("{addr}\t{}\n", names.join(" ")))
+        .collect()
+}
+
 /// `/etc/resolv.conf`: the pod's `dns`, `dnsSearch`, `dnsOptions` where given; the rest from
 /// the host's file (`host`), whose loopback nameservers are dropped; [`FALLBACK_NAMESERVERS`]
 /// when no nameserver remains.
@@ -103,6 +114,18 @@ mod tests {
         assert_eq!(lines.len(), 7);
         let text = hosts("solo", None, &["c1".into()]);
         assert!(text.ends_with("127.0.1.1\tsolo c1\n"), "{text}");
+    }
+
+    #[test]
+    fn peers_are_one_line_each() {
+        let text = peer_hosts(&[
+            (
+                "192.168.123.8".parse().unwrap(),
+                vec!["db".into(), "db-main".into()],
+            ),
+            ("192.168.123.9".parse().unwrap(), vec![]),
+        ]);
+        assert_eq!(text, "192.168.123.8\tdb db-main\n");
     }
 
     #[test]

@@ -471,6 +471,16 @@ impl Network {
         Ok(())
     }
 
+    /// Every pod holding an address, with it: `(pod id, address)`.
+    pub fn holders(&self) -> Result<Vec<(String, Ipv4Addr)>, Error> {
+        Ok(self
+            .store
+            .read(store::list_leases)?
+            .into_iter()
+            .map(|l| (l.pod_id, l.address))
+            .collect())
+    }
+
     /// The pod's address with the subnet's prefix, if it holds one.
     pub fn address_of(&self, pod_id: &str) -> Result<Option<Ipv4Net>, Error> {
         let lease = self.store.read(|c| store::lease_of(c, pod_id))?;

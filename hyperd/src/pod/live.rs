@@ -93,6 +93,7 @@ impl Pods {
             remove_dir(&ct);
             return Err(e);
         }
+        self.refresh_peers(pod_id).await;
         tracing::info!(pod_id, container_id = %ct.id, "container created");
         Ok(ct.id)
     }
@@ -198,6 +199,7 @@ impl Pods {
         if let Err(e) = self.refresh_etc(&pod.id).await {
             tracing::warn!(pod_id = %pod.id, "/etc/hosts after removing {}: {e}", ct.id);
         }
+        self.refresh_peers(&pod.id).await;
         tracing::info!(container_id = %ct.id, "container removed");
         Ok(())
     }
@@ -232,6 +234,7 @@ impl Pods {
         if let Err(e) = self.refresh_etc(&ct.pod_id).await {
             tracing::warn!(pod_id = %ct.pod_id, "/etc/hosts after renaming {}: {e}", ct.id);
         }
+        self.refresh_peers(&ct.pod_id).await;
         Ok(())
     }
 

@@ -276,6 +276,8 @@ impl Pods {
                 pod.state = PodState::Running;
                 self.store.write(|tx| store::update_pod(tx, &pod))?;
                 tracing::info!(pod_id, vm_id = %vm.id, "pod running");
+                // The other pods' /etc/hosts name it now.
+                self.refresh_peers(pod_id).await;
                 Ok(())
             }
             Err(e) => {

@@ -109,8 +109,12 @@ impl Pods {
         {
             tracing::warn!(pod_id, vm_id = %shim.vm_id, "take the guest's nic down: {e}");
         }
+        let held = matches!(self.network.address_of(pod_id), Ok(Some(_)));
         if let Err(e) = self.network.release(pod_id) {
             tracing::error!(pod_id, "release the pod's address: {e}");
+        }
+        if held {
+            self.refresh_peers(pod_id).await;
         }
         if let Err(e) = self.network.apply().await {
             tracing::error!(pod_id, "update the firewall: {e}");
@@ -125,14 +129,37 @@ impl Pods {
         shim: &Shim,
         address: Option<Ipv4Addr>,
     ) -> Result<()> {
-        let names: Vec<String> = self
-            .containers(&pod.id)?
-            .into_iter()
-            .map(|c| c.name)
-            .collect();
-        shim.write_etc_files(self.network.etc_files(&pod.spec, address, &names))
-            .await?;
+        let names = self.names_of(&pod.id, &pod.spec.hostname)?;
+        let mut files = self.network.etc_files(&pod.spec, address, &names[1..]);
+        if address.is_some() {
+            files
+                .hosts
+                .push_str(&network::etc::peer_hosts(&self.peers_of(&pod.id)?));
+        }
+        shim.write_etc_files(files).await?;
         Ok(())
+    }
+
+    /// The pod's hostname, then its containers' names.
+    fn names_of(&self, pod_id: &str, hostname: &str) -> Result<Vec<String>> {
+        let mut names = vec![hostname.to_string()];
+        names.extend(self.containers(pod_id)?.into_iter().map(|c| c.name));
+        Ok(names)
+    }
+
+    /// Every other pod holding an address, with its names: what `pod_id`'s /etc/hosts lists
+    /// after its own lines.
+    fn peers_of(&self, pod_id: &str) -> Result<Vec<(Ipv4Addr, Vec<String>)>> {
+        let mut peers = Vec::new();
+        for (holder, address) in self.network.holders()? {
+            if holder == pod_id {
+                continue;
+            }
+            if let Ok(peer) = self.get(&holder) {
+                peers.push((address, self.names_of(&holder, &peer.spec.hostname)?));
+            }
+        }
+        Ok(peers)
     }
 
     /// After a container was added, removed or renamed in a running pod: its /etc/hosts
@@ -148,6 +175,26 @@ impl Pods {
         let shim = self.vms.shim(vm_id)?;
         let address = self.network.address_of(pod_id)?.map(|l| l.addr());
         self.write_etc(&pod, &shim, address).await
+    }
+
+    /// After `changed` took or gave back its address, or its containers' names changed: the
+    /// other running pods' /etc/hosts follow (they list it). Failures are logged: a peer
+    /// stopping meanwhile has nothing to update.
+    pub(super) async fn refresh_peers(&self, changed: &str) {
+        let holders = match self.network.holders() {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(pod_id = changed, "pods to tell about {changed}: {e}");
+                return;
+            }
+        };
+        for (holder, _) in holders {
+            if holder != changed
+                && let Err(e) = self.refresh_etc(&holder).await
+            {
+                tracing::warn!(pod_id = %holder, "/etc/hosts after {changed} changed: {e}");
+            }
+        }
     }
 
     /// The pod's address (CIDR) while it has one.
