@@ -518,6 +518,20 @@ fn addresses_never_repeat_across_restarts_and_nothing_is_left() {
         !tables.iter().any(|t| t.contains("hyperd")),
         "left: {tables:?}"
     );
+    // No allocation is left either: the address `keep` held to the end can be had again.
+    let r = net.create(&format!(
+        r#"{{"id":"again","containers":[{{"name":"again","image":"busybox","command":["sleep","600"]}}],"interfaces":[{{"ip":"{}/24"}}]}}"#,
+        seen[0].1
+    ));
+    assert_eq!(r.status, 201, "{r:?}\n{}", net.d.log());
+    net.d.ok(&["start", "again"]);
+    assert_eq!(net.pod_ip("again"), seen[0].1);
+    net.d.ok(&["rm", "again"]);
+    let tables = net.ns.nft_tables();
+    assert!(
+        !tables.iter().any(|t| t.contains("hyperd")),
+        "left: {tables:?}"
+    );
 }
 
 #[test]
