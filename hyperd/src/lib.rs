@@ -151,11 +151,12 @@ async fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, StartError> 
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| io(format!("mkdir {}", dir.display()), e))?;
     }
-    let listener = tokio::net::UnixListener::bind(path)
-        .map_err(|e| io(format!("bind {}", path.display()), e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .map_err(|e| io(format!("chmod {}", path.display()), e))?;
-    Ok(listener)
+    // Created with its final mode (0660): no window in which anyone else could connect. Start-up
+    // creates no other file meanwhile, so the process-wide mask is safe to borrow.
+    let mask = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o117));
+    let bound = tokio::net::UnixListener::bind(path);
+    rustix::process::umask(mask);
+    bound.map_err(|e| io(format!("bind {}", path.display()), e))
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. Shims (and so pods) keep running afterwards.
@@ -163,9 +164,12 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     for dir in [&config.root, &config.run_dir] {
         std::fs::create_dir_all(dir).map_err(|e| io(format!("mkdir {}", dir.display()), e))?;
     }
-    // The root holds credentials, pod environments and image content: owner only.
-    std::fs::set_permissions(&config.root, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| io(format!("chmod {}", config.root.display()), e))?;
+    // The root holds credentials, pod environments and image content, the run dir the shims'
+    // sockets and VM consoles: owner only.
+    for dir in [&config.root, &config.run_dir] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| io(format!("chmod {}", dir.display()), e))?;
+    }
     let _lock = lock_root(&config.root)?;
     let config = Arc::new(config);
     let store = Arc::new(Store::open(&config.db_path()).map_err(error::Error::from)?);

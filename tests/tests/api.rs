@@ -265,6 +265,11 @@ fn one_daemon_per_root_a_0660_socket_and_stale_sockets_replaced() {
     let mut d = TestDaemon::start();
     let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660);
+    // State and run dirs are the owner's only; so is the database.
+    let mode_of = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode_of(&d.root), 0o700);
+    assert_eq!(mode_of(&d.run_dir), 0o700);
+    assert_eq!(mode_of(&d.root.join("hyperd.db")), 0o600);
 
     let second = d.command().stdin(Stdio::null()).output().unwrap();
     assert!(!second.status.success());
