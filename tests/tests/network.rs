@@ -463,6 +463,7 @@ fn a_host_port_is_given_once() {
         "busybox",
         "true",
     ]);
+    assert_eq!(net.d.ok(&["port", "udp"]), "80/udp -> 0.0.0.0:8081\n");
 }
 
 #[test]
