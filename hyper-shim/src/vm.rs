@@ -238,6 +238,7 @@ impl Vm {
             memory_mib: spec.memory_mib,
             vmm_reason: choice.reason,
             nic: nic_info,
+            disks: Vec::new(),
         };
         tracing::info!(
             vm_id = %self.config.id,
@@ -375,6 +376,10 @@ impl Vm {
                 work: PathBuf::from(&req.work_dir),
             }
         };
+        if !req.mounts.is_empty() {
+            // Placeholder of the spec-base contract: volumes are shared in the volumes work.
+            return Err(Error::InvalidArgument("mounts: not built yet".into()));
+        }
         self.share.attach(&req.id, &rootfs)?;
         let created = bounded(
             "create container",
@@ -384,6 +389,8 @@ impl Vm {
                 process: req.process,
                 hostname: req.hostname,
                 resources: req.resources,
+                mounts: Vec::new(),
+                options: req.options,
             }),
         )
         .await;

@@ -6,9 +6,11 @@
 
 mod live;
 mod net;
+mod options;
 pub mod spec;
 pub mod state;
 mod supervise;
+pub mod volumes;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -327,11 +329,11 @@ impl Pods {
             cpus: pod.spec.resource.vcpu as u32,
             memory_mib: pod.spec.resource.memory as u32,
         };
-        Ok(if self.network.wants_address(&pod.spec) {
-            self.vms.boot(size).await?
-        } else {
-            self.vms.boot_without_nic(size).await?
-        })
+        let disks = self.pod_disks(&pod.spec)?;
+        Ok(self
+            .vms
+            .boot_for_pod(size, self.network.wants_address(&pod.spec), disks)
+            .await?)
     }
 
     async fn start_containers(
@@ -374,6 +376,8 @@ impl Pods {
                 layers: overlay.layers,
                 upper_dir: overlay.upper.to_string_lossy().into_owned(),
                 work_dir: overlay.work.to_string_lossy().into_owned(),
+                mounts: self.volume_mounts(pod, ct)?,
+                options: Some(self.container_options(pod, ct)?),
             })
             .await
             .map_err(|s| shim.error(s))?;

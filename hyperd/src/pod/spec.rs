@@ -301,6 +301,7 @@ pub fn normalize(mut pod: UserPod) -> Result<UserPod, SpecError> {
             ));
         }
     }
+    super::volumes::check_volumes(&pod)?;
     Ok(pod)
 }
 

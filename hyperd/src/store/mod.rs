@@ -129,6 +129,16 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (protocol, host_port)
     );
     CREATE INDEX host_ports_pod ON host_ports (pod_id);",
+    // 7: named volumes kept under `--root` (`pod_id` set: an image VOLUME's anonymous volume,
+    // removed with its pod).
+    "CREATE TABLE volumes (
+        name TEXT PRIMARY KEY,
+        created INTEGER NOT NULL,
+        labels TEXT NOT NULL DEFAULT '{}',
+        pod_id TEXT
+    );",
+    // 8: restart policies: how often hyperd restarted each container.
+    "ALTER TABLE containers ADD COLUMN restart_count INTEGER NOT NULL DEFAULT 0;",
 ];
 
 pub struct Store {

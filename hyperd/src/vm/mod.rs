@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use hyper_proto::shim::{CreateVmRequest, ShutdownRequest, VmState as ShimVmState};
-use hyper_proto::types::Empty;
+use hyper_proto::types::{DiskSpec, Empty};
 
 use crate::config::Config;
 use crate::error::Kind;
@@ -221,9 +221,19 @@ impl Vms {
         self.boot_as(size, VmRole::Pool, true).await
     }
 
-    /// As [`Vms::boot`], without a NIC: for a pod whose network is `none`.
-    pub async fn boot_without_nic(self: &Arc<Self>, size: VmSize) -> Result<VmRecord> {
-        self.boot_as(size, VmRole::Pool, false).await
+    /// As [`Vms::boot`], for one pod: with a NIC unless its network is `none`, and with the
+    /// pod's block volumes as virtio-blk disks (QEMU's microvm has no hotplug).
+    pub async fn boot_for_pod(
+        self: &Arc<Self>,
+        size: VmSize,
+        with_nic: bool,
+        disks: Vec<DiskSpec>,
+    ) -> Result<VmRecord> {
+        if !disks.is_empty() {
+            // Placeholder of the spec-base contract: disks reach the shim in the volumes work.
+            return Err(Error::Unsupported("block volumes".into()));
+        }
+        self.boot_as(size, VmRole::Pool, with_nic).await
     }
 
     /// As [`Vms::boot`], a VM recorded as a build's (no NIC): see [`VmRole::Build`].

@@ -105,6 +105,7 @@ impl BuildVm {
                 layers: step.layers.clone(),
                 upper_dir: step.upper.to_string_lossy().into_owned(),
                 work_dir: step.work.to_string_lossy().into_owned(),
+                ..Default::default()
             })
             .await
             .map_err(|s| shim.error(s))?;
