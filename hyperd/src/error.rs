@@ -32,6 +32,8 @@ pub enum Error {
     Store(#[from] crate::store::Error),
     #[error(transparent)]
     Network(#[from] crate::network::Error),
+    #[error(transparent)]
+    Volume(#[from] crate::volume::Error),
     #[error("{0}")]
     InvalidInput(String),
 }
@@ -46,6 +48,7 @@ impl Error {
             Error::Vm(e) => e.kind(),
             Error::Store(e) => e.kind(),
             Error::Network(e) => e.kind(),
+            Error::Volume(e) => e.kind(),
             Error::InvalidInput(_) => Kind::InvalidInput,
         }
     }

@@ -3,7 +3,7 @@
 //! Module map: [`config`] (flags and file), [`api`] (routes, hijack, error → status),
 //! [`pod`] (pod lifecycle and spec), [`container`] (processes, rootfs, output, exec),
 //! [`image`] (import and store), [`vm`] (shim launcher, client, monitor), [`network`] (bridge,
-//! addresses, NAT, port mappings, /etc files), [`store`] (SQLite records), [`ids`]. [`run`] wires them together and serves until SIGTERM/SIGINT; pods keep
+//! addresses, NAT, port mappings, /etc files), [`store`] (SQLite records), [`volume`] (named volumes), [`ids`]. [`run`] wires them together and serves until SIGTERM/SIGINT; pods keep
 //! running when hyperd stops.
 
 pub mod api;
@@ -16,6 +16,7 @@ pub mod network;
 pub mod pod;
 pub mod store;
 pub mod vm;
+pub mod volume;
 
 use std::fs::File;
 use std::io::Write as _;
@@ -39,6 +40,7 @@ use crate::network::Network;
 use crate::pod::Pods;
 use crate::store::Store;
 use crate::vm::Vms;
+use crate::volume::Volumes;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -50,6 +52,7 @@ pub struct Daemon {
     pub images: Arc<Images>,
     pub execs: Arc<Execs>,
     pub network: Arc<Network>,
+    pub volumes: Arc<Volumes>,
 }
 
 impl Daemon {
@@ -240,6 +243,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         images,
         execs,
         network,
+        volumes: Arc::new(Volumes::new(&config.root, store.clone())),
     });
     let app = tower::util::MapRequestLayer::new(api::strip_version).layer(api::router(daemon));
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -1,6 +1,6 @@
 //! The REST API: routes (one file per resource), the `/v<version>` prefix that every route
 //! also answers under, and the listeners (unix sockets, TCP). Handlers only translate between
-//! HTTP and the services in `pod`, `image`, `vm` and `container`.
+//! HTTP and the services in `pod`, `image`, `vm`, `container` and `volume`.
 
 mod build;
 mod commit;
@@ -13,6 +13,7 @@ mod pod;
 mod spec;
 mod system;
 mod vm;
+mod volume;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -117,7 +118,13 @@ fn routes() -> Router<Arc<Daemon>> {
         .route("/container/remove", post(container::remove))
         .route("/container/rename", post(container::rename))
         .route("/container/info", get(container::info))
-        .route("/container/logs", get(container::logs));
+        .route("/container/logs", get(container::logs))
+        .route("/volumes/create", post(volume::create))
+        .route("/volumes", get(volume::list))
+        .route(
+            "/volumes/{name}",
+            get(volume::inspect).delete(volume::remove),
+        );
     NOT_BUILT
         .iter()
         .fold(built, |r, (method, path)| {

@@ -74,6 +74,8 @@ pub enum Error {
     Store(#[from] store::Error),
     #[error(transparent)]
     Network(network::Error),
+    #[error(transparent)]
+    Volume(#[from] crate::volume::Error),
 }
 
 impl Error {
@@ -91,6 +93,7 @@ impl Error {
             Error::Vm(e) => e.kind(),
             Error::Store(e) => e.kind(),
             Error::Network(e) => e.kind(),
+            Error::Volume(e) => e.kind(),
         }
     }
 }
@@ -323,6 +326,7 @@ impl Pods {
     /// unless the pod's network is `none`.
     async fn vm_for(self: &Arc<Self>, pod: &PodRecord, vm_id: Option<&str>) -> Result<VmRecord> {
         if let Some(id) = vm_id {
+            self.refuse_disks_in_idle_vm(&pod.spec, id)?;
             return self.idle_vm(id);
         }
         let size = VmSize {
@@ -376,7 +380,7 @@ impl Pods {
                 layers: overlay.layers,
                 upper_dir: overlay.upper.to_string_lossy().into_owned(),
                 work_dir: overlay.work.to_string_lossy().into_owned(),
-                mounts: self.volume_mounts(pod, ct)?,
+                mounts: self.volume_mounts(pod, ct).await?,
                 options: Some(self.container_options(pod, ct)?),
             })
             .await
@@ -574,6 +578,7 @@ impl Pods {
         })?;
         // A failed pod may still hold its address; its mappings' rules go with it.
         self.disconnect_network(pod_id, None).await;
+        self.volumes().remove_of_pod(pod_id);
         self.locks
             .lock()
             .unwrap_or_else(|e| e.into_inner())

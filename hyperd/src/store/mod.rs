@@ -5,6 +5,7 @@
 
 mod net;
 mod records;
+mod volumes;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -13,6 +14,7 @@ use rusqlite::{Connection, Transaction};
 
 pub use net::*;
 pub use records::*;
+pub use volumes::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -218,7 +218,7 @@ impl Vms {
     /// cleans up.
     /// It has a NIC on hyperd's bridge (unless networking is off), so any pod can use it.
     pub async fn boot(self: &Arc<Self>, size: VmSize) -> Result<VmRecord> {
-        self.boot_as(size, VmRole::Pool, true).await
+        self.boot_as(size, VmRole::Pool, true, Vec::new()).await
     }
 
     /// As [`Vms::boot`], for one pod: with a NIC unless its network is `none`, and with the
@@ -229,16 +229,12 @@ impl Vms {
         with_nic: bool,
         disks: Vec<DiskSpec>,
     ) -> Result<VmRecord> {
-        if !disks.is_empty() {
-            // Placeholder of the spec-base contract: disks reach the shim in the volumes work.
-            return Err(Error::Unsupported("block volumes".into()));
-        }
-        self.boot_as(size, VmRole::Pool, with_nic).await
+        self.boot_as(size, VmRole::Pool, with_nic, disks).await
     }
 
     /// As [`Vms::boot`], a VM recorded as a build's (no NIC): see [`VmRole::Build`].
     pub async fn boot_build(self: &Arc<Self>, size: VmSize) -> Result<VmRecord> {
-        self.boot_as(size, VmRole::Build, false).await
+        self.boot_as(size, VmRole::Build, false, Vec::new()).await
     }
 
     async fn boot_as(
@@ -246,6 +242,7 @@ impl Vms {
         size: VmSize,
         role: VmRole,
         with_nic: bool,
+        disks: Vec<DiskSpec>,
     ) -> Result<VmRecord> {
         let id = ids::vm_id();
         let paths = ShimPaths::new(&self.config.run_dir, &id);
@@ -262,7 +259,10 @@ impl Vms {
             role,
         };
         self.store.write(|tx| store::insert_vm(tx, &record))?;
-        match self.boot_recorded(&mut record, &paths, with_nic).await {
+        match self
+            .boot_recorded(&mut record, &paths, with_nic, disks)
+            .await
+        {
             Ok(()) => Ok(record),
             Err(e) => {
                 tracing::error!(
@@ -282,6 +282,7 @@ impl Vms {
         record: &mut VmRecord,
         paths: &ShimPaths,
         with_nic: bool,
+        disks: Vec<DiskSpec>,
     ) -> Result<()> {
         let argv = launcher::shim_argv(
             &record.id,
@@ -306,6 +307,7 @@ impl Vms {
                 } else {
                     None
                 },
+                disks,
                 ..Default::default()
             })
             .await

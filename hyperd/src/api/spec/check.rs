@@ -32,6 +32,7 @@ fn module_source(module: &str) -> Option<&'static str> {
         "exec" => include_str!("../exec.rs"),
         "container" => include_str!("../container.rs"),
         "spec" => include_str!("../spec.rs"),
+        "volume" => include_str!("../volume.rs"),
         _ => return None,
     })
 }
@@ -690,7 +691,12 @@ pub(in crate::api) fn live(dir: &std::path::Path) -> axum::Router {
         Default::default(),
     )
     .unwrap();
-    let execs = Arc::new(container::exec::Execs::new(store, vms.clone(), changes));
+    let execs = Arc::new(container::exec::Execs::new(
+        store.clone(),
+        vms.clone(),
+        changes,
+    ));
+    let volumes = Arc::new(crate::volume::Volumes::new(&config.root, store));
     let daemon = Arc::new(Daemon {
         config,
         pods,
@@ -698,6 +704,7 @@ pub(in crate::api) fn live(dir: &std::path::Path) -> axum::Router {
         images,
         execs,
         network,
+        volumes,
     });
     super::super::router(daemon)
 }
