@@ -5,7 +5,8 @@ use anyhow::{Context, Result, bail};
 use hyper::StatusCode;
 
 use hyper_proto::rest::{
-    EnvironmentVar, IdResponse, ImageInspect, UserContainer, UserPod, UserResource,
+    EnvironmentVar, IdResponse, ImageInspect, UserContainer, UserPod, UserResource, UserVolume,
+    UserVolumeReference,
 };
 
 use super::port::parse_publishes;
@@ -52,6 +53,11 @@ pub struct PodFlags {
     /// default) or `none` (loopback only).
     #[arg(long = "net", visible_alias = "network", value_enum)]
     pub net: Option<NetMode>,
+    /// Mount a volume: an absolute host path (a directory or file, shared with the VM) or the
+    /// name of a named volume (made on first use, kept after the pod), at the absolute path
+    /// DST in the container; `:ro` mounts it read-only (repeatable).
+    #[arg(short = 'v', long = "volume", value_name = "SRC:DST[:ro|rw]")]
+    pub volumes: Vec<String>,
     /// IMAGE [COMMAND [ARG...]] (not with --podfile).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
@@ -111,6 +117,64 @@ pub fn parse_envs(flags: &[String]) -> Result<Vec<EnvironmentVar>> {
         .collect()
 }
 
+/// `-v SRC:DST[:ro|rw]` flags as the container's volume references, each with its volume
+/// inline (`detail`): an absolute SRC is a host path (a `vfs` volume named after its last
+/// component and 5 digits, as hyperctl 1.1 named it); any other SRC is a named volume.
+pub fn parse_volumes(flags: &[String]) -> Result<Vec<UserVolumeReference>> {
+    flags
+        .iter()
+        .enumerate()
+        .map(|(i, flag)| {
+            let parts: Vec<&str> = flag.split(':').collect();
+            let (src, dst, read_only) = match parts.as_slice() {
+                [src, dst] => (*src, *dst, false),
+                [src, dst, "ro"] => (*src, *dst, true),
+                [src, dst, "rw"] => (*src, *dst, false),
+                [_, _, mode] => bail!("--volume {flag:?}: mode {mode:?}: must be ro or rw"),
+                _ => bail!("--volume {flag:?}: expected SRC:DST[:ro|rw]"),
+            };
+            if src.is_empty() {
+                bail!("--volume {flag:?}: SRC is empty: give a host path or a volume name");
+            }
+            if !dst.starts_with('/') {
+                bail!("--volume {flag:?}: DST {dst:?} must be an absolute path in the container");
+            }
+            let detail = if src.starts_with('/') {
+                let base: String = src
+                    .trim_end_matches('/')
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || "_.-".contains(*c))
+                    .collect();
+                let base = match base.trim_start_matches(['_', '.', '-']) {
+                    "" => "volume",
+                    b => b,
+                };
+                let digits = random_digits();
+                UserVolume {
+                    name: format!("{base}{}{i}", &digits[digits.len() - 4..]),
+                    source: src.into(),
+                    format: "vfs".into(),
+                    ..Default::default()
+                }
+            } else {
+                UserVolume {
+                    name: src.into(),
+                    ..Default::default()
+                }
+            };
+            Ok(UserVolumeReference {
+                volume: detail.name.clone(),
+                path: dst.into(),
+                read_only,
+                detail: Some(detail),
+            })
+        })
+        .collect()
+}
+
 impl PodFlags {
     /// The pod JSON to send.
     pub fn spec(&self) -> Result<Vec<u8>> {
@@ -118,9 +182,9 @@ impl PodFlags {
             if !self.args.is_empty() {
                 bail!("give either a pod file or IMAGE [COMMAND], not both");
             }
-            if !self.publish.is_empty() || self.net.is_some() {
+            if !self.publish.is_empty() || self.net.is_some() || !self.volumes.is_empty() {
                 bail!(
-                    "--publish and --net are not taken with --podfile: give `portmappings` and `network` in the pod file"
+                    "--publish, --net and --volume are not taken with --podfile: give `portmappings`, `network` and `volumes` in the pod file"
                 );
             }
             return std::fs::read(file).with_context(|| format!("read {}", file.display()));
@@ -131,6 +195,7 @@ impl PodFlags {
         let name = self.name.clone().unwrap_or_else(|| default_name(image));
         let envs = parse_envs(&self.env)?;
         let portmappings = parse_publishes(&self.publish)?;
+        let volumes = parse_volumes(&self.volumes)?;
         let pod = UserPod {
             id: name.clone(),
             containers: vec![UserContainer {
@@ -142,6 +207,7 @@ impl PodFlags {
                 envs,
                 tty: self.tty,
                 stdin: self.interactive,
+                volumes,
                 restart_policy: "never".into(),
                 ..Default::default()
             }],
@@ -232,5 +298,35 @@ mod tests {
             "{n}"
         );
         assert!(default_name("reg:5000/x/nginx:1.15").starts_with("nginx-1.15-"));
+    }
+
+    #[test]
+    fn volume_flags_are_host_paths_or_named_volumes() {
+        let v = parse_volumes(&["/srv/www/:/data:ro".into(), "cache:/var/cache".into()]).unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].path, "/data");
+        assert!(v[0].read_only);
+        let d = v[0].detail.as_ref().unwrap();
+        assert_eq!((d.source.as_str(), d.format.as_str()), ("/srv/www/", "vfs"));
+        assert!(
+            d.name.starts_with("www") && d.name.len() == "www".len() + 5,
+            "{}",
+            d.name
+        );
+        assert_eq!(v[0].volume, d.name);
+        assert!(!v[1].read_only);
+        let d = v[1].detail.as_ref().unwrap();
+        assert_eq!((d.name.as_str(), d.source.as_str()), ("cache", ""));
+        assert_eq!(v[1].volume, "cache");
+        for (flag, want) in [
+            ("/a", "expected SRC:DST[:ro|rw]"),
+            ("/a:/b:rx", "mode \"rx\": must be ro or rw"),
+            (":/b", "SRC is empty"),
+            ("/a:b", "DST \"b\" must be an absolute path"),
+        ] {
+            let e = parse_volumes(&[flag.into()]).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("--volume {flag:?}: ")), "{e}");
+            assert!(e.contains(want), "{e}");
+        }
     }
 }

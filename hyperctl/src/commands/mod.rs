@@ -34,6 +34,7 @@ mod stop;
 mod tag;
 mod version;
 mod vm;
+mod volume;
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -115,6 +116,9 @@ pub enum Command {
     /// Manage idle VMs that pods can start in.
     #[command(subcommand)]
     Vm(vm::Command),
+    /// Manage named volumes (kept under the daemon's root; `-v NAME:/path` mounts one).
+    #[command(subcommand)]
+    Volume(volume::Command),
 }
 
 pub async fn run(client: &Client, command: Command) -> Result<i32> {
@@ -153,6 +157,7 @@ pub async fn run(client: &Client, command: Command) -> Result<i32> {
         Command::Tag(a) => tag::run(client, a).await,
         Command::Inspect(a) => inspect::run(client, a).await,
         Command::Vm(c) => vm::run(client, c).await,
+        Command::Volume(c) => volume::run(client, c).await,
         Command::ApiSpec(a) => api_spec::run(client, a).await,
     }
 }
