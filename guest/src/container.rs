@@ -82,6 +82,22 @@ fn read_optional(path: &Path) -> Result<String> {
     }
 }
 
+/// Sets a sysctl of the VM itself (its network namespace is the pod's). Errors:
+/// [`Error::InvalidArgument`] naming the key when the kernel has no such key or refuses the
+/// value.
+fn write_vm_sysctl(key: &str, value: &str) -> Result<()> {
+    let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+    std::fs::write(&path, value).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            Error::InvalidArgument(format!("sysctl {key}: no such key in the guest kernel"))
+        }
+        std::io::ErrorKind::InvalidInput => {
+            Error::InvalidArgument(format!("sysctl {key}: the kernel refuses {value:?}"))
+        }
+        _ => Error::io(format!("sysctl {key}"), e),
+    })
+}
+
 fn resolve_user(rootfs: &Path, user: &str) -> Result<crate::user::ResolvedUser> {
     let passwd = read_optional(&rootfs.join("etc/passwd"))?;
     let group = read_optional(&rootfs.join("etc/group"))?;
@@ -144,6 +160,10 @@ impl Containers {
         for key in options.sysctls.keys() {
             spec::check_sysctl(key)?;
         }
+        let (vm_sysctls, sysctls) = spec::split_sysctls(&options.sysctls);
+        for (key, value) in &vm_sysctls {
+            write_vm_sysctl(key, value)?;
+        }
         if !options.files.is_empty() {
             let passwd = read_optional(&rootfs.join("etc/passwd"))?;
             let group = read_optional(&rootfs.join("etc/group"))?;
@@ -162,7 +182,7 @@ impl Containers {
             volumes: &volumes,
             read_only_rootfs: options.read_only_rootfs,
             rlimits,
-            sysctls: &options.sysctls,
+            sysctls: &sysctls,
         });
 
         let bundle = self.bundles.join(&req.id);

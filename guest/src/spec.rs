@@ -94,6 +94,24 @@ pub fn check_sysctl(key: &str) -> Result<()> {
     }
 }
 
+/// Splits sysctls into those of the VM's network namespace (`net.*`), which the pod's
+/// containers share and the agent sets itself (libcontainer refuses them in a namespace the
+/// container did not create), and the rest, for OCI `linux.sysctl`.
+pub fn split_sysctls(
+    all: &std::collections::HashMap<String, String>,
+) -> (
+    Vec<(String, String)>,
+    std::collections::HashMap<String, String>,
+) {
+    let (net, rest): (Vec<_>, Vec<_>) = all
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .partition(|(k, _)| k.starts_with("net."));
+    let mut net = net;
+    net.sort();
+    (net, rest.into_iter().collect())
+}
+
 /// A volume as the OCI spec mounts it: a guest path bind-mounted at `destination`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BindMount {
@@ -620,5 +638,21 @@ mod tests {
             "rlimit core: soft limit 2 is above the hard limit 1"
         );
         assert!(rlimits(&[r("nproc", 1, 1), r("nproc", 1, 1)]).is_err());
+    }
+
+    #[test]
+    fn net_sysctls_are_the_vms_and_the_rest_go_to_the_container() {
+        let all = [
+            ("net.ipv4.ip_forward".to_string(), "1".to_string()),
+            ("kernel.shmmax".to_string(), "1".to_string()),
+        ]
+        .into();
+        let (net, rest) = split_sysctls(&all);
+        assert_eq!(net, [("net.ipv4.ip_forward".to_string(), "1".to_string())]);
+        assert_eq!(rest.keys().collect::<Vec<_>>(), ["kernel.shmmax"]);
+        assert!(check_sysctl("kernel.shmmax").is_ok());
+        for bad in ["", "a..b", "a/b", "../x", "a.b."] {
+            assert!(check_sysctl(bad).is_err(), "{bad}");
+        }
     }
 }
