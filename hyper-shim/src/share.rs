@@ -232,8 +232,8 @@ impl SharedDir {
         Ok(())
     }
 
-    /// Bind-mounts the opened volume sources at `<id>/volumes/<index>` (read-only ones
-    /// remounted read-only), after [`SharedDir::attach`]. On error the caller detaches the
+    /// Bind-mounts the opened volume sources at `<id>/volumes/<index>` (read-only ones made
+    /// read-only before they appear, see [`mount_detached`]), after [`SharedDir::attach`]. On error the caller detaches the
     /// container, which undoes what was mounted.
     pub fn attach_volumes(&self, container_id: &str, volumes: &[OpenVolume]) -> Result<()> {
         if volumes.is_empty() {
@@ -249,27 +249,8 @@ impl SharedDir {
                 std::fs::File::create_new(&target).map(drop)
             };
             made.map_err(|e| Error::io(format!("create {}", target.display()), e))?;
-            // The magic link is the inode opened without following symlinks, not the path.
-            let source = format!("/proc/self/fd/{}", v.fd.as_raw_fd());
-            let what = || format!("volume {} of {container_id}", v.index);
-            mount(
-                Some(source.as_str()),
-                &target,
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None::<&str>,
-            )
-            .map_err(|e| Error::io(format!("bind-mount {}", what()), e.into()))?;
-            if v.read_only {
-                mount(
-                    None::<&str>,
-                    &target,
-                    None::<&str>,
-                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                    None::<&str>,
-                )
-                .map_err(|e| Error::io(format!("remount {} read-only", what()), e.into()))?;
-            }
+            let what = format!("volume {} of {container_id}", v.index);
+            mount_detached(&v.fd, &target, v.read_only).map_err(|e| Error::io(&what, e))?;
         }
         Ok(())
     }
@@ -331,6 +312,74 @@ impl SharedDir {
     }
 }
 
+/// Bind-mounts the opened `source` (recursively) at `target` with the new mount API: the
+/// copy is made detached (`open_tree`), made read-only there when asked (`mount_setattr`),
+/// and only then attached (`move_mount`), so no process — virtiofsd's sandbox included,
+/// which gets copies of the share's mounts and never sees a later remount — can see it
+/// writable.
+fn mount_detached(source: &OwnedFd, target: &Path, read_only: bool) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+
+    let empty = c"";
+    // SAFETY: plain syscalls on descriptors we own and NUL-terminated strings.
+    let tree = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            source.as_raw_fd(),
+            empty.as_ptr(),
+            libc::OPEN_TREE_CLONE
+                | libc::OPEN_TREE_CLOEXEC
+                | libc::AT_EMPTY_PATH as libc::c_uint
+                | libc::AT_RECURSIVE as libc::c_uint,
+        )
+    };
+    if tree < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: open_tree returned a new descriptor that nothing else owns.
+    let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
+    if read_only {
+        let attr = libc::mount_attr {
+            attr_set: libc::MOUNT_ATTR_RDONLY,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        // SAFETY: as above; attr lives across the call and its size is given.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                tree.as_raw_fd(),
+                empty.as_ptr(),
+                (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+                &attr as *const libc::mount_attr,
+                std::mem::size_of::<libc::mount_attr>(),
+            )
+        };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    let target = CString::new(target.as_os_str().as_bytes())?;
+    // SAFETY: as above.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Unmounts everything mounted at `target` (a mount point that is not one is fine).
 fn unmount(target: &Path) -> Result<()> {
     loop {
@@ -345,6 +394,61 @@ fn unmount(target: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Needs root (mount namespaces), as the shim does; run in a private mount namespace.
+    #[test]
+    fn volumes_are_bound_read_only_before_they_appear_and_detached_with_the_container() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        std::fs::write(src.join("f"), b"x").unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"y").unwrap();
+        let root = dir.path().join("share");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+                mount(
+                    None::<&str>,
+                    "/",
+                    None::<&str>,
+                    MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                    None::<&str>,
+                )
+                .unwrap();
+                let share = SharedDir::create(&root).unwrap();
+                let mounts = [
+                    VolumeMount {
+                        source: src.to_string_lossy().into(),
+                        destination: "/ro".into(),
+                        read_only: true,
+                        ..Default::default()
+                    },
+                    VolumeMount {
+                        source: file.to_string_lossy().into(),
+                        destination: "/f".into(),
+                        ..Default::default()
+                    },
+                ];
+                let (open, guest) = open_volumes("c1", &mounts, &[]).unwrap();
+                assert_eq!(guest[0].share_path, "c1/volumes/0");
+                assert_eq!(guest[1].share_path, "c1/volumes/1");
+                std::fs::create_dir_all(root.join("c1")).unwrap();
+                share.attach_volumes("c1", &open).unwrap();
+                let ro = root.join("c1/volumes/0");
+                assert_eq!(std::fs::read(ro.join("f")).unwrap(), b"x");
+                let e = std::fs::write(ro.join("g"), b"z").unwrap_err();
+                assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+                std::fs::write(root.join("c1/volumes/1"), b"written").unwrap();
+                share.detach("c1").unwrap();
+                assert!(!root.join("c1").exists());
+            })
+            .join()
+            .unwrap();
+        });
+        assert_eq!(std::fs::read(&file).unwrap(), b"written");
+        assert_eq!(std::fs::read_dir(&src).unwrap().count(), 1);
+    }
 
     #[test]
     fn overlay_options_list_layers_topmost_first() {
