@@ -32,6 +32,7 @@ fn module_source(module: &str) -> Option<&'static str> {
         "exec" => include_str!("../exec.rs"),
         "container" => include_str!("../container.rs"),
         "spec" => include_str!("../spec.rs"),
+        "service" => include_str!("../service.rs"),
         _ => return None,
     })
 }
