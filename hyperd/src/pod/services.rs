@@ -21,8 +21,8 @@ pub enum ServiceAction {
     Add,
     /// `POST /service/update`: replaces the whole list (empty: no services).
     Update,
-    /// `DELETE /service`: removes the listed ones (by `serviceIP:servicePort@protocol`); one
-    /// the pod does not have is a 400.
+    /// `DELETE /service`: removes the listed ones (by `serviceIP:servicePort@protocol`; their
+    /// hosts are not checked or compared); one the pod does not have is a 400.
     Delete,
 }
 
@@ -63,37 +63,51 @@ fn ipv4(value: &str, field: String) -> Result<()> {
 /// each `serviceIP:servicePort@protocol` once; an empty protocol becomes "tcp". Errors:
 /// [`Error::Spec`] naming the field, e.g. `services[0].serviceIP`.
 pub fn check_services(field: &str, services: &mut [UserService]) -> Result<()> {
+    check_list(field, services, true)
+}
+
+/// [`check_services`]; without `hosts`, only what names a service (its address, port and
+/// protocol) is checked, as `DELETE /service` needs.
+fn check_list(field: &str, services: &mut [UserService], hosts: bool) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     for (i, s) in services.iter_mut().enumerate() {
         let at = format!("{field}[{i}]");
-        match s.protocol.as_str() {
-            "" => s.protocol = "tcp".into(),
-            "tcp" | "udp" => {}
-            other => {
-                return Err(bad(
-                    format!("{at}.protocol"),
-                    format!("{other:?}: must be tcp or udp"),
-                ));
-            }
-        }
-        ipv4(&s.service_ip, format!("{at}.serviceIP"))?;
-        port(s.service_port, format!("{at}.servicePort"))?;
-        if s.hosts.is_empty() {
-            return Err(bad(format!("{at}.hosts"), "at least one host is needed"));
-        }
-        let mut hosts = std::collections::HashSet::new();
-        for (j, h) in s.hosts.iter().enumerate() {
-            ipv4(&h.host_ip, format!("{at}.hosts[{j}].hostIP"))?;
-            port(h.host_port, format!("{at}.hosts[{j}].hostPort"))?;
-            if !hosts.insert((h.host_ip.as_str(), h.host_port)) {
-                return Err(bad(
-                    format!("{at}.hosts[{j}]"),
-                    format!("{}:{} is listed twice", h.host_ip, h.host_port),
-                ));
-            }
-        }
+        check_one(&at, s, hosts)?;
         if !seen.insert(key(s)) {
             return Err(bad(at, format!("{} is listed twice", key(s))));
+        }
+    }
+    Ok(())
+}
+
+fn check_one(at: &str, s: &mut UserService, check_hosts: bool) -> Result<()> {
+    match s.protocol.as_str() {
+        "" => s.protocol = "tcp".into(),
+        "tcp" | "udp" => {}
+        other => {
+            return Err(bad(
+                format!("{at}.protocol"),
+                format!("{other:?}: must be tcp or udp"),
+            ));
+        }
+    }
+    ipv4(&s.service_ip, format!("{at}.serviceIP"))?;
+    port(s.service_port, format!("{at}.servicePort"))?;
+    if !check_hosts {
+        return Ok(());
+    }
+    if s.hosts.is_empty() {
+        return Err(bad(format!("{at}.hosts"), "at least one host is needed"));
+    }
+    let mut hosts = std::collections::HashSet::new();
+    for (j, h) in s.hosts.iter().enumerate() {
+        ipv4(&h.host_ip, format!("{at}.hosts[{j}].hostIP"))?;
+        port(h.host_port, format!("{at}.hosts[{j}].hostPort"))?;
+        if !hosts.insert((h.host_ip.as_str(), h.host_port)) {
+            return Err(bad(
+                format!("{at}.hosts[{j}]"),
+                format!("{}:{} is listed twice", h.host_ip, h.host_port),
+            ));
         }
     }
     Ok(())
@@ -155,7 +169,7 @@ impl Pods {
         if services.is_empty() && action != ServiceAction::Update {
             return Err(bad("services".into(), "the array is empty"));
         }
-        check_services("services", &mut services)?;
+        check_list("services", &mut services, action != ServiceAction::Delete)?;
         let list = match action {
             ServiceAction::Update => services,
             ServiceAction::Add => {
