@@ -148,6 +148,11 @@ fn a_service_ip_leads_to_its_backends_and_follows_changes_live() {
         "the default protocol is recorded"
     );
     assert_eq!(list[0]["hosts"][0]["hostIP"], backend.as_str());
+    // IPVS is loaded where a pod has services, and only there (boot time matters).
+    let (_, modules) = net.sh("client", "cat /proc/modules");
+    assert!(modules.contains("ip_vs_rr "), "{modules}");
+    let (_, modules) = net.sh("backend", "cat /proc/modules");
+    assert!(!modules.contains("ip_vs"), "{modules}");
 
     // update replaces the whole list: the service now leads to the other server.
     let r = net.services(
@@ -159,6 +164,30 @@ fn a_service_ip_leads_to_its_backends_and_follows_changes_live() {
     assert_success(&r, &net.d);
     net.wait_fetch("client", "10.254.0.10:6379", "two");
     assert_eq!(net.list("client")[0]["hosts"][0]["hostPort"], 6380);
+    // Two hosts take turns (round robin).
+    let both = service("10.254.0.10", 6379, &backend, 6379).replace(
+        "}]}",
+        &format!(r#"}},{{"hostIP":"{backend}","hostPort":6380}}]}}"#),
+    );
+    let r = net.services("POST", "/service/update", "client", &format!("[{both}]"));
+    assert_success(&r, &net.d);
+    let mut got: Vec<String> = (0..4)
+        .map(|_| net.fetch("client", "10.254.0.10:6379"))
+        .collect();
+    assert_eq!(
+        got[..2].iter().filter(|g| *g == "one").count(),
+        1,
+        "{got:?}"
+    );
+    got.sort();
+    assert_eq!(got, ["one", "one", "two", "two"]);
+    let r = net.services(
+        "POST",
+        "/service/update",
+        "client",
+        &format!("[{}]", service("10.254.0.10", 6379, &backend, 6380)),
+    );
+    assert_success(&r, &net.d);
 
     // add: a second service beside the first.
     let r = net.services(
@@ -312,4 +341,63 @@ fn bad_services_are_400s_naming_the_field() {
     let list: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     assert_eq!(list[0]["hosts"][0]["hostPort"], 6379);
+}
+
+#[test]
+fn hyperctl_service_lists_adds_replaces_and_removes() {
+    let d = TestDaemon::start();
+    d.import_busybox();
+    let r = d.curl_body(
+        "POST",
+        "/pod/create",
+        r#"{"id":"web","containers":[{"name":"web","image":"busybox","command":["true"]}]}"#,
+    );
+    assert_eq!(r.status, 201, "{r:?}\n{}", d.log());
+    d.ok(&[
+        "service",
+        "add",
+        "web",
+        "10.254.0.10:6379=192.168.123.20:6379,192.168.123.21:6379",
+        "10.254.0.10:53/udp=192.168.123.22:5353",
+    ]);
+    let out = d.ok(&["service", "ls", "web"]);
+    let rows: Vec<&str> = out.lines().collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    assert!(
+        rows[1].contains("10.254.0.10:6379")
+            && rows[1].contains("tcp")
+            && rows[1].contains("192.168.123.20:6379,192.168.123.21:6379"),
+        "{out}"
+    );
+    assert!(
+        rows[2].contains("udp") && rows[2].contains("192.168.123.22:5353"),
+        "{out}"
+    );
+
+    d.ok(&["service", "rm", "web", "10.254.0.10:53/udp"]);
+    let out = d.ok(&["service", "ls", "web"]);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    // Removing it again names it.
+    let out = d.hyperctl(&["service", "rm", "web", "10.254.0.10:53/udp"]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("10.254.0.10:53@udp"), "{out:?}");
+
+    d.ok(&[
+        "service",
+        "update",
+        "web",
+        "10.254.0.11:80=192.168.123.30:8080",
+    ]);
+    let out = d.ok(&["service", "ls", "web"]);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(
+        out.contains("10.254.0.11:80") && !out.contains("6379"),
+        "{out}"
+    );
+    d.ok(&["service", "update", "web"]);
+    assert_eq!(d.ok(&["service", "ls", "web"]).lines().count(), 1);
+    // A malformed argument is refused before any call, naming it.
+    let out = d.hyperctl(&["service", "add", "web", "10.254.0.10:80"]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("10.254.0.10:80"), "{out:?}");
 }
