@@ -22,6 +22,10 @@ MODULES=(
   fuse virtiofs overlay failover net_failover virtio_net virtio_blk virtio_console
 )
 
+# IPVS for the pod's services, in lib/modules/ipvs: the agent loads them when a pod first has
+# services, not at boot.
+IPVS_MODULES=(libcrc32c nf_defrag_ipv4 nf_defrag_ipv6 nf_conntrack ip_vs ip_vs_rr)
+
 log() { echo "guest/build.sh: $*" >&2; }
 
 # --- kernel -----------------------------------------------------------------------------------
@@ -96,7 +100,14 @@ for m in "${MODULES[@]}"; do
   mods+=("$f")
 done
 
-stamp=$( (echo "$pkg"; sha256sum "$agent" "$busybox" "$0"; printf '%s\n' "${MODULES[@]}") | sha256sum | cut -d' ' -f1)
+ipvs_mods=()
+for m in "${IPVS_MODULES[@]}"; do
+  f=$(find "$kdir/lib/modules/$kver/kernel" -name "$m.ko" -print -quit)
+  [ -n "$f" ] || { log "module $m not found in $pkg"; exit 1; }
+  ipvs_mods+=("$f")
+done
+
+stamp=$( (echo "$pkg"; sha256sum "$agent" "$busybox" "$0"; printf '%s\n' "${MODULES[@]}" "${IPVS_MODULES[@]}") | sha256sum | cut -d' ' -f1)
 if [ -f "$out/initramfs.img" ] && [ "$(cat "$out/initramfs.stamp" 2>/dev/null)" = "$stamp" ]; then
   exit 0
 fi
@@ -111,6 +122,8 @@ for applet in $("$busybox" --list); do
   [ "$applet" = busybox ] || ln -s busybox "$stage/bin/$applet"
 done
 cp "${mods[@]}" "$stage/lib/modules/"
+mkdir -p "$stage/lib/modules/ipvs"
+cp "${ipvs_mods[@]}" "$stage/lib/modules/ipvs/"
 # The kernel opens /dev/console for PID 1's stdio before the agent mounts devtmpfs.
 mknod -m 600 "$stage/dev/console" c 5 1
 # Uncompressed: under TCG, decompressing costs more boot time than reading the bytes.

@@ -19,6 +19,7 @@ pub mod process;
 pub mod reaper;
 pub mod rootfs;
 pub mod server;
+pub mod services;
 pub mod spec;
 pub mod stats;
 pub mod user;

@@ -24,6 +24,7 @@ use crate::reaper::Reaper;
 
 pub struct AgentService {
     containers: Arc<Containers>,
+    services: crate::services::Services,
     ready_ms: u64,
 }
 
@@ -50,6 +51,7 @@ pub async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     tokio::spawn(announce_ready());
     let service = AgentService {
         containers: Arc::new(containers),
+        services: Default::default(),
         ready_ms,
     };
     tonic::transport::Server::builder()
@@ -227,6 +229,14 @@ impl Agent for AgentService {
         req: Request<hyper_proto::types::EtcFiles>,
     ) -> Result<Response<Empty>, Status> {
         crate::etc_files::write(Path::new(crate::ETC_DIR), req.get_ref())?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn configure_services(
+        &self,
+        req: Request<hyper_proto::types::ServiceList>,
+    ) -> Result<Response<Empty>, Status> {
+        self.services.configure(req.get_ref())?;
         Ok(Response::new(Empty {}))
     }
 

@@ -19,6 +19,9 @@ use hyper_proto::types::{
 
 use crate::vm::{DEFAULT_SHUTDOWN_GRACE, Vm};
 
+/// How long the agent may take to apply a pod's services.
+const SERVICES_TIMEOUT: Duration = Duration::from_secs(60);
+
 pub struct ShimService {
     pub vm: Arc<Vm>,
 }
@@ -99,6 +102,24 @@ impl Shim for ShimService {
     ) -> Result<Response<Empty>, Status> {
         self.vm.configure_network(req.into_inner()).await?;
         Ok(Response::new(Empty {}))
+    }
+
+    /// Relays the pod's services to the agent, bounded like every agent call (loading the
+    /// IPVS modules on first use is slow under TCG, hence the generous bound).
+    async fn configure_services(
+        &self,
+        req: Request<hyper_proto::types::ServiceList>,
+    ) -> Result<Response<Empty>, Status> {
+        let mut agent = self.vm.agent()?;
+        match tokio::time::timeout(SERVICES_TIMEOUT, agent.configure_services(req.into_inner()))
+            .await
+        {
+            Ok(reply) => Ok(Response::new(reply?.into_inner())),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "agent: configure services: no answer after {}s",
+                SERVICES_TIMEOUT.as_secs()
+            ))),
+        }
     }
 
     async fn write_etc_files(

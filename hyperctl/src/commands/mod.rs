@@ -28,6 +28,7 @@ mod rm;
 mod rmi;
 mod run;
 pub mod save;
+mod service;
 mod start;
 mod stats;
 mod stop;
@@ -78,6 +79,9 @@ pub enum Command {
     /// Publish more ports of a running pod, or stop publishing them.
     #[command(subcommand)]
     Portmap(port::PortmapCommand),
+    /// List, add, replace or remove a pod's services (IPVS load balancing inside its VM).
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
     /// Show a pod's containers' resource use.
     Stats(stats::Args),
     /// Manage single containers of running pods.
@@ -141,6 +145,7 @@ pub async fn run(client: &Client, command: Command) -> Result<i32> {
         Command::Stats(a) => stats::run(client, a).await,
         Command::Port(a) => port::port(client, a).await,
         Command::Portmap(c) => port::portmap(client, c).await,
+        Command::Service(c) => service::run(client, c).await,
         Command::Container(c) => container::run(client, c).await,
         Command::Images(a) => images::run(client, a).await,
         Command::Commit(a) => commit::run(client, a).await,

@@ -10,6 +10,7 @@ mod exec;
 mod hijack;
 mod image;
 mod pod;
+mod service;
 mod spec;
 mod system;
 mod vm;
@@ -57,12 +58,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
 
 /// hyperd 1.1's and the seed's routes that are not built yet: each answers 501 naming itself,
 /// rather than a bare 404. A route leaves this list when it is built.
-const NOT_BUILT: &[(Method, &str)] = &[
-    (Method::GET, "/service/list"),
-    (Method::POST, "/service/add"),
-    (Method::POST, "/service/update"),
-    (Method::DELETE, "/service"),
-];
+const NOT_BUILT: &[(Method, &str)] = &[];
 
 /// Every route, before the daemon is attached (the OpenAPI check builds it without one).
 fn routes() -> Router<Arc<Daemon>> {
@@ -111,6 +107,10 @@ fn routes() -> Router<Arc<Daemon>> {
             "/pod/{id}/portmappings/{action}",
             put(pod::change_portmappings),
         )
+        .route("/service/list", get(service::list))
+        .route("/service/add", post(service::add))
+        .route("/service/update", post(service::update))
+        .route("/service", delete(service::remove))
         .route("/container/create", post(container::create))
         .route("/container/start", post(container::start))
         .route("/container/stop", post(container::stop))

@@ -7,6 +7,7 @@
 mod live;
 mod net;
 mod options;
+mod services;
 pub mod spec;
 pub mod state;
 mod supervise;
@@ -37,6 +38,7 @@ use crate::store::{self, ContainerRecord, PodRecord, Store, VmRecord};
 use crate::vm::{self, Shim, VmSize, VmState, Vms};
 pub use live::StatsSampler;
 pub use net::PortMappingAction;
+pub use services::{ServiceAction, check_services};
 pub use state::PodState;
 
 /// A stopping container gets SIGTERM, then SIGKILL after this long.
@@ -215,6 +217,7 @@ impl Pods {
         self.log_config(&pod)?;
         pod.portmappings = network::normalize_ports("portmappings", &pod.portmappings)?;
         self.network.check_spec(&pod)?;
+        check_services("services", &mut pod.services)?;
         self.network.probe_host_ports(&pod.portmappings)?;
         let mut containers = Vec::new();
         for (i, c) in pod.containers.iter().enumerate() {
@@ -348,6 +351,7 @@ impl Pods {
     ) -> Result<()> {
         let shim = self.vms.shim(&vm.id)?;
         self.connect_network(pod, &shim, lease).await?;
+        self.apply_services(pod, &shim).await?;
         for ct in self.containers(&pod.id)? {
             self.add_to_vm(&shim, pod, &ct).await?;
             self.start_in_vm(&shim, pod, ct).await?;

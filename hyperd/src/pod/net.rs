@@ -101,6 +101,12 @@ impl Pods {
     /// never keeps an address the pool may hand out again. Failures are logged: a pod that
     /// stops must stop.
     pub(super) async fn disconnect_network(&self, pod_id: &str, kept_vm: Option<&Shim>) {
+        // The next pod in a kept VM starts without this one's services.
+        if let Some(shim) = kept_vm
+            && let Err(e) = shim.configure_services(Default::default()).await
+        {
+            tracing::warn!(pod_id, vm_id = %shim.vm_id, "clear the guest's services: {e}");
+        }
         if !self.network.enabled() {
             return;
         }

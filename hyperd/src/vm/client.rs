@@ -206,6 +206,19 @@ impl Shim {
         Ok(())
     }
 
+    /// Replaces the pod's services in the guest (IPVS; an empty list clears them).
+    pub async fn configure_services(
+        &self,
+        services: hyper_proto::types::ServiceList,
+    ) -> Result<(), Error> {
+        self.client
+            .clone()
+            .configure_services(services)
+            .await
+            .map_err(|s| self.error(s))?;
+        Ok(())
+    }
+
     /// Rewrites the pod's /etc/hostname, /etc/hosts and /etc/resolv.conf in the guest, which
     /// every container sees through bind mounts.
     pub async fn write_etc_files(&self, files: EtcFiles) -> Result<(), Error> {

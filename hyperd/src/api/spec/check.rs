@@ -33,6 +33,7 @@ fn module_source(module: &str) -> Option<&'static str> {
         "container" => include_str!("../container.rs"),
         "spec" => include_str!("../spec.rs"),
         "volume" => include_str!("../volume.rs"),
+        "service" => include_str!("../service.rs"),
         _ => return None,
     })
 }
