@@ -52,6 +52,10 @@ pub struct PodFlags {
     /// default) or `none` (loopback only).
     #[arg(long = "net", visible_alias = "network", value_enum)]
     pub net: Option<NetMode>,
+    /// The container's restart policy: no (default), on-failure[:N], always or unless-stopped
+    /// (Docker's `--restart`; the daemon checks it).
+    #[arg(long = "restart", value_name = "POLICY")]
+    pub restart: Option<String>,
     /// IMAGE [COMMAND [ARG...]] (not with --podfile).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
@@ -123,6 +127,11 @@ impl PodFlags {
                     "--publish and --net are not taken with --podfile: give `portmappings` and `network` in the pod file"
                 );
             }
+            if self.restart.is_some() {
+                bail!(
+                    "--restart is not taken with --podfile: give `restartPolicy` in the pod file"
+                );
+            }
             return std::fs::read(file).with_context(|| format!("read {}", file.display()));
         }
         let Some((image, command)) = self.args.split_first() else {
@@ -142,7 +151,7 @@ impl PodFlags {
                 envs,
                 tty: self.tty,
                 stdin: self.interactive,
-                restart_policy: "never".into(),
+                restart_policy: self.restart.clone().unwrap_or_else(|| "never".into()),
                 ..Default::default()
             }],
             resource: UserResource {
