@@ -685,6 +685,10 @@ pub struct ContainerStatus {
     pub phase: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub terminated: Option<Terminated>,
+    /// How often hyperd restarted it by its restart policy since it was last started through
+    /// the API (Docker's `RestartCount`).
+    #[serde(default)]
+    pub restart_count: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -58,6 +58,10 @@ pub struct PodFlags {
     /// DST in the container; `:ro` mounts it read-only (repeatable).
     #[arg(short = 'v', long = "volume", value_name = "SRC:DST[:ro|rw]")]
     pub volumes: Vec<String>,
+    /// The container's restart policy: no (default), on-failure[:N], always or unless-stopped
+    /// (Docker's `--restart`; the daemon checks it).
+    #[arg(long = "restart", value_name = "POLICY")]
+    pub restart: Option<String>,
     /// IMAGE [COMMAND [ARG...]] (not with --podfile).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
@@ -187,6 +191,11 @@ impl PodFlags {
                     "--publish, --net and --volume are not taken with --podfile: give `portmappings`, `network` and `volumes` in the pod file"
                 );
             }
+            if self.restart.is_some() {
+                bail!(
+                    "--restart is not taken with --podfile: give `restartPolicy` in the pod file"
+                );
+            }
             return std::fs::read(file).with_context(|| format!("read {}", file.display()));
         }
         let Some((image, command)) = self.args.split_first() else {
@@ -208,7 +217,7 @@ impl PodFlags {
                 tty: self.tty,
                 stdin: self.interactive,
                 volumes,
-                restart_policy: "never".into(),
+                restart_policy: self.restart.clone().unwrap_or_else(|| "never".into()),
                 ..Default::default()
             }],
             resource: UserResource {

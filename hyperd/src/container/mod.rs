@@ -362,6 +362,8 @@ mod tests {
             state: ContainerState::Pending,
             exit_code: None,
             dir: "/nowhere".into(),
+            restart_count: 0,
+            stopped_by_user: false,
         };
         store
             .write(|tx| {

@@ -129,6 +129,8 @@ impl Pods {
         let lock = self.lock_of(&ct.pod_id);
         let _guard = lock.lock().await;
         let ct = self.reread(&ct)?;
+        // Also cancels a restart that is due.
+        self.stopped_by_user(&ct.id)?;
         if !ct.state.is_running() {
             return Ok(());
         }
@@ -145,6 +147,7 @@ impl Pods {
             return Err(container::Error::NotRunning(ct.name).into());
         }
         let (_, shim) = self.running_pod(&ct.pod_id)?;
+        self.stopped_by_user(&ct.id)?;
         shim.signal(main_process(&ct), signal).await?;
         Ok(())
     }
@@ -165,6 +168,7 @@ impl Pods {
             None => self.containers(pod_id)?,
         };
         for ct in targets.iter().filter(|c| c.state.is_running()) {
+            self.stopped_by_user(&ct.id)?;
             shim.signal(main_process(ct), signal).await?;
         }
         Ok(())
@@ -193,6 +197,7 @@ impl Pods {
             exec::remove_from_vm(&shim, &ct.id).await?;
         }
         self.stdio.forget(&ct.id);
+        self.restarts.forget(&ct.id);
         remove_dir(&ct);
         self.store.write(|tx| store::delete_container(tx, &ct.id))?;
         self.bump();

@@ -1,6 +1,6 @@
 //! Pods: create (records only), start (a VM, booted now or taken from `/vm/create`, then the
 //! containers), stop, remove, info and the `/list` views; plus what happens when a container
-//! exits ([`supervise`]) or a VM's shim dies; containers added to, started, stopped and
+//! exits ([`supervise`], restarted by its [`restart`] policy) or a VM's shim dies; containers added to, started, stopped and
 //! removed in a running pod, pausing, labels and stats ([`live`]). Each pod's operations are
 //! serialised by a per-pod lock; every record change is one transaction.
 
@@ -8,6 +8,7 @@ mod live;
 mod net;
 mod options;
 mod services;
+pub mod restart;
 pub mod spec;
 pub mod state;
 mod supervise;
@@ -137,6 +138,8 @@ pub struct Pods {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Bumped whenever a container exit is recorded (`/exitcode` waits on it).
     changes: watch::Sender<u64>,
+    /// Restarts due and back-offs, by container id.
+    restarts: supervise::Restarts,
 }
 
 impl Pods {
@@ -161,6 +164,7 @@ impl Pods {
             containers_dir,
             locks: Mutex::default(),
             changes,
+            restarts: supervise::Restarts::default(),
         }))
     }
 
@@ -209,6 +213,8 @@ impl Pods {
             process,
             state: ContainerState::Pending,
             exit_code: None,
+            restart_count: 0,
+            stopped_by_user: false,
         }
     }
 
@@ -393,12 +399,25 @@ impl Pods {
     }
 
     /// Starts a container added to the VM, recording its output from the very start (the
-    /// recorder attaches before the process runs).
+    /// recorder attaches before the process runs). A start through the API: its restart
+    /// count and back-off start over.
     async fn start_in_vm(
         self: &Arc<Self>,
         shim: &Shim,
         pod: &PodRecord,
+        ct: ContainerRecord,
+    ) -> Result<()> {
+        self.run_in_vm(shim, pod, ct, 0).await
+    }
+
+    /// [`Self::start_in_vm`], as the `restarts`-th restart by its restart policy (0: a start
+    /// through the API).
+    async fn run_in_vm(
+        self: &Arc<Self>,
+        shim: &Shim,
+        pod: &PodRecord,
         mut ct: ContainerRecord,
+        restarts: u32,
     ) -> Result<()> {
         let recording = self
             .stdio
@@ -418,7 +437,13 @@ impl Pods {
             .map_err(|s| shim.error(s))?;
         ct.state = ContainerState::Running;
         ct.exit_code = None;
-        self.store.write(|tx| store::update_container(tx, &ct))?;
+        ct.restart_count = restarts;
+        ct.stopped_by_user = false;
+        self.store.write(|tx| {
+            store::update_container(tx, &ct)?;
+            store::set_restart_count(tx, &ct.id, restarts)?;
+            store::set_stopped_by_user(tx, &ct.id, false)
+        })?;
         self.supervise(shim.clone(), ct, recording);
         Ok(())
     }
@@ -489,6 +514,9 @@ impl Pods {
         signal: i32,
         grace: Duration,
     ) {
+        if let Err(e) = self.stopped_by_user(&ct.id) {
+            tracing::error!(container_id = %ct.id, "mark stopped: {e}");
+        }
         let target = ProcessRef {
             container_id: ct.id.clone(),
             exec_id: String::new(),
@@ -570,6 +598,7 @@ impl Pods {
         let containers = self.containers(pod_id)?;
         for ct in &containers {
             self.stdio.forget(&ct.id);
+            self.restarts.forget(&ct.id);
             match std::fs::remove_dir_all(&ct.dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -665,6 +694,10 @@ impl Pods {
             let shim = self.vms.shim(&vm_id)?;
             for ct in self.containers(&pod.id)? {
                 if !ct.state.is_running() {
+                    // Its restart was due when hyperd went down.
+                    if self.restart_wanted(&pod, &ct) {
+                        self.schedule_restart(&ct);
+                    }
                     continue;
                 }
                 let config = self.log_config(&pod.spec).unwrap_or(self.log_default);
@@ -687,23 +720,21 @@ impl Pods {
         Ok(())
     }
 
-    /// Called when a container exited: once every container of a running pod has exited,
-    /// the pod stops and its VM goes (nothing is left to run in it).
+    /// Called when a container exited: it is restarted if its restart policy says so;
+    /// otherwise, once no container of a running pod runs or has a restart due, the pod
+    /// stops and its VM goes (nothing is left to run in it).
     async fn container_exited(self: &Arc<Self>, pod_id: &str, container_id: &str, code: i32) {
         self.record_exit(container_id, code);
         let lock = self.lock_of(pod_id);
         let _guard = lock.lock().await;
         let Ok(pod) = self.get(pod_id) else { return };
-        let all_exited = self
-            .containers(pod_id)
-            .map(|cs| cs.iter().all(|c| !c.state.is_running()))
-            .unwrap_or(false);
-        if pod.state == PodState::Running
-            && all_exited
-            && let Err(e) = self.stop_locked(pod_id, true).await
+        if let Ok(Some(ct)) = self.store.read(|c| store::get_container(c, container_id))
+            && self.restart_wanted(&pod, &ct)
         {
-            tracing::error!(pod_id, "stop after the last container exited: {e}");
+            self.schedule_restart(&ct);
+            return;
         }
+        self.stop_if_done(pod_id).await;
     }
 
     pub fn info(&self, pod_id: &str) -> Result<PodInfo> {
@@ -858,6 +889,7 @@ fn container_status(c: &ContainerRecord) -> ContainerStatus {
             exit_code: code,
             reason: if code == 0 { "Succeeded" } else { "Failed" }.into(),
         }),
+        restart_count: c.restart_count,
     }
 }
 

@@ -302,6 +302,7 @@ pub fn normalize(mut pod: UserPod) -> Result<UserPod, SpecError> {
         }
     }
     super::volumes::check_volumes(&pod)?;
+    super::restart::check_policies(&pod)?;
     Ok(pod)
 }
 

@@ -139,8 +139,10 @@ const MIGRATIONS: &[&str] = &[
         labels TEXT NOT NULL DEFAULT '{}',
         pod_id TEXT
     );",
-    // 8: restart policies: how often hyperd restarted each container.
-    "ALTER TABLE containers ADD COLUMN restart_count INTEGER NOT NULL DEFAULT 0;",
+    // 8: restart policies: how often hyperd restarted each container since it was last
+    // started through the API, and whether the API stopped or killed it (never restarted).
+    "ALTER TABLE containers ADD COLUMN restart_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE containers ADD COLUMN stopped_by_user INTEGER NOT NULL DEFAULT 0;",
 ];
 
 pub struct Store {
@@ -232,6 +234,56 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600, "{mode:o}");
         drop(store);
         Store::open(&path).unwrap();
+    }
+
+    #[test]
+    fn restart_counts_and_manual_stops_are_kept_apart_from_state_updates() {
+        use crate::container::{ContainerState, ProcessSpec};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let mut ct = ContainerRecord {
+            id: "c1".into(),
+            pod_id: "p".into(),
+            idx: 0,
+            name: "one".into(),
+            image: "busybox".into(),
+            image_id: "i".into(),
+            process: ProcessSpec::default(),
+            state: ContainerState::Running,
+            exit_code: None,
+            dir: "/nowhere".into(),
+            restart_count: 0,
+            stopped_by_user: false,
+        };
+        store
+            .write(|tx| {
+                insert_pod(
+                    tx,
+                    &PodRecord {
+                        id: "p".into(),
+                        spec: Default::default(),
+                        state: crate::pod::PodState::Running,
+                        vm_id: None,
+                        created: 0,
+                    },
+                )?;
+                insert_container(tx, &ct)?;
+                set_restart_count(tx, "c1", 3)?;
+                set_stopped_by_user(tx, "c1", true)
+            })
+            .unwrap();
+        // A state update from a record read earlier leaves both alone.
+        ct.state = ContainerState::Failed;
+        ct.exit_code = Some(3);
+        store.write(|tx| update_container(tx, &ct)).unwrap();
+        let read = store.read(|c| get_container(c, "c1")).unwrap().unwrap();
+        assert_eq!((read.restart_count, read.stopped_by_user), (3, true));
+        assert_eq!(read.exit_code, Some(3));
+        store
+            .write(|tx| set_stopped_by_user(tx, "c1", false))
+            .unwrap();
+        let read = store.read(|c| get_container(c, "c1")).unwrap().unwrap();
+        assert!(!read.stopped_by_user);
     }
 
     #[test]

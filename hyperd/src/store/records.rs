@@ -72,6 +72,12 @@ pub struct ContainerRecord {
     pub exit_code: Option<i32>,
     /// `<root>/containers/<id>`: the container's rootfs and output log.
     pub dir: String,
+    /// Restarts by its restart policy since it was last started through the API (written
+    /// only by [`set_restart_count`]).
+    pub restart_count: u32,
+    /// Stopped or killed through the API since it last started: not restarted (written
+    /// only by [`set_stopped_by_user`]).
+    pub stopped_by_user: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -453,8 +459,7 @@ pub fn delete_pod(c: &Connection, id: &str) -> Result<()> {
 
 // ---- containers ------------------------------------------------------------------------------
 
-const CONTAINER_COLUMNS: &str =
-    "id, pod_id, idx, name, image, image_id, process, state, exit_code, dir";
+const CONTAINER_COLUMNS: &str = "id, pod_id, idx, name, image, image_id, process, state, exit_code, dir, restart_count, stopped_by_user";
 
 type ContainerRow = (ContainerRecord, String, String);
 
@@ -471,6 +476,8 @@ fn container_row(r: &Row) -> rusqlite::Result<ContainerRow> {
             state: ContainerState::Pending,
             exit_code: r.get(8)?,
             dir: r.get(9)?,
+            restart_count: r.get(10)?,
+            stopped_by_user: r.get(11)?,
         },
         r.get(6)?,
         r.get(7)?,
@@ -486,7 +493,7 @@ fn finish_container((mut c, process, state): ContainerRow) -> Result<ContainerRe
 pub fn insert_container(c: &Connection, ct: &ContainerRecord) -> Result<()> {
     c.execute(
         &format!(
-            "INSERT INTO containers ({CONTAINER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            "INSERT INTO containers ({CONTAINER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
         ),
         params![
             ct.id,
@@ -498,7 +505,9 @@ pub fn insert_container(c: &Connection, ct: &ContainerRecord) -> Result<()> {
             to_json(&ct.process),
             ct.state.to_string(),
             ct.exit_code,
-            ct.dir
+            ct.dir,
+            ct.restart_count,
+            ct.stopped_by_user
         ],
     )?;
     Ok(())
@@ -508,6 +517,24 @@ pub fn update_container(c: &Connection, ct: &ContainerRecord) -> Result<()> {
     c.execute(
         "UPDATE containers SET state = ?2, exit_code = ?3 WHERE id = ?1",
         params![ct.id, ct.state.to_string(), ct.exit_code],
+    )?;
+    Ok(())
+}
+
+/// Sets how often a container was restarted by its restart policy.
+pub fn set_restart_count(c: &Connection, id: &str, count: u32) -> Result<()> {
+    c.execute(
+        "UPDATE containers SET restart_count = ?2 WHERE id = ?1",
+        params![id, count],
+    )?;
+    Ok(())
+}
+
+/// Marks a container as stopped or killed through the API (`true`), or started through it.
+pub fn set_stopped_by_user(c: &Connection, id: &str, stopped: bool) -> Result<()> {
+    c.execute(
+        "UPDATE containers SET stopped_by_user = ?2 WHERE id = ?1",
+        params![id, stopped],
     )?;
     Ok(())
 }
