@@ -55,7 +55,7 @@ fn always_restarts_across_a_hyperd_restart_until_the_pod_is_stopped() {
         "busybox",
         "sh",
         "-c",
-        "echo run; exit 3",
+        "echo run; sleep 1; exit 3",
     ]);
     d.wait_until(Duration::from_secs(90), "two restarts", || {
         restart_count(&d, "again") >= 2
@@ -73,8 +73,11 @@ fn always_restarts_across_a_hyperd_restart_until_the_pod_is_stopped() {
         "{info}"
     );
 
-    // hyperd dies and comes back: the count survives and restarts go on (the container
-    // exits while no hyperd watches it).
+    // hyperd dies while the container runs and comes back after it exited (the guest keeps
+    // its exit): the count survives and restarts go on.
+    d.wait_until(Duration::from_secs(30), "a run", || {
+        container_info(&d, "again")["status"]["phase"] == "running"
+    });
     d.kill9();
     std::thread::sleep(Duration::from_secs(3));
     d.restart();

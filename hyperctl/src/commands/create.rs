@@ -338,4 +338,32 @@ mod tests {
             assert!(e.contains(want), "{e}");
         }
     }
+
+    #[test]
+    fn restart_sets_the_containers_policy() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            pod: PodFlags,
+        }
+        let policy = |argv: &[&str]| {
+            let cli = <Cli as clap::Parser>::try_parse_from(argv).unwrap();
+            let pod: UserPod = serde_json::from_slice(&cli.pod.spec().unwrap()).unwrap();
+            pod.containers[0].restart_policy.clone()
+        };
+        assert_eq!(policy(&["c", "busybox"]), "never");
+        assert_eq!(
+            policy(&["c", "--restart", "on-failure:3", "busybox", "false"]),
+            "on-failure:3"
+        );
+        let cli = <Cli as clap::Parser>::try_parse_from([
+            "c",
+            "--restart",
+            "always",
+            "--podfile",
+            "/p.json",
+        ])
+        .unwrap();
+        assert!(cli.pod.spec().is_err());
+    }
 }

@@ -175,7 +175,7 @@ impl Pods {
 
     /// Restarts container `ct` of pod `pod_id` after its back-off, unless by then it was
     /// started, stopped or removed through the API, or its pod stopped. The caller holds
-    /// the pod's lock.
+    /// the pod's lock (or, in [`Pods::recover`], nothing else runs yet).
     pub(super) fn schedule_restart(self: &Arc<Self>, ct: &ContainerRecord) {
         let (token, delay) = self.restarts.schedule(&ct.id);
         tracing::info!(
