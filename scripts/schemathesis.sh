@@ -48,9 +48,9 @@ if [ "${1:-}" = --inside ]; then
   "$target_dir/debug/hyperctl" -H "unix://$tmp/h.sock" api-spec -o "$tmp/openapi.yaml"
   cmp "$tmp/openapi.yaml" hyperd/src/api/openapi.yaml
 
-  # A route not built yet names itself with 501; a wrong method is 405 with Allow.
+  # A missing required parameter is a 400 naming it; a wrong method is 405 with Allow.
   answer=$(curl -s -X POST -w ' %{http_code}' "http://127.0.0.1:$port/v1.1.0/service/add")
-  [ "$answer" = "$(printf 'POST /service/add: not implemented yet\n 501')" ] || { echo "service/add: $answer" >&2; exit 1; }
+  [ "$answer" = "$(printf 'query parameter podId: required\n 400')" ] || { echo "service/add: $answer" >&2; exit 1; }
   curl -s -o /dev/null -D "$tmp/h405" "http://127.0.0.1:$port/pod/create"
   grep -qi '^HTTP/1.1 405' "$tmp/h405" && grep -qi '^allow: POST' "$tmp/h405" || { cat "$tmp/h405" >&2; exit 1; }
 

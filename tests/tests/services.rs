@@ -252,8 +252,9 @@ fn a_service_ip_leads_to_its_backends_and_follows_changes_live() {
 
 #[test]
 fn bad_services_are_400s_naming_the_field() {
-    let d = TestDaemon::start();
-    d.import_busybox();
+    // Networking on (services need it), in a namespace of the test's own; no VM boots.
+    let net = Net::start("svc-bad");
+    let d = &net.d;
     let pod = |services: &str| {
         format!(
             r#"{{"id":"bad","containers":[{{"name":"bad","image":"busybox","command":["true"]}}],"services":{services}}}"#
@@ -303,7 +304,7 @@ fn bad_services_are_400s_naming_the_field() {
     assert_eq!(r.status, 201, "{r:?}\n{}", d.log());
     for (bad, field) in &cases {
         for route in ["/service/add", "/service/update"] {
-            let r = services_call(&d, "POST", route, "bad", &format!("[{bad}]"));
+            let r = services_call(d, "POST", route, "bad", &format!("[{bad}]"));
             assert_eq!(r.status, 400, "{route} {bad}: {r:?}");
             assert!(
                 r.body.contains(field),
@@ -311,28 +312,16 @@ fn bad_services_are_400s_naming_the_field() {
             );
         }
     }
-    let r = services_call(&d, "POST", "/service/add", "bad", "{not json");
+    let r = services_call(d, "POST", "/service/add", "bad", "{not json");
     assert_eq!(r.status, 400, "{r:?}");
     assert!(r.body.contains("services"), "{r:?}");
-    let r = services_call(
-        &d,
-        "POST",
-        "/service/add",
-        "bad",
-        r#"[{"servicePort":"x"}]"#,
-    );
+    let r = services_call(d, "POST", "/service/add", "bad", r#"[{"servicePort":"x"}]"#);
     assert_eq!(r.status, 400, "{r:?}");
     assert!(r.body.contains("[0].servicePort"), "{r:?}");
     let r = d.curl("POST", "/service/add?podId=bad", None);
     assert_eq!(r.status, 400, "{r:?}");
     assert!(r.body.contains("services"), "{r:?}");
-    let r = services_call(
-        &d,
-        "POST",
-        "/service/add",
-        "nosuchpod",
-        &format!("[{good}]"),
-    );
+    let r = services_call(d, "POST", "/service/add", "nosuchpod", &format!("[{good}]"));
     assert_eq!(r.status, 404, "{r:?}");
     let r = d.curl("GET", "/service/list?podId=nosuchpod", None);
     assert_eq!(r.status, 404, "{r:?}");
@@ -345,8 +334,9 @@ fn bad_services_are_400s_naming_the_field() {
 
 #[test]
 fn hyperctl_service_lists_adds_replaces_and_removes() {
-    let d = TestDaemon::start();
-    d.import_busybox();
+    // Networking on (services need it), in a namespace of the test's own; no VM boots.
+    let net = Net::start("svc-ctl");
+    let d = &net.d;
     let r = d.curl_body(
         "POST",
         "/pod/create",
@@ -400,4 +390,27 @@ fn hyperctl_service_lists_adds_replaces_and_removes() {
     let out = d.hyperctl(&["service", "add", "web", "10.254.0.10:80"]);
     assert_ne!(out.code, 0, "{out:?}");
     assert!(out.stderr.contains("10.254.0.10:80"), "{out:?}");
+}
+
+#[test]
+fn a_pod_without_a_network_cannot_have_services() {
+    let d = TestDaemon::start();
+    d.import_busybox();
+    let spec = |services: &str| {
+        format!(
+            r#"{{"id":"lonely","network":"none","containers":[{{"name":"lonely","image":"busybox","command":["true"]}}],"services":{services}}}"#
+        )
+    };
+    let one = format!("[{}]", service("10.254.0.10", 80, "192.168.123.20", 80));
+    let r = d.curl_body("POST", "/pod/create", &spec(&one));
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(
+        r.body.contains("services") && r.body.contains("no network"),
+        "{r:?}"
+    );
+    let r = d.curl_body("POST", "/pod/create", &spec("[]"));
+    assert_eq!(r.status, 201, "{r:?}\n{}", d.log());
+    let r = services_call(&d, "POST", "/service/add", "lonely", &one);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.body.contains("no network"), "{r:?}");
 }

@@ -223,7 +223,7 @@ impl Pods {
         self.log_config(&pod)?;
         pod.portmappings = network::normalize_ports("portmappings", &pod.portmappings)?;
         self.network.check_spec(&pod)?;
-        check_services("services", &mut pod.services)?;
+        self.check_pod_services(&mut pod)?;
         self.network.probe_host_ports(&pod.portmappings)?;
         let mut containers = Vec::new();
         for (i, c) in pod.containers.iter().enumerate() {

@@ -6,7 +6,7 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use hyper_proto::rest::UserService;
+use hyper_proto::rest::{UserPod, UserService};
 use hyper_proto::types::{Service, ServiceBackend, ServiceList};
 
 use super::spec::SpecError;
@@ -113,6 +113,14 @@ fn check_one(at: &str, s: &mut UserService, check_hosts: bool) -> Result<()> {
     Ok(())
 }
 
+fn no_network() -> Error {
+    bad(
+        "services".into(),
+        "the pod has no network (networking is off, or its network is none), \
+         so no service IP can be reached",
+    )
+}
+
 /// The agent's form of checked services.
 pub fn service_list(services: &[UserService]) -> ServiceList {
     ServiceList {
@@ -136,6 +144,17 @@ pub fn service_list(services: &[UserService]) -> ServiceList {
 }
 
 impl Pods {
+    /// [`check_services`] for a pod spec on this daemon: services need the pod's NIC (its
+    /// default route is how a service IP is reached), so a pod without a network (`network:
+    /// none`, or networking off) that has services is a 400 naming `services`.
+    pub(super) fn check_pod_services(&self, pod: &mut UserPod) -> Result<()> {
+        check_services("services", &mut pod.services)?;
+        if !pod.services.is_empty() && !self.network.wants_address(pod) {
+            return Err(no_network());
+        }
+        Ok(())
+    }
+
     /// Puts a starting pod's services into its VM (after its network); nothing to do for a
     /// pod without services, so its guest never loads IPVS.
     pub(super) async fn apply_services(&self, pod: &PodRecord, shim: &Shim) -> Result<()> {
@@ -170,6 +189,9 @@ impl Pods {
             return Err(bad("services".into(), "the array is empty"));
         }
         check_list("services", &mut services, action != ServiceAction::Delete)?;
+        if action == ServiceAction::Add && !self.network.wants_address(&pod.spec) {
+            return Err(no_network());
+        }
         let list = match action {
             ServiceAction::Update => services,
             ServiceAction::Add => {
