@@ -441,7 +441,7 @@ async fn options_read_only_rootfs_rlimits_sysctls_and_files() {
                   ulimit -n; ulimit -Hn; ulimit -c; \
                   cat /proc/sys/kernel/shmmax /proc/sys/net/ipv4/ip_unprivileged_port_start; \
                   stat -c '%a %u:%g' /run/secrets/key /etc/app/owned /etc/app; \
-                  cat /run/secrets/key; echo; sleep 600";
+                  cat /run/secrets/key; echo; touch /tmp/done; sleep 600";
     shim.client
         .add_container(AddContainerRequest {
             id: "c1".into(),
@@ -462,7 +462,7 @@ async fn options_read_only_rootfs_rlimits_sysctls_and_files() {
 
     // An exec inherits the init's rlimits.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !tmp.join("z").exists() && std::time::Instant::now() < deadline {
+    while !tmp.join("done").exists() && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     shim.client
