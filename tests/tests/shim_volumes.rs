@@ -58,7 +58,7 @@ async fn add_and_run(shim: &mut ShimHandle, req: AddContainerRequest) -> Output 
 #[tokio::test]
 async fn host_directories_and_files_are_shared_read_write_or_read_only() {
     let mut shim = ShimHandle::start("vols").await;
-    shim.boot().await;
+    let info = shim.boot().await;
     let rootfs = busybox_rootfs(shim.dir.path());
     std::fs::create_dir_all(rootfs.join("var/lib/app/sub")).unwrap();
     std::fs::write(rootfs.join("var/lib/app/sub/seed"), "from the image\n").unwrap();
@@ -117,6 +117,34 @@ async fn host_directories_and_files_are_shared_read_write_or_read_only() {
     assert!(options.split(',').any(|o| o == "ro"), "{line}");
     let line = share_mount(&shim, "c1/volumes/0").expect("volume 0 mounted in the share");
     assert!(line.split(' ').nth(5).unwrap().starts_with("rw"), "{line}");
+    // virtiofsd's sandbox, which serves the guest, sees the volume read-only as well.
+    let virtiofsd = info
+        .helper_pids
+        .iter()
+        .copied()
+        .chain([info.vmm_pid])
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|c| c.starts_with("virtiofsd"))
+        })
+        .expect("virtiofsd among the helpers");
+    let theirs = std::fs::read_to_string(format!("/proc/{virtiofsd}/mountinfo")).unwrap();
+    let line = theirs
+        .lines()
+        .find(|l| {
+            l.split(' ')
+                .nth(4)
+                .is_some_and(|p| p.ends_with("c1/volumes/1"))
+        })
+        .unwrap_or_else(|| panic!("virtiofsd does not see volume 1: {theirs}"));
+    assert!(
+        line.split(' ')
+            .nth(5)
+            .unwrap()
+            .split(',')
+            .any(|o| o == "ro"),
+        "{line}"
+    );
 
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(
