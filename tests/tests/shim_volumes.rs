@@ -391,6 +391,32 @@ async fn a_raw_ext4_disk_keeps_its_data_across_two_vms() {
         shim.shutdown_cleanly().await;
     }
 
+    // The same disk given read-only: its data is there, and it cannot be written.
+    let mut shim = ShimHandle::start("diskro").await;
+    shim.boot_with(CreateVmRequest {
+        disks: vec![DiskSpec {
+            read_only: true,
+            ..disk.clone()
+        }],
+        ..Default::default()
+    })
+    .await;
+    let rootfs = busybox_rootfs(shim.dir.path());
+    let out = add_and_run(
+        &mut shim,
+        AddContainerRequest {
+            id: "c1".into(),
+            rootfs: rootfs.to_string_lossy().into(),
+            process: Some(process(&["sh", "-c", "cat /data/f; touch /data/g"])),
+            mounts: vec![disk_mount.clone()],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(out.stdout, "kept\n", "{out:?}");
+    assert!(out.stderr.contains("Read-only file system"), "{out:?}");
+    shim.shutdown_cleanly().await;
+
     // Bad disks are refused before anything boots.
     let mut shim = ShimHandle::start("baddisk").await;
     for (bad, want) in [
