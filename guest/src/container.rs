@@ -314,27 +314,19 @@ impl Containers {
                 req.container_id
             )));
         }
-        let env_map = env
-            .iter()
-            .filter_map(|e| e.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        // libcontainer takes a terminal only from a whole OCI process (its process.json).
-        let process_file = if process.terminal {
-            Some(self.write_exec_process(
-                &req.container_id,
-                &req.exec_id,
-                &spec::ExecInput {
-                    args: &process.args,
-                    env: &env,
-                    cwd,
-                    user: &user,
-                    terminal: true,
-                },
-            )?)
-        } else {
-            None
-        };
+        // A whole OCI process (process.json), the init's with the exec's command: libcontainer
+        // takes a terminal only from one, and its builder alone would drop the init's rlimits.
+        let process_file = self.write_exec_process(
+            &req.container_id,
+            &req.exec_id,
+            &spec::ExecInput {
+                args: &process.args,
+                env: &env,
+                cwd,
+                user: &user,
+                terminal: process.terminal,
+            },
+        )?;
 
         let stdio = ContainerStdio::new(process.terminal, process.stdin, &self.bundles);
         let workload = Workload {
@@ -350,16 +342,7 @@ impl Containers {
                     })?,
             );
             let b = b.with_executor(workload).as_tenant().with_detach(true);
-            let b = match &process_file {
-                Some(file) => b.with_process(Some(file.path())),
-                None => b
-                    .with_container_args(process.args.clone())
-                    .with_env(env_map)
-                    .with_cwd(Some(cwd))
-                    .with_user(Some(user.uid))
-                    .with_group(Some(user.gid))
-                    .with_additional_gids(user.additional_gids.clone()),
-            };
+            let b = b.with_process(Some(process_file.path()));
             let pid = b.build().map_err(|e| {
                 Error::container(format!("exec in container {}", req.container_id), e)
             })?;

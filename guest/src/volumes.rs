@@ -95,18 +95,28 @@ impl Disks {
             .is_ok_and(|s| s.trim() == "1");
         std::fs::create_dir_all(&target)
             .map_err(|e| Error::io(format!("mkdir {}", target.display()), e))?;
-        let flags = if read_only {
+        let mount_as = |flags: MsFlags| {
+            mount(
+                Some(device.as_path()),
+                &target,
+                Some(fstype),
+                flags | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                None::<&str>,
+            )
+        };
+        let mut mounted_now = mount_as(if read_only {
             MsFlags::MS_RDONLY
         } else {
             MsFlags::empty()
-        };
-        let mounted_now = mount(
-            Some(device.as_path()),
-            &target,
-            Some(fstype),
-            flags | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            None::<&str>,
-        );
+        });
+        // A disk the VMM opened read-only may not say so in sysfs: as mount(8), try again
+        // read-only.
+        if matches!(
+            mounted_now,
+            Err(nix::errno::Errno::EROFS) | Err(nix::errno::Errno::EACCES)
+        ) {
+            mounted_now = mount_as(MsFlags::MS_RDONLY);
+        }
         if let Err(e) = mounted_now {
             let _ = std::fs::remove_dir(&target);
             return Err(match e {
@@ -126,6 +136,38 @@ impl Disks {
         tracing::info!(serial, device = %device.display(), fstype, read_only, "disk mounted");
         mounted.insert(serial.to_string(), fstype.to_string());
         Ok(target)
+    }
+}
+
+/// Remounts every mounted disk read-only, which flushes its journal: the next VM, even one
+/// given the disk read-only, mounts it without recovery. Processes killed just before may
+/// hold files a moment longer, so a busy disk is retried briefly.
+pub fn settle_disks() {
+    let Ok(entries) = std::fs::read_dir(DISK_DIR) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let target = entry.path();
+        for attempt in 0..20 {
+            let r = mount(
+                None::<&str>,
+                &target,
+                None::<&str>,
+                MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                None::<&str>,
+            );
+            match r {
+                Err(nix::errno::Errno::EBUSY) if attempt < 19 => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(nix::errno::Errno::EINVAL) => break, // not a mount point
+                Err(e) => {
+                    tracing::warn!(disk = %target.display(), "remount read-only: {e}");
+                    break;
+                }
+                Ok(()) => break,
+            }
+        }
     }
 }
 

@@ -58,7 +58,7 @@ async fn add_and_run(shim: &mut ShimHandle, req: AddContainerRequest) -> Output 
 #[tokio::test]
 async fn host_directories_and_files_are_shared_read_write_or_read_only() {
     let mut shim = ShimHandle::start("vols").await;
-    shim.boot().await;
+    let info = shim.boot().await;
     let rootfs = busybox_rootfs(shim.dir.path());
     std::fs::create_dir_all(rootfs.join("var/lib/app/sub")).unwrap();
     std::fs::write(rootfs.join("var/lib/app/sub/seed"), "from the image\n").unwrap();
@@ -117,6 +117,34 @@ async fn host_directories_and_files_are_shared_read_write_or_read_only() {
     assert!(options.split(',').any(|o| o == "ro"), "{line}");
     let line = share_mount(&shim, "c1/volumes/0").expect("volume 0 mounted in the share");
     assert!(line.split(' ').nth(5).unwrap().starts_with("rw"), "{line}");
+    // virtiofsd's sandbox, which serves the guest, sees the volume read-only as well.
+    let virtiofsd = info
+        .helper_pids
+        .iter()
+        .copied()
+        .chain([info.vmm_pid])
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|c| c.starts_with("virtiofsd"))
+        })
+        .expect("virtiofsd among the helpers");
+    let theirs = std::fs::read_to_string(format!("/proc/{virtiofsd}/mountinfo")).unwrap();
+    let line = theirs
+        .lines()
+        .find(|l| {
+            l.split(' ')
+                .nth(4)
+                .is_some_and(|p| p.ends_with("c1/volumes/1"))
+        })
+        .unwrap_or_else(|| panic!("virtiofsd does not see volume 1: {theirs}"));
+    assert!(
+        line.split(' ')
+            .nth(5)
+            .unwrap()
+            .split(',')
+            .any(|o| o == "ro"),
+        "{line}"
+    );
 
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(
@@ -363,6 +391,32 @@ async fn a_raw_ext4_disk_keeps_its_data_across_two_vms() {
         shim.shutdown_cleanly().await;
     }
 
+    // The same disk given read-only: its data is there, and it cannot be written.
+    let mut shim = ShimHandle::start("diskro").await;
+    shim.boot_with(CreateVmRequest {
+        disks: vec![DiskSpec {
+            read_only: true,
+            ..disk.clone()
+        }],
+        ..Default::default()
+    })
+    .await;
+    let rootfs = busybox_rootfs(shim.dir.path());
+    let out = add_and_run(
+        &mut shim,
+        AddContainerRequest {
+            id: "c1".into(),
+            rootfs: rootfs.to_string_lossy().into(),
+            process: Some(process(&["sh", "-c", "cat /data/f; touch /data/g"])),
+            mounts: vec![disk_mount.clone()],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(out.stdout, "kept\n", "{out:?}");
+    assert!(out.stderr.contains("Read-only file system"), "{out:?}");
+    shim.shutdown_cleanly().await;
+
     // Bad disks are refused before anything boots.
     let mut shim = ShimHandle::start("baddisk").await;
     for (bad, want) in [
@@ -441,7 +495,7 @@ async fn options_read_only_rootfs_rlimits_sysctls_and_files() {
                   ulimit -n; ulimit -Hn; ulimit -c; \
                   cat /proc/sys/kernel/shmmax /proc/sys/net/ipv4/ip_unprivileged_port_start; \
                   stat -c '%a %u:%g' /run/secrets/key /etc/app/owned /etc/app; \
-                  cat /run/secrets/key; echo; sleep 600";
+                  cat /run/secrets/key; echo; touch /tmp/done; sleep 600";
     shim.client
         .add_container(AddContainerRequest {
             id: "c1".into(),
@@ -462,7 +516,7 @@ async fn options_read_only_rootfs_rlimits_sysctls_and_files() {
 
     // An exec inherits the init's rlimits.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !tmp.join("z").exists() && std::time::Instant::now() < deadline {
+    while !tmp.join("done").exists() && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     shim.client
