@@ -296,7 +296,7 @@ impl UserPod {
             dns_options: vec!["ndots:2".into()],
             dns_search: vec!["example.test".into()],
             containers: vec![UserContainer {
-                name: "c".into(),
+                name: "web".into(),
                 image: "busybox".into(),
                 command: vec!["true".into()],
                 entrypoint: vec!["/bin/sh".into()],
@@ -350,11 +350,11 @@ impl UserPod {
             volumes: vec![volume],
             interfaces: vec![UserInterface {
                 bridge: "hyper0".into(),
-                ip: "10.0.0.2/24".into(),
+                ip: "192.168.123.50/24".into(),
                 ifname: "eth0".into(),
                 mac: "52:54:00:00:00:01".into(),
                 mtu: 1450,
-                gateway: "10.0.0.1".into(),
+                gateway: "192.168.123.1".into(),
                 id: "1".into(),
             }],
             services: vec![UserService {
@@ -362,7 +362,7 @@ impl UserPod {
                 protocol: "tcp".into(),
                 service_port: 6379,
                 hosts: vec![UserServiceBackend {
-                    host_ip: "10.0.0.3".into(),
+                    host_ip: "192.168.123.20".into(),
                     host_port: 6379,
                 }],
             }],
@@ -372,7 +372,7 @@ impl UserPod {
                 protocol: "tcp".into(),
             }],
             portmapping_white_lists: PortmappingWhiteList {
-                internal_networks: vec!["10.0.0.0/24".into()],
+                internal_networks: vec!["192.168.123.0/24".into()],
                 external_networks: vec!["0.0.0.0/0".into()],
             },
             network: "bridge".into(),

@@ -913,6 +913,22 @@ mod rule_tests {
     }
 
     #[test]
+    fn the_rule_holds_for_an_added_container() {
+        let base = pod(r#"{"id":"live","containers":[]}"#).unwrap();
+        let add = |json: &str| {
+            normalize_container(&base, serde_json::from_str(json).unwrap()).unwrap_err()
+        };
+        assert_eq!(
+            add(r#"{"image":"a","logPath":"/x"}"#).field,
+            "containers[0].logPath"
+        );
+        assert_eq!(
+            add(r#"{"image":"a","ports":[{"hostPort":1,"containerPort":2}]}"#).field,
+            "containers[0].ports"
+        );
+    }
+
+    #[test]
     fn container_ports_become_pod_portmappings() {
         let p = pod(r#"{"containers":[{"image":"a","ports":[{"hostPort":8080,"containerPort":80,"protocol":"UDP"}]}]}"#).unwrap();
         assert!(p.containers[0].ports.is_empty());
