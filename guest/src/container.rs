@@ -38,6 +38,8 @@ pub struct Containers {
     state: PathBuf,
     bundles: PathBuf,
     reaper: Reaper,
+    /// The VM's virtio-blk disks, mounted once for every container using them.
+    disks: crate::volumes::Disks,
     entries: Mutex<HashMap<String, Entry>>,
     /// Processes run in the VM itself, by exec id.
     vm_execs: Mutex<HashMap<String, Arc<ProcessHandle>>>,
@@ -80,6 +82,22 @@ fn read_optional(path: &Path) -> Result<String> {
     }
 }
 
+/// Sets a sysctl of the VM itself (its network namespace is the pod's). Errors:
+/// [`Error::InvalidArgument`] naming the key when the kernel has no such key or refuses the
+/// value.
+fn write_vm_sysctl(key: &str, value: &str) -> Result<()> {
+    let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+    std::fs::write(&path, value).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            Error::InvalidArgument(format!("sysctl {key}: no such key in the guest kernel"))
+        }
+        std::io::ErrorKind::InvalidInput => {
+            Error::InvalidArgument(format!("sysctl {key}: the kernel refuses {value:?}"))
+        }
+        _ => Error::io(format!("sysctl {key}"), e),
+    })
+}
+
 fn resolve_user(rootfs: &Path, user: &str) -> Result<crate::user::ResolvedUser> {
     let passwd = read_optional(&rootfs.join("etc/passwd"))?;
     let group = read_optional(&rootfs.join("etc/group"))?;
@@ -93,6 +111,7 @@ impl Containers {
             state: state.to_path_buf(),
             bundles: bundles.to_path_buf(),
             reaper,
+            disks: crate::volumes::Disks::default(),
             entries: Mutex::new(HashMap::new()),
             vm_execs: Mutex::new(HashMap::new()),
         }
@@ -133,8 +152,24 @@ impl Containers {
         let user = resolve_user(&rootfs, &process.user)?;
         let env = spec::process_env(&process.env, &user.home, &hostname);
         // A missing command is not checked here: it starts, and ends with 127 (Docker's run).
-        crate::rootfs::ensure_dir(&rootfs, spec::cwd(process), user.uid, user.gid)?;
+        crate::rootfs::ensure_dir("cwd", &rootfs, spec::cwd(process), user.uid, user.gid)?;
         let resources = req.resources.unwrap_or_default();
+        let options = req.options.clone().unwrap_or_default();
+        // Checked before anything is written into the rootfs.
+        let rlimits = spec::rlimits(&options.rlimits)?;
+        for key in options.sysctls.keys() {
+            spec::check_sysctl(key)?;
+        }
+        let (vm_sysctls, sysctls) = spec::split_sysctls(&options.sysctls);
+        for (key, value) in &vm_sysctls {
+            write_vm_sysctl(key, value)?;
+        }
+        if !options.files.is_empty() {
+            let passwd = read_optional(&rootfs.join("etc/passwd"))?;
+            let group = read_optional(&rootfs.join("etc/group"))?;
+            crate::files::write_all(&rootfs, &options.files, &passwd, &group)?;
+        }
+        let volumes = crate::volumes::prepare(&self.share, &rootfs, &req.mounts, &self.disks)?;
         let config = spec::container_spec(&SpecInput {
             id: &req.id,
             rootfs: &rootfs,
@@ -144,6 +179,10 @@ impl Containers {
             user: &user,
             resources: &resources,
             etc_dir: Path::new(crate::ETC_DIR),
+            volumes: &volumes,
+            read_only_rootfs: options.read_only_rootfs,
+            rlimits,
+            sysctls: &sysctls,
         });
 
         let bundle = self.bundles.join(&req.id);
@@ -275,27 +314,19 @@ impl Containers {
                 req.container_id
             )));
         }
-        let env_map = env
-            .iter()
-            .filter_map(|e| e.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        // libcontainer takes a terminal only from a whole OCI process (its process.json).
-        let process_file = if process.terminal {
-            Some(self.write_exec_process(
-                &req.container_id,
-                &req.exec_id,
-                &spec::ExecInput {
-                    args: &process.args,
-                    env: &env,
-                    cwd,
-                    user: &user,
-                    terminal: true,
-                },
-            )?)
-        } else {
-            None
-        };
+        // A whole OCI process (process.json), the init's with the exec's command: libcontainer
+        // takes a terminal only from one, and its builder alone would drop the init's rlimits.
+        let process_file = self.write_exec_process(
+            &req.container_id,
+            &req.exec_id,
+            &spec::ExecInput {
+                args: &process.args,
+                env: &env,
+                cwd,
+                user: &user,
+                terminal: process.terminal,
+            },
+        )?;
 
         let stdio = ContainerStdio::new(process.terminal, process.stdin, &self.bundles);
         let workload = Workload {
@@ -311,16 +342,7 @@ impl Containers {
                     })?,
             );
             let b = b.with_executor(workload).as_tenant().with_detach(true);
-            let b = match &process_file {
-                Some(file) => b.with_process(Some(file.path())),
-                None => b
-                    .with_container_args(process.args.clone())
-                    .with_env(env_map)
-                    .with_cwd(Some(cwd))
-                    .with_user(Some(user.uid))
-                    .with_group(Some(user.gid))
-                    .with_additional_gids(user.additional_gids.clone()),
-            };
+            let b = b.with_process(Some(process_file.path()));
             let pid = b.build().map_err(|e| {
                 Error::container(format!("exec in container {}", req.container_id), e)
             })?;

@@ -11,6 +11,7 @@ pub mod boot;
 pub mod container;
 pub mod error;
 pub mod etc_files;
+pub mod files;
 pub mod modules;
 pub mod network;
 pub mod output;
@@ -21,6 +22,7 @@ pub mod server;
 pub mod spec;
 pub mod stats;
 pub mod user;
+pub mod volumes;
 pub mod workload;
 
 use std::time::Duration;

@@ -105,16 +105,17 @@ fn join(rootfs: &Path, parts: &[String]) -> PathBuf {
 
 /// Creates `path` (absolute, as the container sees it) under `rootfs` as `mkdir -p` does,
 /// each new directory owned by `uid`:`gid` (Docker's WORKDIR). Symlinks on the way resolve
-/// inside the rootfs, never out of it. Errors: a component that exists and is not a directory.
-pub fn ensure_dir(rootfs: &Path, path: &str, uid: u32, gid: u32) -> Result<()> {
+/// inside the rootfs, never out of it. `what` names the path in errors ("cwd", "volume"):
+/// [`Error::InvalidArgument`] for a component that exists and is not a directory.
+pub fn ensure_dir(what: &str, rootfs: &Path, path: &str, uid: u32, gid: u32) -> Result<()> {
     walk(
         rootfs,
         path,
-        |what, e| {
+        |step, e| {
             if e.raw_os_error() == Some(libc::ELOOP) {
-                Error::InvalidArgument(format!("cwd {path}: {what}"))
+                Error::InvalidArgument(format!("{what} {path}: {step}"))
             } else {
-                Error::io(format!("cwd {path}: {what}"), e)
+                Error::io(format!("{what} {path}: {step}"), e)
             }
         },
         |candidate, resolved, found| match found {
@@ -122,19 +123,53 @@ pub fn ensure_dir(rootfs: &Path, path: &str, uid: u32, gid: u32) -> Result<()> {
             Found::Entry(_) => {
                 let name = candidate.file_name().unwrap_or_default().to_string_lossy();
                 Err(Error::InvalidArgument(format!(
-                    "cwd {path}: /{} is not a directory",
+                    "{what} {path}: /{} is not a directory",
                     [resolved, &[name.into_owned()]].concat().join("/")
                 )))
             }
             Found::Missing => {
                 std::fs::create_dir(candidate)
-                    .map_err(|e| Error::io(format!("cwd {path}: mkdir"), e))?;
+                    .map_err(|e| Error::io(format!("{what} {path}: mkdir"), e))?;
                 std::os::unix::fs::lchown(candidate, Some(uid), Some(gid))
-                    .map_err(|e| Error::io(format!("cwd {path}: chown"), e))
+                    .map_err(|e| Error::io(format!("{what} {path}: chown"), e))
             }
         },
     )
     .map(drop)
+}
+
+/// `path` (absolute, as the container sees it) resolved inside `rootfs`, as the container
+/// will see it: absolute and free of symlinks. `None` when it does not exist.
+pub fn resolve_in(rootfs: &Path, path: &str) -> Option<String> {
+    let host = resolve(rootfs, path)?;
+    let rel = host.strip_prefix(rootfs).ok()?;
+    Some(format!("/{}", rel.to_string_lossy()))
+}
+
+/// Makes an empty file at `path` under `rootfs` as a mount point (parents as [`ensure_dir`],
+/// owned by root), unless a file is there already. Errors: [`Error::InvalidArgument`] when a
+/// directory or something else than a file is there.
+pub fn ensure_file(what: &str, rootfs: &Path, path: &str) -> Result<()> {
+    let p = Path::new(path);
+    let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
+        return Err(Error::InvalidArgument(format!(
+            "{what} {path}: not a file path"
+        )));
+    };
+    ensure_dir(what, rootfs, &parent.to_string_lossy(), 0, 0)?;
+    let parent = resolve(rootfs, &parent.to_string_lossy()).ok_or_else(|| {
+        Error::InvalidArgument(format!("{what} {path}: the parent directory vanished"))
+    })?;
+    match resolve(rootfs, path) {
+        Some(found) if found.is_file() => Ok(()),
+        Some(_) => Err(Error::InvalidArgument(format!(
+            "{what} {path}: not a regular file in the image"
+        ))),
+        // O_EXCL: never through a (dangling) symlink.
+        None => std::fs::File::create_new(parent.join(name))
+            .map(drop)
+            .map_err(|e| Error::io(format!("{what} {path}: create"), e)),
+    }
 }
 
 #[cfg(test)]
@@ -178,7 +213,7 @@ mod tests {
         let dir = rootfs();
         // An absolute link to / must not lead out of the rootfs.
         symlink("/", dir.path().join("escape")).unwrap();
-        ensure_dir(dir.path(), "/escape/work/deep", 1000, 1000).unwrap();
+        ensure_dir("cwd", dir.path(), "/escape/work/deep", 1000, 1000).unwrap();
         assert!(dir.path().join("work/deep").is_dir());
         use std::os::unix::fs::MetadataExt;
         assert_eq!(
@@ -187,11 +222,26 @@ mod tests {
                 .uid(),
             1000
         );
-        ensure_dir(dir.path(), "/bin", 0, 0).unwrap();
-        let e = ensure_dir(dir.path(), "/etc/data/x", 0, 0).unwrap_err();
+        ensure_dir("cwd", dir.path(), "/bin", 0, 0).unwrap();
+        let e = ensure_dir("cwd", dir.path(), "/etc/data/x", 0, 0).unwrap_err();
         assert_eq!(
             e.to_string(),
             "cwd /etc/data/x: /etc/data is not a directory"
         );
+    }
+
+    #[test]
+    fn file_mount_points_are_made_inside_the_rootfs() {
+        let dir = rootfs();
+        symlink("/", dir.path().join("escape")).unwrap();
+        ensure_file("volume", dir.path(), "/escape/conf/app.conf").unwrap();
+        assert!(dir.path().join("conf/app.conf").is_file());
+        assert_eq!(
+            resolve_in(dir.path(), "/escape/conf/app.conf").as_deref(),
+            Some("/conf/app.conf")
+        );
+        ensure_file("volume", dir.path(), "/etc/data").unwrap();
+        let e = ensure_file("volume", dir.path(), "/etc").unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
     }
 }

@@ -4,12 +4,123 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use hyper_proto::types::{Process, Resources};
+use hyper_proto::types::{Process, Resources, Rlimit};
+
+use crate::error::{Error, Result};
 
 use crate::user::ResolvedUser;
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const CPU_PERIOD_US: u64 = 100_000;
+/// The open-files limit a container gets unless its rlimits name `nofile`.
+pub const DEFAULT_NOFILE: u64 = 1_048_576;
+
+/// setrlimit(2)'s resources, by the name the pod spec uses (lower case, without RLIMIT_).
+pub const RLIMIT_NAMES: &[&str] = &[
+    "as",
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
+
+/// OCI `process.rlimits`: the requested ones (`RLIMIT_<NAME>`), plus the default nofile
+/// unless it is named. Errors: [`Error::InvalidArgument`] for an unknown name, a name given
+/// twice, or soft above hard.
+pub fn rlimits(requested: &[Rlimit]) -> Result<Value> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for r in requested {
+        if !RLIMIT_NAMES.contains(&r.name.as_str()) {
+            return Err(Error::InvalidArgument(format!(
+                "rlimit {:?}: unknown (one of {})",
+                r.name,
+                RLIMIT_NAMES.join(", ")
+            )));
+        }
+        if !seen.insert(r.name.as_str()) {
+            return Err(Error::InvalidArgument(format!(
+                "rlimit {}: given twice",
+                r.name
+            )));
+        }
+        if r.soft > r.hard {
+            return Err(Error::InvalidArgument(format!(
+                "rlimit {}: soft limit {} is above the hard limit {}",
+                r.name, r.soft, r.hard
+            )));
+        }
+        out.push(json!({
+            "type": format!("RLIMIT_{}", r.name.to_uppercase()),
+            "soft": r.soft,
+            "hard": r.hard,
+        }));
+    }
+    if !seen.contains("nofile") {
+        out.push(
+            json!({ "type": "RLIMIT_NOFILE", "soft": DEFAULT_NOFILE, "hard": DEFAULT_NOFILE }),
+        );
+    }
+    Ok(Value::Array(out))
+}
+
+/// A sysctl key is dotted words (`net.ipv4.ip_forward`); anything that could name another
+/// path under /proc/sys is refused. Which keys are namespaced is hyperd's rule; the kernel
+/// refuses the rest. Errors: [`Error::InvalidArgument`] naming the key.
+pub fn check_sysctl(key: &str) -> Result<()> {
+    let ok = !key.is_empty()
+        && key.split('.').all(|w| {
+            !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "sysctl {key:?}: invalid key"
+        )))
+    }
+}
+
+/// Splits sysctls into those of the VM's network namespace (`net.*`), which the pod's
+/// containers share and the agent sets itself (libcontainer refuses them in a namespace the
+/// container did not create), and the rest, for OCI `linux.sysctl`.
+pub fn split_sysctls(
+    all: &std::collections::HashMap<String, String>,
+) -> (
+    Vec<(String, String)>,
+    std::collections::HashMap<String, String>,
+) {
+    let (net, rest): (Vec<_>, Vec<_>) = all
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .partition(|(k, _)| k.starts_with("net."));
+    let mut net = net;
+    net.sort();
+    (net, rest.into_iter().collect())
+}
+
+/// A volume as the OCI spec mounts it: a guest path bind-mounted at `destination`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    /// A path in the guest (under the share, or a mounted disk).
+    pub source: std::path::PathBuf,
+    /// Absolute in the container, free of symlinks (resolved against the rootfs).
+    pub destination: String,
+    pub read_only: bool,
+}
 
 /// Docker's default capability set.
 const CAPABILITIES: &[&str] = &[
@@ -130,6 +241,13 @@ pub struct SpecInput<'a> {
     pub resources: &'a Resources,
     /// The pod's etc files ([`crate::etc_files`]), bind-mounted at /etc/<name>.
     pub etc_dir: &'a Path,
+    /// Volumes, mounted in this order after the standard mounts and before the etc files.
+    pub volumes: &'a [BindMount],
+    pub read_only_rootfs: bool,
+    /// OCI `process.rlimits`, from [`rlimits`].
+    pub rlimits: Value,
+    /// OCI `linux.sysctl`.
+    pub sysctls: &'a std::collections::HashMap<String, String>,
 }
 
 /// config.json for an init container: new pid, ipc, uts, mount and cgroup namespaces (the
@@ -148,6 +266,14 @@ pub fn container_spec(input: &SpecInput<'_>) -> Value {
         { "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
           "options": ["nosuid", "noexec", "nodev", "relatime", "ro"] },
     ]);
+    for v in input.volumes {
+        mounts.as_array_mut().expect("a list").push(json!({
+            "destination": v.destination,
+            "type": "bind",
+            "source": v.source,
+            "options": ["rbind", if v.read_only { "ro" } else { "rw" }],
+        }));
+    }
     // Shared and writable, as Docker's: libcontainer creates /etc and the file in the rootfs
     // when the image lacks them.
     for name in crate::etc_files::NAMES {
@@ -176,10 +302,10 @@ pub fn container_spec(input: &SpecInput<'_>) -> Value {
                 "effective": CAPABILITIES,
                 "permitted": CAPABILITIES,
             },
-            "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576 }],
+            "rlimits": input.rlimits,
             "noNewPrivileges": false,
         },
-        "root": { "path": input.rootfs, "readonly": false },
+        "root": { "path": input.rootfs, "readonly": input.read_only_rootfs },
         "hostname": input.hostname,
         "mounts": mounts,
         "linux": {
@@ -190,6 +316,7 @@ pub fn container_spec(input: &SpecInput<'_>) -> Value {
             ],
             "cgroupsPath": format!("/hyper/{}", input.id),
             "resources": resources(input.resources),
+            "sysctl": input.sysctls,
             "maskedPaths": [
                 "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
                 "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
@@ -233,6 +360,10 @@ mod tests {
             user: &user(),
             resources: &resources,
             etc_dir: Path::new("/run/hyper/etc"),
+            volumes: &[],
+            read_only_rootfs: false,
+            rlimits: rlimits(&[]).unwrap(),
+            sysctls: &Default::default(),
         });
         serde_json::from_value(value).expect("a valid OCI spec")
     }
@@ -260,6 +391,10 @@ mod tests {
             env: &[],
             user: &user(),
             etc_dir: Path::new("/e"),
+            volumes: &[],
+            read_only_rootfs: false,
+            rlimits: rlimits(&[]).unwrap(),
+            sysctls: &Default::default(),
             resources: &Resources::default(),
         });
         let s: Spec = serde_json::from_value(value).unwrap();
@@ -280,6 +415,10 @@ mod tests {
             user: &user(),
             resources: &Resources::default(),
             etc_dir: Path::new("/e"),
+            volumes: &[],
+            read_only_rootfs: false,
+            rlimits: rlimits(&[]).unwrap(),
+            sysctls: &Default::default(),
         });
         let root = ResolvedUser {
             uid: 0,
@@ -392,6 +531,128 @@ mod tests {
             );
             let options = m.options().as_ref().unwrap();
             assert!(options.contains(&"rbind".to_string()) && options.contains(&"rw".to_string()));
+        }
+    }
+
+    #[test]
+    fn volumes_rlimits_sysctls_and_a_read_only_root_reach_the_oci_spec() {
+        let process = Process {
+            args: vec!["sh".into()],
+            ..Default::default()
+        };
+        let sysctls = [("kernel.shmmax".to_string(), "1000000".to_string())].into();
+        let value = container_spec(&SpecInput {
+            id: "c1",
+            rootfs: Path::new("/r"),
+            hostname: "c1",
+            process: &process,
+            env: &[],
+            user: &user(),
+            resources: &Resources::default(),
+            etc_dir: Path::new("/e"),
+            volumes: &[
+                BindMount {
+                    source: "/run/hyper/share/c1/volumes/0".into(),
+                    destination: "/data".into(),
+                    read_only: false,
+                },
+                BindMount {
+                    source: "/run/hyper/disks/d1".into(),
+                    destination: "/ro".into(),
+                    read_only: true,
+                },
+            ],
+            read_only_rootfs: true,
+            rlimits: rlimits(&[Rlimit {
+                name: "core".into(),
+                soft: 0,
+                hard: 1024,
+            }])
+            .unwrap(),
+            sysctls: &sysctls,
+        });
+        let s: Spec = serde_json::from_value(value).unwrap();
+        assert_eq!(s.root().as_ref().unwrap().readonly(), Some(true));
+        let mounts = s.mounts().as_ref().unwrap();
+        let at = |d: &str| {
+            mounts
+                .iter()
+                .position(|m| m.destination() == Path::new(d))
+                .unwrap()
+        };
+        // After the standard mounts, in order, and before the etc files.
+        assert!(at("/sys/fs/cgroup") < at("/data") && at("/data") < at("/ro"));
+        assert!(at("/ro") < at("/etc/hosts"));
+        let ro = &mounts[at("/ro")];
+        assert_eq!(ro.options().as_ref().unwrap(), &["rbind", "ro"]);
+        assert_eq!(
+            ro.source().as_deref(),
+            Some(Path::new("/run/hyper/disks/d1"))
+        );
+        assert_eq!(
+            mounts[at("/data")].options().as_ref().unwrap(),
+            &["rbind", "rw"]
+        );
+        let limits: Vec<_> = s
+            .process()
+            .as_ref()
+            .unwrap()
+            .rlimits()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|r| (format!("{:?}", r.typ()), r.soft(), r.hard()))
+            .collect();
+        assert_eq!(
+            limits,
+            [
+                ("RlimitCore".to_string(), 0, 1024),
+                ("RlimitNofile".to_string(), DEFAULT_NOFILE, DEFAULT_NOFILE)
+            ]
+        );
+        let sysctl = s.linux().as_ref().unwrap().sysctl().clone().unwrap();
+        assert_eq!(sysctl["kernel.shmmax"], "1000000");
+    }
+
+    #[test]
+    fn a_named_nofile_replaces_the_default_and_bad_rlimits_are_refused() {
+        let r = |name: &str, soft, hard| Rlimit {
+            name: name.into(),
+            soft,
+            hard,
+        };
+        let v = rlimits(&[r("nofile", 100, 200)]).unwrap();
+        assert_eq!(
+            v,
+            json!([{ "type": "RLIMIT_NOFILE", "soft": 100, "hard": 200 }])
+        );
+        let e = rlimits(&[r("bogus", 1, 1)]).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)));
+        assert!(
+            e.to_string().starts_with("rlimit \"bogus\": unknown"),
+            "{e}"
+        );
+        let e = rlimits(&[r("core", 2, 1)]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "rlimit core: soft limit 2 is above the hard limit 1"
+        );
+        assert!(rlimits(&[r("nproc", 1, 1), r("nproc", 1, 1)]).is_err());
+    }
+
+    #[test]
+    fn net_sysctls_are_the_vms_and_the_rest_go_to_the_container() {
+        let all = [
+            ("net.ipv4.ip_forward".to_string(), "1".to_string()),
+            ("kernel.shmmax".to_string(), "1".to_string()),
+        ]
+        .into();
+        let (net, rest) = split_sysctls(&all);
+        assert_eq!(net, [("net.ipv4.ip_forward".to_string(), "1".to_string())]);
+        assert_eq!(rest.keys().collect::<Vec<_>>(), ["kernel.shmmax"]);
+        assert!(check_sysctl("kernel.shmmax").is_ok());
+        for bad in ["", "a..b", "a/b", "../x", "a.b."] {
+            assert!(check_sysctl(bad).is_err(), "{bad}");
         }
     }
 }

@@ -96,6 +96,43 @@ pub fn resolve(user: &str, passwd: &str, group: &str) -> Result<ResolvedUser> {
     })
 }
 
+/// A file owner's uid: a number (need not exist), a name from the container's /etc/passwd,
+/// or "" for root. Errors: [`Error::InvalidArgument`] for an unknown name.
+pub fn uid(user: &str, passwd: &str) -> Result<u32> {
+    if user.is_empty() {
+        return Ok(0);
+    }
+    if let Ok(n) = user.parse() {
+        return Ok(n);
+    }
+    passwd_entries(passwd)
+        .find(|e| e.name == user)
+        .map(|e| e.uid)
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "user {user}: no matching entry in the container's /etc/passwd"
+            ))
+        })
+}
+
+/// A file owner's gid, as [`uid`] with the container's /etc/group.
+pub fn gid(group: &str, groups: &str) -> Result<u32> {
+    if group.is_empty() {
+        return Ok(0);
+    }
+    if let Ok(n) = group.parse() {
+        return Ok(n);
+    }
+    group_entries(groups)
+        .find(|(name, _, _)| *name == group)
+        .map(|(_, id, _)| id)
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "group {group}: no matching entry in the container's /etc/group"
+            ))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,5 +180,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("group nogroup"), "{e}");
+    }
+
+    #[test]
+    fn file_owners_by_number_or_name() {
+        assert_eq!(uid("", PASSWD).unwrap(), 0);
+        assert_eq!(uid("app", PASSWD).unwrap(), 1000);
+        assert_eq!(uid("4242", PASSWD).unwrap(), 4242);
+        assert!(uid("nobody", PASSWD).is_err());
+        assert_eq!(gid("staff", GROUP).unwrap(), 50);
+        assert_eq!(gid("", GROUP).unwrap(), 0);
+        assert!(
+            gid("nogroup", GROUP)
+                .unwrap_err()
+                .to_string()
+                .contains("group nogroup")
+        );
     }
 }

@@ -5,7 +5,9 @@
 pub mod agent;
 pub mod child;
 pub mod config;
+pub mod disk;
 pub mod error;
+pub mod hostpath;
 pub mod server;
 pub mod share;
 pub mod tap;

@@ -18,8 +18,9 @@ use hyper_proto::types::{
 use crate::agent::AgentClient;
 use crate::child::log_tail;
 use crate::config::{ShimConfig, find_program};
+use crate::disk;
 use crate::error::{Error, Result};
-use crate::share::{RootfsSource, SharedDir, guest_rootfs};
+use crate::share::{RootfsSource, SharedDir, guest_rootfs, open_volumes};
 use crate::tap::{self, Tap};
 use crate::virtiofsd::Virtiofsd;
 use crate::vmm::{self, VmSpec, Vmm};
@@ -160,6 +161,9 @@ impl Vm {
         }
         let shape = vm_shape(req, &self.config.guest_dir)?;
         let nic = req.nic.as_ref().map(tap::nic_config).transpose()?;
+        // Opened now, by descriptor: what the VMM gets is what was checked here.
+        let disks = disk::open_all(&req.disks)?;
+        let disk_specs: Vec<_> = disks.iter().map(|d| d.spec.clone()).collect();
         let virtiofsd_program = find_program(&self.config.virtiofsd)?;
 
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -206,11 +210,14 @@ impl Vm {
             virtiofs_socket: virtiofsd.socket.clone(),
             run_dir: self.config.run_dir.clone(),
             nic: tap.map(Tap::into_nic),
+            disks,
         };
         let booted = self.boot(vmm.as_mut(), &spec, shape.boot_timeout).await;
         // The VMM holds its own fd on the tap now (or failed): closing the shim's makes the
         // device live exactly as long as the VMM.
         spec.nic = None;
+        // The VMM opened the disks through the shim's descriptors; it keeps its own.
+        spec.disks.clear();
         let pong = match booted {
             Ok(p) => p,
             Err(e) => {
@@ -238,7 +245,7 @@ impl Vm {
             memory_mib: spec.memory_mib,
             vmm_reason: choice.reason,
             nic: nic_info,
-            disks: Vec::new(),
+            disks: disk_specs,
         };
         tracing::info!(
             vm_id = %self.config.id,
@@ -352,7 +359,8 @@ impl Vm {
         }
     }
 
-    /// Shares the container's rootfs with the guest and creates the container there.
+    /// Shares the container's rootfs and host volumes with the guest (see [`open_volumes`])
+    /// and creates the container there; on error nothing stays mounted.
     pub async fn add_container(&self, req: AddContainerRequest) -> Result<()> {
         let mut agent = self.agent()?;
         if req.id.is_empty() || req.id.contains('/') || req.id.starts_with('.') {
@@ -376,11 +384,25 @@ impl Vm {
                 work: PathBuf::from(&req.work_dir),
             }
         };
-        if !req.mounts.is_empty() {
-            // Placeholder of the spec-base contract: volumes are shared in the volumes work.
-            return Err(Error::InvalidArgument("mounts: not built yet".into()));
-        }
+        let disks: Vec<String> = {
+            let lifecycle = self.lifecycle.lock().await;
+            lifecycle
+                .info
+                .disks
+                .iter()
+                .map(|d| d.serial.clone())
+                .collect()
+        };
+        // Every source is opened before anything is mounted.
+        let (volumes, mounts) = open_volumes(&req.id, &req.mounts, &disks)?;
         self.share.attach(&req.id, &rootfs)?;
+        if let Err(e) = self.share.attach_volumes(&req.id, &volumes) {
+            if let Err(detach) = self.share.detach(&req.id) {
+                tracing::warn!(container_id = %req.id, "{detach}");
+            }
+            return Err(e);
+        }
+        drop(volumes);
         let created = bounded(
             "create container",
             agent.create_container(CreateContainerRequest {
@@ -389,7 +411,7 @@ impl Vm {
                 process: req.process,
                 hostname: req.hostname,
                 resources: req.resources,
-                mounts: Vec::new(),
+                mounts,
                 options: req.options,
             }),
         )

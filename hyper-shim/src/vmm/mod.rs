@@ -64,6 +64,8 @@ pub struct VmSpec {
     pub run_dir: PathBuf,
     /// The VM's network card, if it has one (no card: the guest has loopback only).
     pub nic: Option<Nic>,
+    /// Block volumes, in order (virtio-blk; the guest finds each by its serial).
+    pub disks: Vec<crate::disk::Disk>,
 }
 
 /// A network card given at boot: a tap the shim opened and the guest side's MAC. The VMM gets

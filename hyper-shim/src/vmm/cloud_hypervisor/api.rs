@@ -35,6 +35,8 @@ pub struct VmConfig {
     pub fs: Vec<FsConfig>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub net: Vec<NetConfig>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<DiskConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vsock: Option<VsockConfig>,
     /// The 8250 UART, `ttyS0` in the guest.
@@ -107,6 +109,22 @@ impl NetConfig {
             id: None,
         }
     }
+}
+
+/// `DiskConfig`: a virtio-blk disk. `path` is the shim's descriptor of the image
+/// (`/proc/<shim pid>/fd/<n>`), so CH uses the inode the shim opened.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DiskConfig {
+    pub path: PathBuf,
+    pub readonly: bool,
+    /// O_DIRECT: QEMU's cache modes `none` and `directsync`.
+    pub direct: bool,
+    pub serial: String,
+    pub id: String,
+    /// "Raw" | "Qcow2": said, never probed from the image's content.
+    pub image_type: String,
+    /// A qcow2's backing file is never opened.
+    pub backing_files: bool,
 }
 
 /// `VsockConfig`: CH's built-in hybrid vsock, served on `socket`.
@@ -732,6 +750,7 @@ mod tests {
             },
             fs: vec![],
             net: vec![],
+            disks: vec![],
             vsock: None,
             serial: ConsoleConfig::off(),
             console: ConsoleConfig::off(),

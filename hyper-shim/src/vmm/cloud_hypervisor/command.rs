@@ -4,8 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::disk::Disk;
 use crate::vmm::cloud_hypervisor::api::{
-    ConsoleConfig, CpusConfig, FsConfig, MemoryConfig, PayloadConfig, VmConfig, VsockConfig,
+    ConsoleConfig, CpusConfig, DiskConfig, FsConfig, MemoryConfig, PayloadConfig, VmConfig,
+    VsockConfig,
 };
 use crate::vmm::{SHARE_TAG, VmSpec};
 use crate::vsock::GUEST_CID;
@@ -81,12 +83,28 @@ pub fn vm_config(spec: &VmSpec, paths: &ChPaths) -> VmConfig {
             id: None,
         }],
         net: vec![],
+        disks: spec.disks.iter().enumerate().map(disk_config).collect(),
         vsock: Some(VsockConfig {
             cid: GUEST_CID.into(),
             socket: paths.vsock.clone(),
         }),
         serial: ConsoleConfig::file(&paths.console_log),
         console: ConsoleConfig::off(),
+    }
+}
+
+/// A disk of the VM: CH has no write-through mode of its own, so `writethrough` and
+/// `directsync` differ from `writeback` and `none` only in QEMU.
+pub fn disk_config((index, disk): (usize, &Disk)) -> DiskConfig {
+    let d = &disk.spec;
+    DiskConfig {
+        path: disk.vmm_path.clone(),
+        readonly: d.read_only,
+        direct: matches!(d.cache.as_str(), "none" | "directsync"),
+        serial: d.serial.clone(),
+        id: format!("disk{index}"),
+        image_type: if d.format == "qcow2" { "Qcow2" } else { "Raw" }.into(),
+        backing_files: false,
     }
 }
 
@@ -109,6 +127,7 @@ pub fn probe_config(kernel: &Path, initrd: &Path, cmdline: &str, paths: &ChPaths
         },
         fs: vec![],
         net: vec![],
+        disks: vec![],
         vsock: None,
         serial: ConsoleConfig::file(&paths.console_log),
         console: ConsoleConfig::off(),
@@ -133,6 +152,7 @@ mod tests {
             virtiofs_socket: "/r/virtiofs.sock".into(),
             run_dir: PathBuf::from("/r"),
             nic: None,
+            disks: Vec::new(),
         }
     }
 
@@ -189,5 +209,37 @@ mod tests {
                 "path=/r/ch-events.fifo"
             ]
         );
+    }
+
+    #[test]
+    fn disks_are_the_shims_descriptors_with_their_serial() {
+        let fd: std::os::fd::OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+        let mut s = spec();
+        s.disks = vec![crate::disk::Disk {
+            spec: hyper_proto::types::DiskSpec {
+                path: "/img/data.qcow2".into(),
+                format: "qcow2".into(),
+                read_only: true,
+                serial: "data".into(),
+                cache: "none".into(),
+            },
+            fd: std::sync::Arc::new(fd),
+            vmm_path: PathBuf::from("/proc/42/fd/7"),
+        }];
+        let config = vm_config(&s, &ChPaths::in_dir(Path::new("/r")));
+        let body = serde_json::to_value(&config).unwrap();
+        assert_eq!(
+            body["disks"],
+            json!([{
+                "path": "/proc/42/fd/7",
+                "readonly": true,
+                "direct": true,
+                "serial": "data",
+                "id": "disk0",
+                "image_type": "Qcow2",
+                "backing_files": false,
+            }])
+        );
+        Schema::load().check("VmConfig", &config);
     }
 }

@@ -524,6 +524,7 @@ mod tests {
             virtiofs_socket: "/v".into(),
             run_dir: dir.path().into(),
             nic: None,
+            disks: Vec::new(),
         };
         let e = ch.create(&spec).await.unwrap_err();
         assert_eq!(

@@ -3,6 +3,7 @@
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
+use crate::disk::Disk;
 use crate::vmm::{Accel, SHARE_TAG, VmSpec};
 
 /// Sockets the QEMU process connects to or serves.
@@ -71,6 +72,10 @@ pub fn qemu_args(spec: &VmSpec, sockets: &QemuSockets<'_>) -> Vec<String> {
             &format!("virtio-net-device,netdev=net0,mac={}", nic.mac),
         ]);
     }
+    for (i, disk) in spec.disks.iter().enumerate() {
+        let (blockdev, device) = disk_args(i, disk);
+        push(&["-blockdev", &blockdev, "-device", &device]);
+    }
     push(&[
         "-qmp",
         &format!("unix:{},server=on,wait=off", sockets.qmp.display()),
@@ -78,6 +83,39 @@ pub fn qemu_args(spec: &VmSpec, sockets: &QemuSockets<'_>) -> Vec<String> {
     // Start paused: the control socket is up before the guest runs; `cont` boots it.
     push(&["-S"]);
     args
+}
+
+/// `-blockdev` and `-device` values of a disk: QEMU opens the shim's descriptor of the image
+/// (`/proc/<shim pid>/fd/<n>`); a qcow2 never opens a backing file named inside the image.
+/// The cache mode maps onto `cache.direct`, `cache.no-flush` and the device's `write-cache`
+/// as `-drive cache=` would.
+pub fn disk_args(index: usize, disk: &Disk) -> (String, String) {
+    let d = &disk.spec;
+    let on = |b: bool| if b { "on" } else { "off" };
+    let (direct, no_flush, write_cache) = match d.cache.as_str() {
+        "none" => (true, false, true),
+        "writethrough" => (false, false, false),
+        "directsync" => (true, false, false),
+        "unsafe" => (false, true, true),
+        _ => (false, false, true),
+    };
+    let mut blockdev = format!(
+        "driver={},node-name=disk{index},file.driver=file,file.filename={},read-only={},cache.direct={},cache.no-flush={}",
+        d.format,
+        disk.vmm_path.display(),
+        on(d.read_only),
+        on(direct),
+        on(no_flush),
+    );
+    if d.format == "qcow2" {
+        blockdev.push_str(",backing=null");
+    }
+    let device = format!(
+        "virtio-blk-device,drive=disk{index},serial={},write-cache={}",
+        d.serial,
+        on(write_cache)
+    );
+    (blockdev, device)
 }
 
 #[cfg(test)]
@@ -99,6 +137,7 @@ mod tests {
             virtiofs_socket: "/r/virtiofs.sock".into(),
             run_dir: PathBuf::from("/r"),
             nic: None,
+            disks: Vec::new(),
         }
     }
 
@@ -183,5 +222,44 @@ mod tests {
         assert!(value_of(&plain, "-netdev").is_empty());
         assert!(!plain.iter().any(|x| x.contains("virtio-net")));
         assert!(plain.contains(&"-nodefaults".to_string()));
+    }
+
+    #[test]
+    fn disks_are_blockdevs_on_the_shims_descriptor_with_their_serial() {
+        let fd: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+        let disk = |serial: &str, format: &str, ro: bool, cache: &str| Disk {
+            spec: hyper_proto::types::DiskSpec {
+                path: "/img/x".into(),
+                format: format.into(),
+                read_only: ro,
+                serial: serial.into(),
+                cache: cache.into(),
+            },
+            fd: Arc::new(fd.try_clone().unwrap()),
+            vmm_path: PathBuf::from("/proc/42/fd/7"),
+        };
+        let mut s = spec(Accel::Tcg);
+        s.disks = vec![
+            disk("data", "raw", false, "writeback"),
+            disk("base", "qcow2", true, "none"),
+        ];
+        let a = args_of(&s);
+        assert_eq!(
+            value_of(&a, "-blockdev"),
+            [
+                "driver=raw,node-name=disk0,file.driver=file,file.filename=/proc/42/fd/7,read-only=off,cache.direct=off,cache.no-flush=off",
+                "driver=qcow2,node-name=disk1,file.driver=file,file.filename=/proc/42/fd/7,read-only=on,cache.direct=on,cache.no-flush=off,backing=null",
+            ]
+        );
+        let devices = value_of(&a, "-device");
+        assert!(
+            devices.contains(&"virtio-blk-device,drive=disk0,serial=data,write-cache=on".into())
+        );
+        assert!(
+            devices.contains(&"virtio-blk-device,drive=disk1,serial=base,write-cache=on".into())
+        );
+        let (_, wt) = disk_args(0, &disk("d", "raw", false, "writethrough"));
+        assert!(wt.ends_with("write-cache=off"), "{wt}");
+        assert!(value_of(&args(Accel::Tcg), "-blockdev").is_empty());
     }
 }
