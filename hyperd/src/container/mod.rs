@@ -457,6 +457,29 @@ mod tests {
     }
 
     #[test]
+    fn the_stop_signal_is_the_spec_s_else_the_image_s_else_term() {
+        let c = |sig: &str| UserContainer {
+            image: "app".into(),
+            command: vec!["x".into()],
+            stop_signal: sig.into(),
+            ..Default::default()
+        };
+        let image = |sig: &str| RunConfig {
+            stop_signal: sig.into(),
+            ..Default::default()
+        };
+        let signal = |spec: &str, img: &str| ProcessSpec::from_spec(0, &c(spec), &image(img));
+        assert_eq!(signal("", "").unwrap().stop_signal, libc::SIGTERM);
+        assert_eq!(signal("", "SIGUSR1").unwrap().stop_signal, libc::SIGUSR1);
+        assert_eq!(signal("INT", "SIGUSR1").unwrap().stop_signal, libc::SIGINT);
+        let e = signal("", "NOPE").unwrap_err();
+        assert!(e.to_string().contains("image app StopSignal"), "{e}");
+        assert_eq!(e.kind(), Kind::InvalidInput);
+        // The spec's own wins even over a bad image's.
+        assert_eq!(signal("9", "NOPE").unwrap().stop_signal, 9);
+    }
+
+    #[test]
     fn the_spec_overrides_the_image_as_docker_does() {
         let image = RunConfig {
             entrypoint: vec!["/entry".into()],
