@@ -82,6 +82,9 @@ impl Pods {
             return Ok(());
         };
         let dest = self.files_dir(pod_id);
+        // The pod was just recorded: whatever is there was left by a hyperd that died before
+        // a pod of the same id was removed.
+        self.remove_files(pod_id);
         let staging = dir.keep();
         std::fs::rename(&staging, &dest).map_err(|e| {
             let _ = std::fs::remove_dir_all(&staging);
