@@ -257,6 +257,129 @@ pub struct UserFileReference {
     pub detail: Option<UserFile>,
 }
 
+impl UserPod {
+    /// A pod with every field of the spec (and of its sub-objects) set to a non-default value,
+    /// written without `..Default::default()`: a field added to any of these structs does not
+    /// compile until it is set here, so whatever walks the spec's fields (hyperd's key-case
+    /// matching, the test that every field is honoured or refused) sees it. The values are
+    /// examples, not a valid pod.
+    pub fn every_field() -> Self {
+        let volume = UserVolume {
+            name: "v".into(),
+            source: "/srv".into(),
+            format: "vfs".into(),
+            fstype: "ext4".into(),
+            cache: "none".into(),
+        };
+        let file = UserFile {
+            name: "f".into(),
+            encoding: "base64".into(),
+            uri: "file:///etc/hostname".into(),
+            content: "aGk=".into(),
+        };
+        UserPod {
+            id: "every-field".into(),
+            hostname: "every-field".into(),
+            kind: "pod".into(),
+            restart_policy: "always".into(),
+            tty: true,
+            labels: BTreeMap::from([("k".into(), "v".into())]),
+            resource: UserResource {
+                vcpu: 2,
+                memory: 256,
+            },
+            log: PodLogConfig {
+                kind: "json-file".into(),
+                config: BTreeMap::from([("max-size".into(), "10m".into())]),
+            },
+            dns: vec!["192.0.2.53".into()],
+            dns_options: vec!["ndots:2".into()],
+            dns_search: vec!["example.test".into()],
+            containers: vec![UserContainer {
+                name: "web".into(),
+                image: "busybox".into(),
+                command: vec!["true".into()],
+                entrypoint: vec!["/bin/sh".into()],
+                workdir: "/tmp".into(),
+                envs: vec![EnvironmentVar {
+                    env: "A".into(),
+                    value: "1".into(),
+                }],
+                tty: true,
+                stdin: true,
+                read_only: true,
+                user: Some(UserUser {
+                    name: "1000".into(),
+                    group: "1000".into(),
+                    additional_groups: vec!["10".into()],
+                }),
+                volumes: vec![UserVolumeReference {
+                    volume: "v".into(),
+                    path: "/data".into(),
+                    read_only: true,
+                    detail: Some(volume.clone()),
+                }],
+                files: vec![UserFileReference {
+                    path: "/etc/f".into(),
+                    filename: "f".into(),
+                    perm: "0600".into(),
+                    user: "1000".into(),
+                    group: "1000".into(),
+                    detail: Some(file.clone()),
+                }],
+                ports: vec![UserContainerPort {
+                    host_port: 8080,
+                    container_port: 80,
+                    service_port: 80,
+                    protocol: "tcp".into(),
+                }],
+                labels: BTreeMap::from([("k".into(), "v".into())]),
+                sysctl: BTreeMap::from([("net.ipv4.ip_forward".into(), "1".into())]),
+                restart_policy: "always".into(),
+                stop_signal: "SIGINT".into(),
+                ulimits: vec![Ulimit {
+                    name: "nofile".into(),
+                    hard: 1024,
+                    soft: 1024,
+                }],
+                log_path: "/var/log/c.log".into(),
+                cache: "none".into(),
+                id: "0123456789ab".into(),
+            }],
+            files: vec![file],
+            volumes: vec![volume],
+            interfaces: vec![UserInterface {
+                bridge: "hyper0".into(),
+                ip: "192.168.123.50/24".into(),
+                ifname: "eth0".into(),
+                mac: "52:54:00:00:00:01".into(),
+                mtu: 1450,
+                gateway: "192.168.123.1".into(),
+                id: "1".into(),
+            }],
+            services: vec![UserService {
+                service_ip: "10.254.0.10".into(),
+                protocol: "tcp".into(),
+                service_port: 6379,
+                hosts: vec![UserServiceBackend {
+                    host_ip: "192.168.123.20".into(),
+                    host_port: 6379,
+                }],
+            }],
+            portmappings: vec![PortMapping {
+                container_port: "80".into(),
+                host_port: "8080".into(),
+                protocol: "tcp".into(),
+            }],
+            portmapping_white_lists: PortmappingWhiteList {
+                internal_networks: vec!["192.168.123.0/24".into()],
+                external_networks: vec!["0.0.0.0/0".into()],
+            },
+            network: "bridge".into(),
+        }
+    }
+}
+
 // ---- responses -------------------------------------------------------------------------------
 
 /// `{"ID":…,"Code":0,"Cause":""}`: pod create/stop/remove and vm create.

@@ -2,7 +2,7 @@
 //! pod's missing images first when the daemon says one is missing, as hyperctl 1.1 did).
 
 use anyhow::{Context, Result, bail};
-use hyper::StatusCode;
+use hyper::{Method, StatusCode};
 
 use hyper_proto::rest::{
     EnvironmentVar, IdResponse, ImageInspect, UserContainer, UserPod, UserResource, UserVolume,
@@ -17,8 +17,9 @@ use crate::reference::{DEFAULT_TAG, ImageRef};
 
 #[derive(Debug, clap::Args)]
 pub struct PodFlags {
-    /// Read the pod spec (JSON) from FILE instead of the command line (hyperctl 1.1's `-p`;
-    /// `-p` is now --publish, as Docker's).
+    /// Read the pod spec from FILE instead of the command line (hyperctl 1.1's `-p`; `-p` is
+    /// now --publish, as Docker's): JSON, or YAML when FILE ends in .yaml or .yml (hyperd
+    /// 1.1's `-y` files; keys in any case).
     #[arg(long = "podfile")]
     pub podfile: Option<std::path::PathBuf>,
     /// Pod id and container name [default: <image>-<10 digits>].
@@ -181,6 +182,20 @@ pub fn parse_volumes(flags: &[String]) -> Result<Vec<UserVolumeReference>> {
 
 impl PodFlags {
     /// The pod JSON to send.
+    /// The Content-Type of [`Self::spec`]: YAML for a `.yaml`/`.yml` pod file, else JSON.
+    pub fn content_type(&self) -> &'static str {
+        let yaml = self.podfile.as_ref().is_some_and(|f| {
+            f.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"))
+        });
+        if yaml {
+            "application/yaml"
+        } else {
+            "application/json"
+        }
+    }
+
     pub fn spec(&self) -> Result<Vec<u8>> {
         if let Some(file) = &self.podfile {
             if !self.args.is_empty() {
@@ -237,11 +252,17 @@ impl PodFlags {
 /// stdout stays clean) and creates the pod once more.
 pub async fn create_pod(client: &Client, flags: &PodFlags) -> Result<String> {
     let spec = flags.spec()?;
-    let refused = match client
-        .post_json::<IdResponse>("/pod/create", spec.clone())
-        .await
-    {
-        Ok(resp) => return Ok(resp.id),
+    let content_type = flags.content_type();
+    let post = |spec: Vec<u8>| async move {
+        let body = client
+            .call(Method::POST, "/pod/create", Some(content_type), spec.into())
+            .await?;
+        let resp: IdResponse =
+            serde_json::from_slice(&body).context("unexpected answer to /pod/create")?;
+        Ok::<_, anyhow::Error>(resp.id)
+    };
+    let refused = match post(spec.clone()).await {
+        Ok(id) => return Ok(id),
         Err(e) => e,
     };
     if refused_status(&refused) != Some(StatusCode::NOT_FOUND) {
@@ -259,15 +280,36 @@ pub async fn create_pod(client: &Client, flags: &PodFlags) -> Result<String> {
         eprintln!("Unable to find image '{shown}' locally");
         pull(client, image, Output::Stderr).await?;
     }
-    let resp: IdResponse = client.post_json("/pod/create", spec).await?;
-    Ok(resp.id)
+    post(spec).await
+}
+
+/// The `containers[].image` values of a pod document (JSON or YAML, keys in any case).
+fn images_of(spec: &[u8]) -> Result<Vec<String>> {
+    let doc: serde_json::Value = match serde_json::from_slice(spec) {
+        Ok(v) => v,
+        Err(_) => serde_yaml::from_slice(spec).context("read the pod spec")?,
+    };
+    let get = |v: &serde_json::Value, key: &str| {
+        v.as_object().and_then(|m| {
+            m.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                .map(|(_, v)| v.clone())
+        })
+    };
+    let containers = get(&doc, "containers");
+    Ok(containers
+        .as_ref()
+        .and_then(|c| c.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|c| get(c, "image").and_then(|i| i.as_str().map(String::from)))
+        .collect())
 }
 
 /// The images of the pod spec `spec` that the daemon does not have, each once.
 async fn missing_images(client: &Client, spec: &[u8]) -> Result<Vec<String>> {
-    let pod: UserPod = serde_json::from_slice(spec).context("read the pod spec")?;
     let mut missing: Vec<String> = Vec::new();
-    for image in pod.containers.iter().map(|c| &c.image) {
+    for image in &images_of(spec)? {
         if image.is_empty() || missing.contains(image) {
             continue;
         }

@@ -24,6 +24,10 @@ pub struct Args {
     /// Only this VM.
     #[arg(short = 'm', long)]
     pub vm: Option<String>,
+    /// Only pods (or containers) with this label: KEY=VALUE, or KEY for any value; repeat to
+    /// require several.
+    #[arg(short = 'l', long = "label")]
+    pub label: Vec<String>,
     /// Print only the first column.
     #[arg(short = 'q', long)]
     pub quiet: bool,
@@ -41,6 +45,9 @@ pub async fn run(client: &Client, args: Args) -> Result<i32> {
     }
     if let Some(v) = &args.vm {
         path.push_str(&format!("&vm={}", enc(v)));
+    }
+    if !args.label.is_empty() {
+        path.push_str(&format!("&label={}", enc(&args.label.join(","))));
     }
     let list: ListResponse = client.get(&path).await?;
     let mut rows: Vec<Vec<String>> = Vec::new();

@@ -5,35 +5,53 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 
 use hyper_proto::rest::{IdResponse, ListResponse, PodInfo, PortMapping, PortMappingList};
 
 use super::error::ApiResult;
 use super::{Params, param, required, truthy};
 use crate::Daemon;
-use crate::pod::{ListItem, PortMappingAction, spec};
+use crate::pod::{LabelFilter, ListItem, PortMappingAction, spec};
 
-/// The spec comes as the body, or (the seed's spelling) as the `podArgs` query parameter.
+/// The spec comes as the body, or (the seed's spelling) as the `podArgs` query parameter
+/// (JSON). A body is YAML when its `Content-Type` says so (`application/yaml`,
+/// `application/x-yaml`, `text/yaml`), JSON otherwise; keys match the spec's field names
+/// regardless of case. Files with a `uri` are fetched now: a pod starts the same way every
+/// time.
 pub async fn create(
     State(d): State<Arc<Daemon>>,
     q: Params,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<IdResponse>)> {
-    let json: &[u8] = match param(&q, "podArgs") {
-        "" => &body,
-        args => args.as_bytes(),
+    let (doc, format): (&[u8], _) = match param(&q, "podArgs") {
+        "" => {
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            (&body, spec::Format::from_content_type(content_type))
+        }
+        args => (args.as_bytes(), spec::Format::Json),
     };
-    if json.iter().all(u8::is_ascii_whitespace) {
+    if doc.iter().all(u8::is_ascii_whitespace) {
         return Err(crate::error::Error::InvalidInput(
-            "pod spec: send the pod JSON as the body or as podArgs".into(),
+            "pod spec: send the pod JSON (or YAML) as the body or as podArgs".into(),
         )
         .into());
     }
-    let pod = spec::parse(json)
+    let pod = spec::parse_as(doc, format)
         .and_then(spec::normalize)
         .map_err(crate::pod::Error::from)?;
+    let fetched = d.pods.fetch_files(&pod).await?;
     let id = d.pods.create(pod)?;
+    // Once recorded, the pod's remove takes its files: a failure here leaves no pod
+    // half-made.
+    if let Err(e) = d.pods.keep_files(&id, fetched) {
+        let _ = d.pods.remove(&id).await;
+        return Err(e.into());
+    }
     Ok((StatusCode::CREATED, Json(IdResponse::ok(id))))
 }
 
@@ -69,14 +87,22 @@ pub async fn info(State(d): State<Arc<Daemon>>, q: Params) -> ApiResult<Json<Pod
     Ok(Json(d.pods.info(pod_id)?))
 }
 
-/// 201, as hyperd 1.1 answers `/list`.
+/// 201, as hyperd 1.1 answers `/list`. `label=k=v,k2` keeps the pods (or the containers)
+/// that have every label given (`k2`: set to anything).
 pub async fn list(
     State(d): State<Arc<Daemon>>,
     q: Params,
 ) -> ApiResult<(StatusCode, Json<ListResponse>)> {
     let item: ListItem = required(&q, "item")?.parse()?;
     let filter = |name: &str| Some(param(&q, name)).filter(|v| !v.is_empty());
-    let list = d.pods.list(item, filter("pod"), filter("vm"))?;
+    let labels = LabelFilter::parse(param(&q, "label"))?;
+    if item == ListItem::Vm && !labels.is_empty() {
+        return Err(crate::error::Error::InvalidInput(
+            "query parameter label: filters pods and containers, not vms".into(),
+        )
+        .into());
+    }
+    let list = d.pods.list(item, filter("pod"), filter("vm"), &labels)?;
     Ok((StatusCode::CREATED, Json(list)))
 }
 

@@ -81,6 +81,10 @@ pub struct ProcessSpec {
     /// The main process reads attach stdin (a TTY one always does).
     #[serde(default)]
     pub stdin: bool,
+    /// What stop sends first: the spec's `StopSignal`, else the image's, else TERM; a signal
+    /// number. Records from before it was kept read 0, which means TERM.
+    #[serde(default)]
+    pub stop_signal: i32,
 }
 
 impl ProcessSpec {
@@ -89,6 +93,8 @@ impl ProcessSpec {
     /// image's CMD); its `command` replaces CMD; `envs` are added to the image's ENV (a name
     /// given in both takes the spec's value); `workdir` and `user` replace WORKDIR and USER.
     /// With neither an entrypoint nor a command from either side there is nothing to run.
+    /// The stop signal is the spec's `StopSignal`, else the image's, else TERM; a bad name in
+    /// either is an [`Error::Invalid`] naming it.
     pub fn from_spec(index: usize, c: &UserContainer, image: &RunConfig) -> Result<Self, Error> {
         let entrypoint = if c.entrypoint.is_empty() {
             &image.entrypoint
@@ -129,6 +135,16 @@ impl ProcessSpec {
             .find(|d| !d.is_empty())
             .cloned()
             .unwrap_or_else(|| "/".into());
+        let stop_signal = if !c.stop_signal.is_empty() {
+            parse_signal(&format!("containers[{index}].StopSignal"), &c.stop_signal)?
+        } else if !image.stop_signal.is_empty() {
+            parse_signal(
+                &format!("containers[{index}]: image {} StopSignal", c.image),
+                &image.stop_signal,
+            )?
+        } else {
+            libc::SIGTERM
+        };
         Ok(Self {
             args,
             env,
@@ -136,6 +152,7 @@ impl ProcessSpec {
             user,
             tty: c.tty,
             stdin: c.stdin || c.tty,
+            stop_signal,
         })
     }
 
@@ -439,6 +456,29 @@ mod tests {
             "containers[2].command: no command given and image busybox has no default command"
         );
         assert_eq!(e.kind(), Kind::InvalidInput);
+    }
+
+    #[test]
+    fn the_stop_signal_is_the_spec_s_else_the_image_s_else_term() {
+        let c = |sig: &str| UserContainer {
+            image: "app".into(),
+            command: vec!["x".into()],
+            stop_signal: sig.into(),
+            ..Default::default()
+        };
+        let image = |sig: &str| RunConfig {
+            stop_signal: sig.into(),
+            ..Default::default()
+        };
+        let signal = |spec: &str, img: &str| ProcessSpec::from_spec(0, &c(spec), &image(img));
+        assert_eq!(signal("", "").unwrap().stop_signal, libc::SIGTERM);
+        assert_eq!(signal("", "SIGUSR1").unwrap().stop_signal, libc::SIGUSR1);
+        assert_eq!(signal("INT", "SIGUSR1").unwrap().stop_signal, libc::SIGINT);
+        let e = signal("", "NOPE").unwrap_err();
+        assert!(e.to_string().contains("image app StopSignal"), "{e}");
+        assert_eq!(e.kind(), Kind::InvalidInput);
+        // The spec's own wins even over a bad image's.
+        assert_eq!(signal("9", "NOPE").unwrap().stop_signal, 9);
     }
 
     #[test]

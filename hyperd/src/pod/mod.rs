@@ -103,6 +103,44 @@ impl Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// `/list`'s `label` filter, Docker's meaning: every entry must hold, `k=v` a label `k` set
+/// to `v`, `k` alone a label `k` set to anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LabelFilter(Vec<(String, Option<String>)>);
+
+impl LabelFilter {
+    /// `k=v` or `k` entries, separated by commas: `app=web,tier`. Empty keys are refused.
+    pub fn parse(s: &str) -> Result<Self> {
+        let mut entries = Vec::new();
+        for entry in s.split(',').filter(|e| !e.is_empty()) {
+            let (k, v) = match entry.split_once('=') {
+                Some((k, v)) => (k, Some(v.to_string())),
+                None => (entry, None),
+            };
+            if k.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "label {entry:?}: expected KEY or KEY=VALUE"
+                )));
+            }
+            entries.push((k.to_string(), v));
+        }
+        Ok(Self(entries))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `labels` has every label of the filter.
+    pub fn matches(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        self.0.iter().all(|(k, v)| match (labels.get(k), v) {
+            (Some(have), Some(want)) => have == want,
+            (Some(_), None) => true,
+            (None, _) => false,
+        })
+    }
+}
+
 /// What `/list` lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListItem {
@@ -609,6 +647,7 @@ impl Pods {
             Network::forget_pod(tx, pod_id)?;
             store::delete_pod(tx, pod_id)
         })?;
+        self.remove_files(pod_id);
         // A failed pod may still hold its address; its mappings' rules go with it.
         self.disconnect_network(pod_id, None).await;
         self.volumes().remove_of_pod(pod_id);
@@ -778,10 +817,13 @@ impl Pods {
         item: ListItem,
         pod: Option<&str>,
         vm: Option<&str>,
+        labels: &LabelFilter,
     ) -> Result<ListResponse> {
         let pods = self.store.read(store::list_pods)?;
         let keep = |p: &PodRecord| {
-            pod.is_none_or(|id| p.id == id) && vm.is_none_or(|v| p.vm_id.as_deref() == Some(v))
+            pod.is_none_or(|id| p.id == id)
+                && vm.is_none_or(|v| p.vm_id.as_deref() == Some(v))
+                && (item != ListItem::Pod || labels.matches(&p.spec.labels))
         };
         let mut resp = ListResponse {
             item: match item {
@@ -813,6 +855,10 @@ impl Pods {
                 let mut rows = Vec::new();
                 for p in pods.iter().filter(|p| keep(p)) {
                     for c in self.containers(&p.id)? {
+                        let spec_labels = p.spec.containers.get(c.idx as usize).map(|s| &s.labels);
+                        if !labels.is_empty() && !spec_labels.is_some_and(|l| labels.matches(l)) {
+                            continue;
+                        }
                         rows.push(format!("{}:{}:{}:{}", c.id, c.name, p.id, c.state));
                     }
                 }
@@ -869,8 +915,12 @@ impl Pods {
     }
 }
 
-/// A container's stop signal: its spec's `StopSignal`, else SIGTERM.
+/// A container's stop signal: its spec's `StopSignal`, else its image's, else SIGTERM
+/// (resolved at create, [`ProcessSpec::from_spec`]; a record from before that reads the spec).
 fn stop_signal(pod: &PodRecord, ct: &ContainerRecord) -> i32 {
+    if ct.process.stop_signal != 0 {
+        return ct.process.stop_signal;
+    }
     pod.spec
         .containers
         .get(ct.idx as usize)
