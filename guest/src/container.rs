@@ -98,10 +98,13 @@ fn write_vm_sysctl(key: &str, value: &str) -> Result<()> {
     })
 }
 
-fn resolve_user(rootfs: &Path, user: &str) -> Result<crate::user::ResolvedUser> {
+/// The process's user and groups, resolved in the container's /etc/passwd and /etc/group.
+fn resolve_user(rootfs: &Path, process: &Process) -> Result<crate::user::ResolvedUser> {
     let passwd = read_optional(&rootfs.join("etc/passwd"))?;
     let group = read_optional(&rootfs.join("etc/group"))?;
-    crate::user::resolve(user, &passwd, &group)
+    let mut user = crate::user::resolve(&process.user, &passwd, &group)?;
+    crate::user::add_groups(&mut user, &process.additional_groups, &group)?;
+    Ok(user)
 }
 
 impl Containers {
@@ -149,7 +152,7 @@ impl Containers {
         } else {
             req.hostname.clone()
         };
-        let user = resolve_user(&rootfs, &process.user)?;
+        let user = resolve_user(&rootfs, process)?;
         let env = spec::process_env(&process.env, &user.home, &hostname);
         // A missing command is not checked here: it starts, and ends with 127 (Docker's run).
         crate::rootfs::ensure_dir("cwd", &rootfs, spec::cwd(process), user.uid, user.gid)?;
@@ -300,7 +303,7 @@ impl Containers {
                 req.container_id
             )));
         }
-        let user = resolve_user(&entry.rootfs, &process.user)?;
+        let user = resolve_user(&entry.rootfs, process)?;
         let home = if process.user.is_empty() {
             entry.home.clone()
         } else {

@@ -133,6 +133,26 @@ pub fn gid(group: &str, groups: &str) -> Result<u32> {
         })
 }
 
+/// Adds `groups` (names from the container's /etc/group, or gids) to `user`'s supplementary
+/// groups, as Docker's `--group-add` does. Errors: [`Error::InvalidArgument`] naming a group
+/// the container's /etc/group does not have.
+pub fn add_groups(user: &mut ResolvedUser, groups: &[String], group: &str) -> Result<()> {
+    for g in groups {
+        let gid = match group_entries(group).find(|(n, _, _)| n == g) {
+            Some((_, id, _)) => id,
+            None => g.parse().map_err(|_| {
+                Error::InvalidArgument(format!(
+                    "additional group {g}: no matching entry in the container's /etc/group"
+                ))
+            })?,
+        };
+        if gid != user.gid && !user.additional_gids.contains(&gid) {
+            user.additional_gids.push(gid);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,5 +216,16 @@ mod tests {
                 .to_string()
                 .contains("group nogroup")
         );
+    }
+
+    #[test]
+    fn additional_groups_are_added_by_name_or_gid() {
+        let passwd = "app:x:1000:1000:app:/home/app:/bin/sh\n";
+        let group = "app:x:1000:\nstaff:x:50:\n";
+        let mut u = resolve("app:app", passwd, group).unwrap();
+        add_groups(&mut u, &["staff".into(), "77".into(), "app".into()], group).unwrap();
+        assert_eq!(u.additional_gids, vec![50, 77]);
+        let e = add_groups(&mut u, &["adm".into()], group).unwrap_err();
+        assert!(e.to_string().contains("additional group adm"), "{e}");
     }
 }

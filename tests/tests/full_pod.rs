@@ -82,7 +82,12 @@ impl Net {
 
     /// What a TCP server at `addr` (seen from the namespace) sends to a client that sends
     /// `request`, retried until it holds `want` or 30 s passed.
-    fn read_from(&self, addr: SocketAddr, request: &'static [u8], want: &str) -> Result<(), String> {
+    fn read_from(
+        &self,
+        addr: SocketAddr,
+        request: &'static [u8],
+        want: &str,
+    ) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let got = self.ns.run(move || {
@@ -203,7 +208,9 @@ fn the_full_pod_of_the_reference_does_what_each_field_says() {
     std::fs::create_dir_all(dir.join("srv/www/html")).unwrap();
     std::fs::write(dir.join("srv/www/html/index.html"), "shop front page\n").unwrap();
     std::fs::create_dir_all(dir.join("scratch-web-1")).unwrap();
-    run(Command::new("chown").arg("1000:1000").arg(dir.join("scratch-web-1")));
+    run(Command::new("chown")
+        .arg("1000:1000")
+        .arg(dir.join("scratch-web-1")));
     let image = dir.join("db.img");
     std::fs::File::create(&image)
         .unwrap()
@@ -236,7 +243,11 @@ fn the_full_pod_of_the_reference_does_what_each_field_says() {
     let mut c = Checks::default();
 
     // Pod level.
-    c.expect_eq("hostname", &net.out("nginx", "hostname").unwrap_or_default(), "web-1");
+    c.expect_eq(
+        "hostname",
+        &net.out("nginx", "hostname").unwrap_or_default(),
+        "web-1",
+    );
     let listed = |query: &str| {
         let r = d.curl("GET", &format!("/list?item=pod&{query}"), None);
         r.body
@@ -248,7 +259,11 @@ fn the_full_pod_of_the_reference_does_what_each_field_says() {
             (hit, miss) => Err(format!("label=app=shop: {hit}; label=app=other: {miss}")),
         },
     );
-    c.expect_eq("resource.vcpu", &net.out("nginx", "nproc").unwrap_or_default(), "2");
+    c.expect_eq(
+        "resource.vcpu",
+        &net.out("nginx", "nproc").unwrap_or_default(),
+        "2",
+    );
     c.check(
         "resource.memory",
         net.out("nginx", "awk '/MemTotal/ {print $2}' /proc/meminfo")
@@ -261,7 +276,11 @@ fn the_full_pod_of_the_reference_does_what_each_field_says() {
     let logs = d.hyperctl(&["logs", "nginx"]);
     c.expect_contains("log", &logs.stdout, &["nginx-started"]);
     let resolv = net.out("nginx", "cat /etc/resolv.conf").unwrap_or_default();
-    c.expect_contains("dns", &resolv, &["nameserver 8.8.8.8", "nameserver 1.1.1.1"]);
+    c.expect_contains(
+        "dns",
+        &resolv,
+        &["nameserver 8.8.8.8", "nameserver 1.1.1.1"],
+    );
     c.expect_contains("dnsSearch", &resolv, &["search svc.local"]);
     c.expect_contains("dnsOptions", &resolv, &["options ndots:2"]);
     c.check(
@@ -278,7 +297,8 @@ fn the_full_pod_of_the_reference_does_what_each_field_says() {
     );
     c.expect_eq(
         "interfaces[0].mtu",
-        &net.out("nginx", "cat /sys/class/net/eth0/mtu").unwrap_or_default(),
+        &net.out("nginx", "cat /sys/class/net/eth0/mtu")
+            .unwrap_or_default(),
         "1450",
     );
     c.check("services", {
@@ -303,18 +323,18 @@ fn the_full_pod_of_the_reference_does_what_each_field_says() {
     );
     c.check(
         "volumes[cache] (named)",
-        net.out("nginx", "echo cached > /var/cache/nginx/f").and_then(|_| {
-            let f = d.root.join("volumes/cache/_data/f");
-            match std::fs::read_to_string(&f) {
-                Ok(s) if s == "cached\n" => Ok(()),
-                other => Err(format!("{}: {other:?}", f.display())),
-            }
-        }),
+        net.out("nginx", "echo cached > /var/cache/nginx/f")
+            .and_then(|_| {
+                let f = d.root.join("volumes/cache/_data/f");
+                match std::fs::read_to_string(&f) {
+                    Ok(s) if s == "cached\n" => Ok(()),
+                    other => Err(format!("{}: {other:?}", f.display())),
+                }
+            }),
     );
     c.expect_contains(
         "volumes[dbdisk] (raw ext4)",
-        &net
-            .out("app", "echo kept > /data/f && grep ' /data ' /proc/mounts")
+        &net.out("app", "echo kept > /data/f && grep ' /data ' /proc/mounts")
             .unwrap_or_else(|e| e),
         &["ext4"],
     );
@@ -340,8 +360,11 @@ fn the_full_pod_of_the_reference_does_what_each_field_says() {
     );
     c.expect_eq(
         "files[token] (base64, 0600, 1000:1000, into a directory)",
-        &net.out("app", "stat -c '%a %u:%g' /run/secrets/token && cat /run/secrets/token")
-            .unwrap_or_else(|e| e),
+        &net.out(
+            "app",
+            "stat -c '%a %u:%g' /run/secrets/token && cat /run/secrets/token",
+        )
+        .unwrap_or_else(|e| e),
         "600 1000:1000\nsecret-token",
     );
 
@@ -353,7 +376,8 @@ fn the_full_pod_of_the_reference_does_what_each_field_says() {
     );
     c.expect_contains(
         "containers[nginx].envs",
-        &net.out("nginx", "tr '\\0' '\\n' < /proc/1/environ").unwrap_or_default(),
+        &net.out("nginx", "tr '\\0' '\\n' < /proc/1/environ")
+            .unwrap_or_default(),
         &["TZ=UTC"],
     );
     c.check(
@@ -362,7 +386,8 @@ fn the_full_pod_of_the_reference_does_what_each_field_says() {
     );
     c.expect_contains(
         "containers[nginx].ulimits",
-        &net.out("nginx", "grep 'Max open files' /proc/1/limits").unwrap_or_default(),
+        &net.out("nginx", "grep 'Max open files' /proc/1/limits")
+            .unwrap_or_default(),
         &["65536                65536"],
     );
     let info = d.curl("GET", "/container/info?container=nginx", None);
@@ -380,7 +405,8 @@ fn the_full_pod_of_the_reference_does_what_each_field_says() {
     );
     c.expect_contains(
         "containers[app].entrypoint+command",
-        &net.out("app", "tr '\\0' ' ' < /proc/1/cmdline").unwrap_or_default(),
+        &net.out("app", "tr '\\0' ' ' < /proc/1/cmdline")
+            .unwrap_or_default(),
         &["/bin/sh -c trap 'exit 0' TERM; nc -ll -p 9000"],
     );
     let status = net
@@ -393,7 +419,9 @@ fn the_full_pod_of_the_reference_does_what_each_field_says() {
     c.check(
         "containers[app].user (app:app + staff)",
         match ids.as_slice() {
-            [uid, gid, groups] if uid[0] == "1000" && gid[0] == "1000" && groups.contains(&"50") => {
+            [uid, gid, groups]
+                if uid[0] == "1000" && gid[0] == "1000" && groups.contains(&"50") =>
+            {
                 Ok(())
             }
             _ => Err(status.clone()),

@@ -140,6 +140,7 @@ impl Execs {
                 user: String::new(),
                 terminal: false,
                 stdin: true,
+                additional_groups: Vec::new(),
             }),
         })
         .await?;

@@ -85,6 +85,9 @@ pub struct ProcessSpec {
     /// number. Records from before it was kept read 0, which means TERM.
     #[serde(default)]
     pub stop_signal: i32,
+    /// The spec's `user.additionalGroups`: names (resolved in the image's /etc/group) or gids.
+    #[serde(default)]
+    pub additional_groups: Vec<String>,
 }
 
 impl ProcessSpec {
@@ -153,6 +156,11 @@ impl ProcessSpec {
             tty: c.tty,
             stdin: c.stdin || c.tty,
             stop_signal,
+            additional_groups: c
+                .user
+                .as_ref()
+                .map(|u| u.additional_groups.clone())
+                .unwrap_or_default(),
         })
     }
 
@@ -174,6 +182,7 @@ impl ProcessSpec {
             user: self.user.clone(),
             terminal: tty,
             stdin,
+            additional_groups: self.additional_groups.clone(),
         }
     }
 }

@@ -7,8 +7,8 @@
 mod live;
 mod net;
 mod options;
-mod services;
 pub mod restart;
+mod services;
 pub mod spec;
 pub mod state;
 mod supervise;

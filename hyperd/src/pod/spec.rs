@@ -498,12 +498,6 @@ pub fn check_supported(pod: &UserPod) -> Result<(), SpecError> {
     if !pod.kind.is_empty() {
         return Err(unsupported("type", "a pod has no type in hyperd"));
     }
-    if !pod.services.is_empty() {
-        return Err(unsupported(
-            "services",
-            "IPVS services inside the VM are not built",
-        ));
-    }
     for (i, c) in pod.containers.iter().enumerate() {
         let at = |f: &str| format!("containers[{i}].{f}");
         if !c.cache.is_empty() {
@@ -524,20 +518,11 @@ pub fn check_supported(pod: &UserPod) -> Result<(), SpecError> {
                 "logs are kept under hyperd's root (see /container/logs)",
             ));
         }
-        if c.user
-            .as_ref()
-            .is_some_and(|u| !u.additional_groups.is_empty())
-        {
-            return Err(unsupported(
-                at("user.additionalGroups"),
-                "the guest takes the groups of the user in the image's /etc/group only",
-            ));
-        }
         for (j, p) in c.ports.iter().enumerate() {
             if p.service_port != 0 {
                 return Err(unsupported(
                     format!("{}[{j}].servicePort", at("ports")),
-                    "IPVS services inside the VM are not built",
+                    "give the pod's services instead",
                 ));
             }
         }

@@ -810,6 +810,7 @@ impl Build<'_> {
                 user: c.user.clone(),
                 terminal: false,
                 stdin: false,
+                additional_groups: Vec::new(),
             },
             layers,
             upper: upper.clone(),
