@@ -368,16 +368,17 @@ fn the_full_pod_of_the_reference_does_what_each_field_says() {
         "600 1000:1000\nsecret-token",
     );
 
-    // Container level.
+    // Container level. An exec runs as the container's main process would (its user,
+    // directory, environment and limits); PID 1 in a container is the agent's small init,
+    // which runs the main process as its child.
     c.expect_eq(
         "containers[nginx].workdir",
-        &net.out("nginx", "readlink /proc/1/cwd").unwrap_or_default(),
+        &net.out("nginx", "pwd").unwrap_or_default(),
         "/",
     );
     c.expect_contains(
         "containers[nginx].envs",
-        &net.out("nginx", "tr '\\0' '\\n' < /proc/1/environ")
-            .unwrap_or_default(),
+        &net.out("nginx", "env").unwrap_or_default(),
         &["TZ=UTC"],
     );
     c.check(
@@ -405,8 +406,11 @@ fn the_full_pod_of_the_reference_does_what_each_field_says() {
     );
     c.expect_contains(
         "containers[app].entrypoint+command",
-        &net.out("app", "tr '\\0' ' ' < /proc/1/cmdline")
-            .unwrap_or_default(),
+        &net.out(
+            "app",
+            "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done",
+        )
+        .unwrap_or_default(),
         &["/bin/sh -c trap 'exit 0' TERM; nc -ll -p 9000"],
     );
     let status = net
