@@ -16,6 +16,7 @@ APT_PACKAGES=(
   python3-venv iproute2  # schemathesis runs from a venv, in a loopback-only network namespace
   buildah              # the build benchmark's peer (bud --isolation chroot, local files only)
   nftables             # hyperd's NAT and port mappings (`nft -f -`, table ip hyperd)
+  e2fsprogs            # the volume tests' ext4 disk images (mkfs.ext4, debugfs)
 )
 
 missing=()
