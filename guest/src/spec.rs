@@ -15,25 +15,7 @@ const CPU_PERIOD_US: u64 = 100_000;
 /// The open-files limit a container gets unless its rlimits name `nofile`.
 pub const DEFAULT_NOFILE: u64 = 1_048_576;
 
-/// setrlimit(2)'s resources, by the name the pod spec uses (lower case, without RLIMIT_).
-pub const RLIMIT_NAMES: &[&str] = &[
-    "as",
-    "core",
-    "cpu",
-    "data",
-    "fsize",
-    "locks",
-    "memlock",
-    "msgqueue",
-    "nice",
-    "nofile",
-    "nproc",
-    "rss",
-    "rtprio",
-    "rttime",
-    "sigpending",
-    "stack",
-];
+pub use hyper_proto::RLIMIT_NAMES;
 
 /// OCI `process.rlimits`: the requested ones (`RLIMIT_<NAME>`), plus the default nofile
 /// unless it is named. Errors: [`Error::InvalidArgument`] for an unknown name, a name given

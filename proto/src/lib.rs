@@ -23,6 +23,27 @@ pub mod shim {
     tonic::include_proto!("hyper.shim");
 }
 
+/// setrlimit(2)'s resources by the name the pod spec's `ulimits` use (lower case, without
+/// `RLIMIT_`; Docker's `--ulimit`): what hyperd accepts and the agent applies.
+pub const RLIMIT_NAMES: &[&str] = &[
+    "as",
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
+
 /// The vsock port the guest agent listens on.
 pub const AGENT_VSOCK_PORT: u32 = 1024;
 

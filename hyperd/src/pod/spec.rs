@@ -468,23 +468,7 @@ pub fn normalize(mut pod: UserPod) -> Result<UserPod, SpecError> {
 }
 
 /// Linux resource limits a container may set (`RLIMIT_*` lower-cased, Docker's `--ulimit`).
-pub const RLIMITS: &[&str] = &[
-    "core",
-    "cpu",
-    "data",
-    "fsize",
-    "locks",
-    "memlock",
-    "msgqueue",
-    "nice",
-    "nofile",
-    "nproc",
-    "rss",
-    "rtprio",
-    "rttime",
-    "sigpending",
-    "stack",
-];
+pub use hyper_proto::RLIMIT_NAMES as RLIMITS;
 
 /// A field hyperd does not honour, set to something other than its default.
 fn unsupported(field: impl Into<String>, why: &str) -> SpecError {
