@@ -850,7 +850,6 @@ mod rule_tests {
     fn fields_not_honoured_are_refused_naming_them() {
         for (json, want) in [
             (r#"{"type":"pod"}"#, "type"),
-            (r#"{"services":[{"serviceIP":"10.0.0.1"}]}"#, "services"),
             (
                 r#"{"containers":[{"image":"a","cache":"none"}]}"#,
                 "containers[0].cache",
@@ -862,10 +861,6 @@ mod rule_tests {
             (
                 r#"{"containers":[{"image":"a","logPath":"/x"}]}"#,
                 "containers[0].logPath",
-            ),
-            (
-                r#"{"containers":[{"image":"a","user":{"name":"u","additionalGroups":["adm"]}}]}"#,
-                "containers[0].user.additionalGroups",
             ),
             (
                 r#"{"containers":[{"image":"a","ports":[{"hostPort":1,"containerPort":2,"servicePort":3}]}]}"#,
