@@ -29,8 +29,10 @@ fn read_only_rootfs_ulimits_and_sysctls() {
     d.import_busybox();
     create_and_start(
         &d,
-        &json!({"id": "opts", "containers": [{"name": "ro", "image": "busybox",
+        &json!({"id": "opts", "volumes": [{"name": "ro-tmp"}],
+            "containers": [{"name": "ro", "image": "busybox",
             "command": ["sleep", "600"], "readOnly": true,
+            "volumes": [{"volume": "ro-tmp", "path": "/tmp"}],
             "ulimits": [{"Name": "NOFILE", "Hard": 2000, "Soft": 1000}],
             "sysctl": {"kernel.shmmax": "123456789", "net.ipv4.ip_forward": "1"}}]}),
     );
@@ -39,6 +41,9 @@ fn read_only_rootfs_ulimits_and_sysctls() {
     assert!(err.contains("Read-only file system"), "{err}");
     let (out, _, code) = exec(&d, "ro", "touch /dev/shm/ok && echo ok");
     assert_eq!((out.trim(), code), ("ok", 0));
+    // A volume the spec adds at /tmp stays writable.
+    let (out, _, code) = exec(&d, "ro", "echo kept > /tmp/f && cat /tmp/f");
+    assert_eq!((out.trim(), code), ("kept", 0));
     let (out, _, _) = exec(&d, "ro", "ulimit -n; ulimit -Hn");
     assert_eq!(out, "1000\n2000\n");
     let (out, _, _) = exec(

@@ -94,6 +94,17 @@ fn bad_volumes_are_a_400_naming_the_field_and_create_nothing() {
             "containers[0].volumes[1].path",
             "is mounted there too",
         ),
+        (
+            serde_json::json!({
+                "id": "vols",
+                "files": [{"name": "f", "content": "x"}],
+                "containers": [{"image": "busybox", "command": ["true"],
+                    "files": [{"path": "/etc/f", "filename": "f", "perm": "0999"}]}],
+            })
+            .to_string(),
+            "containers[0].files[0].perm",
+            "must be octal",
+        ),
     ];
     for (body, field, message) in cases {
         let r = d.curl_body("POST", "/pod/create", &body);
