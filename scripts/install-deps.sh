@@ -17,6 +17,7 @@ APT_PACKAGES=(
   buildah              # the build benchmark's peer (bud --isolation chroot, local files only)
   nftables             # hyperd's NAT and port mappings (`nft -f -`, table ip hyperd)
   e2fsprogs            # the volume tests' ext4 disk images (mkfs.ext4, debugfs)
+  qemu-utils           # qemu-img: the volume tests' qcow2 disk image
 )
 
 missing=()

@@ -417,6 +417,63 @@ async fn a_raw_ext4_disk_keeps_its_data_across_two_vms() {
     assert!(out.stderr.contains("Read-only file system"), "{out:?}");
     shim.shutdown_cleanly().await;
 
+    // The same filesystem as a qcow2 image, written and read back; the qcow2 names a
+    // backing file, which QEMU never opens ("backing": null).
+    let qcow2 = dir.path().join("data.qcow2");
+    run_tool(
+        Command::new("qemu-img")
+            .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+            .arg(&image)
+            .arg(&qcow2),
+    );
+    run_tool(
+        Command::new("qemu-img")
+            .args([
+                "rebase",
+                "-q",
+                "-u",
+                "-F",
+                "raw",
+                "-b",
+                "/nonexistent/backing",
+                "-f",
+                "qcow2",
+            ])
+            .arg(&qcow2),
+    );
+    let mut shim = ShimHandle::start("diskq").await;
+    shim.boot_with(CreateVmRequest {
+        disks: vec![DiskSpec {
+            path: qcow2.to_string_lossy().into(),
+            format: "qcow2".into(),
+            ..disk.clone()
+        }],
+        ..Default::default()
+    })
+    .await;
+    let rootfs = busybox_rootfs(shim.dir.path());
+    let out = add_and_run(
+        &mut shim,
+        AddContainerRequest {
+            id: "c1".into(),
+            rootfs: rootfs.to_string_lossy().into(),
+            process: Some(process(&[
+                "sh",
+                "-c",
+                "cat /data/f; echo q > /data/q; cat /data/q",
+            ])),
+            mounts: vec![disk_mount.clone()],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        (out.exit_code, out.stdout.as_str()),
+        (0, "kept\nq\n"),
+        "{out:?}"
+    );
+    shim.shutdown_cleanly().await;
+
     // Bad disks are refused before anything boots.
     let mut shim = ShimHandle::start("baddisk").await;
     for (bad, want) in [

@@ -8,6 +8,7 @@
 //! spec.
 
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -185,7 +186,6 @@ fn file_content(file: &UserFile, stored: Option<&Path>) -> std::result::Result<V
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -209,7 +209,13 @@ async fn fetch(uri: &str) -> std::result::Result<Vec<u8>, String> {
 }
 
 fn read_host_file(path: &Path) -> std::result::Result<Vec<u8>, String> {
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    // O_NONBLOCK: opening a FIFO would otherwise wait for a writer; a regular file reads the
+    // same with it.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| e.to_string())?;
     let meta = file.metadata().map_err(|e| e.to_string())?;
     if !meta.is_file() {
         return Err("not a regular file".into());

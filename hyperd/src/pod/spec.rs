@@ -423,6 +423,19 @@ pub fn normalize(mut pod: UserPod) -> Result<UserPod, SpecError> {
                     "required when path names a directory (ends with /)",
                 ));
             }
+            // The file is written into the rootfs, under the volume: it would be hidden.
+            if let Some(v) = c.volumes.iter().find(|v| {
+                let mount = v.path.trim_end_matches('/');
+                f.path.starts_with(&format!("{mount}/")) || f.path.trim_end_matches('/') == mount
+            }) {
+                return Err(bad(
+                    format!("{field}.path"),
+                    format!(
+                        "{:?} is inside volume {:?} mounted at {}: it would be hidden by the volume",
+                        f.path, v.volume, v.path
+                    ),
+                ));
+            }
             if f.perm.is_empty() {
                 f.perm = "0755".into();
             }
@@ -596,8 +609,17 @@ fn check_file(field: &str, f: &mut UserFile) -> Result<(), SpecError> {
             ));
         }
     }
-    decode_file(&f.encoding, f.content.as_bytes())
+    let content = decode_file(&f.encoding, f.content.as_bytes())
         .map_err(|m| bad(format!("{field}.content"), m))?;
+    // The same cap as a fetched file's: the spec is kept in the database and sent to the
+    // guest whole.
+    let max = super::options::MAX_FILE_BYTES;
+    if content.len() as u64 > max {
+        return Err(bad(
+            format!("{field}.content"),
+            format!("larger than {max} bytes"),
+        ));
+    }
     Ok(())
 }
 
@@ -637,9 +659,22 @@ fn check_ulimits(field: &str, ulimits: &mut [hyper_proto::rest::Ulimit]) -> Resu
         if !seen.insert(u.name.clone()) {
             return Err(bad(at, format!("{} is given twice", u.name)));
         }
+        // The guest kernel's fs.nr_open: setrlimit refuses more open files than that.
+        if u.name == "nofile" && u.hard > MAX_NOFILE {
+            return Err(bad(
+                format!("{at}.Hard"),
+                format!(
+                    "nofile {}: above the kernel's limit of {MAX_NOFILE} (fs.nr_open)",
+                    u.hard
+                ),
+            ));
+        }
     }
     Ok(())
 }
+
+/// The guest kernel's `fs.nr_open` (its default), the most `nofile` can be.
+const MAX_NOFILE: u64 = 1 << 20;
 
 /// Whether `key` is a sysctl a container may set: one of its own namespaces' (Docker's list:
 /// IPC `kernel.shm*`, `kernel.msg*`, `kernel.sem`, `fs.mqueue.*`; network `net.*`, the pod's
@@ -924,7 +959,13 @@ mod rule_tests {
         );
         assert_eq!(
             field(&c(r#""ulimits":[{"Name":"bogus","Hard":1,"Soft":1}]"#)),
-            "containers[0].ulimits[0]"
+            "containers[0].ulimits[0]",
+        );
+        assert_eq!(
+            field(&c(
+                r#""ulimits":[{"Name":"nofile","Hard":99999999999,"Soft":1024}]"#
+            )),
+            "containers[0].ulimits[0].Hard"
         );
         assert_eq!(
             field(&c(
@@ -952,6 +993,19 @@ mod rule_tests {
         assert_eq!(
             field(&c(r#""files":[{"path":"rel","filename":"f"}]"#)),
             "containers[0].files[0].path"
+        );
+        assert_eq!(
+            field(&c(
+                r#""volumes":[{"volume":"v","path":"/v/","detail":{"name":"v"}}],"files":[{"path":"/v/inj","filename":"f"}]"#
+            )),
+            "containers[0].files[0].path"
+        );
+        let big = "x".repeat((1 << 20) + 1);
+        assert_eq!(
+            field(&format!(
+                r#"{{"files":[{{"name":"f","content":"{big}"}}]}}"#
+            )),
+            "files[0].content"
         );
         assert_eq!(
             field(r#"{"files":[{"name":"f","encoding":"base64","content":"!!"}]}"#),

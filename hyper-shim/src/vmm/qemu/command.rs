@@ -99,17 +99,19 @@ pub fn disk_args(index: usize, disk: &Disk) -> (String, String) {
         "unsafe" => (false, true, true),
         _ => (false, false, true),
     };
-    let mut blockdev = format!(
-        "driver={},node-name=disk{index},file.driver=file,file.filename={},read-only={},cache.direct={},cache.no-flush={}",
-        d.format,
-        disk.vmm_path.display(),
-        on(d.read_only),
-        on(direct),
-        on(no_flush),
-    );
+    // JSON, not key=value: only JSON can say `"backing": null` (key=value would name a node
+    // called "null").
+    let mut blockdev = serde_json::json!({
+        "driver": d.format,
+        "node-name": format!("disk{index}"),
+        "file": { "driver": "file", "filename": disk.vmm_path },
+        "read-only": d.read_only,
+        "cache": { "direct": direct, "no-flush": no_flush },
+    });
     if d.format == "qcow2" {
-        blockdev.push_str(",backing=null");
+        blockdev["backing"] = serde_json::Value::Null;
     }
+    let blockdev = blockdev.to_string();
     let device = format!(
         "virtio-blk-device,drive=disk{index},serial={},write-cache={}",
         d.serial,
@@ -244,11 +246,20 @@ mod tests {
             disk("base", "qcow2", true, "none"),
         ];
         let a = args_of(&s);
+        let blockdevs: Vec<serde_json::Value> = value_of(&a, "-blockdev")
+            .iter()
+            .map(|b| serde_json::from_str(b).unwrap())
+            .collect();
         assert_eq!(
-            value_of(&a, "-blockdev"),
+            blockdevs,
             [
-                "driver=raw,node-name=disk0,file.driver=file,file.filename=/proc/42/fd/7,read-only=off,cache.direct=off,cache.no-flush=off",
-                "driver=qcow2,node-name=disk1,file.driver=file,file.filename=/proc/42/fd/7,read-only=on,cache.direct=on,cache.no-flush=off,backing=null",
+                serde_json::json!({"driver": "raw", "node-name": "disk0",
+                    "file": {"driver": "file", "filename": "/proc/42/fd/7"},
+                    "read-only": false, "cache": {"direct": false, "no-flush": false}}),
+                serde_json::json!({"driver": "qcow2", "node-name": "disk1",
+                    "file": {"driver": "file", "filename": "/proc/42/fd/7"},
+                    "read-only": true, "cache": {"direct": true, "no-flush": false},
+                    "backing": null}),
             ]
         );
         let devices = value_of(&a, "-device");
