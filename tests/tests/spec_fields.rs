@@ -724,7 +724,16 @@ fn files_are_fetched_at_create_and_kept_with_the_pod() {
     let missing = serve("404 Not Found", Vec::new(), Duration::ZERO);
     let big = serve("200 OK", vec![b'x'; (1 << 20) + 1], Duration::ZERO);
     let slow = serve("200 OK", b"late".to_vec(), Duration::from_secs(15));
+    // A FIFO nobody writes to: refused at once, not waited on.
+    let fifo = d.dir.path().join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let fifo = format!("file://{}", fifo.display());
     for (id, uri, why) in [
+        ("e6", fifo.as_str(), "not a regular file"),
         ("e1", missing.as_str(), "404"),
         ("e2", big.as_str(), "larger than"),
         ("e3", "file:///nonexistent/file", "No such file"),
