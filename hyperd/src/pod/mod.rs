@@ -763,9 +763,11 @@ impl Pods {
     /// otherwise, once no container of a running pod runs or has a restart due, the pod
     /// stops and its VM goes (nothing is left to run in it).
     async fn container_exited(self: &Arc<Self>, pod_id: &str, container_id: &str, code: i32) {
-        self.record_exit(container_id, code);
         let lock = self.lock_of(pod_id);
         let _guard = lock.lock().await;
+        // Recorded under the pod's lock: another container's exit must not see this one
+        // exited before its restart (if any) is scheduled, or it would stop the pod.
+        self.record_exit(container_id, code);
         let Ok(pod) = self.get(pod_id) else { return };
         if let Ok(Some(ct)) = self.store.read(|c| store::get_container(c, container_id))
             && self.restart_wanted(&pod, &ct)
