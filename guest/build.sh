@@ -93,19 +93,22 @@ has_interp() {
   { log "a static busybox is needed on the PATH (Debian: busybox-static)"; exit 1; }
 
 # --- initramfs --------------------------------------------------------------------------------
+# add_modules ARRAY NAME...: appends each module's .ko path to ARRAY; a missing one stops the
+# build.
+add_modules() {
+  local -n into=$1
+  shift
+  local m f
+  for m in "$@"; do
+    f=$(find "$kdir/lib/modules/$kver/kernel" -name "$m.ko" -print -quit)
+    [ -n "$f" ] || { log "module $m not found in $pkg"; exit 1; }
+    into+=("$f")
+  done
+}
 mods=()
-for m in "${MODULES[@]}"; do
-  f=$(find "$kdir/lib/modules/$kver/kernel" -name "$m.ko" -print -quit)
-  [ -n "$f" ] || { log "module $m not found in $pkg"; exit 1; }
-  mods+=("$f")
-done
-
+add_modules mods "${MODULES[@]}"
 ipvs_mods=()
-for m in "${IPVS_MODULES[@]}"; do
-  f=$(find "$kdir/lib/modules/$kver/kernel" -name "$m.ko" -print -quit)
-  [ -n "$f" ] || { log "module $m not found in $pkg"; exit 1; }
-  ipvs_mods+=("$f")
-done
+add_modules ipvs_mods "${IPVS_MODULES[@]}"
 
 stamp=$( (echo "$pkg"; sha256sum "$agent" "$busybox" "$0"; printf '%s\n' "${MODULES[@]}" "${IPVS_MODULES[@]}") | sha256sum | cut -d' ' -f1)
 if [ -f "$out/initramfs.img" ] && [ "$(cat "$out/initramfs.stamp" 2>/dev/null)" = "$stamp" ]; then
